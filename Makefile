@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine: `make run` (the whole stack) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test bench venv broker broker-stop clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	@infra/ensure-rabbitmq.sh
+	@infra/run-stack.sh
+
+test: venv
+	@infra/ensure-rabbitmq.sh
+	@infra/test.sh $(PYTEST_ARGS)
+
+broker: venv
+	@infra/ensure-rabbitmq.sh
+	infra/rabbitmq.sh start
+
+broker-stop:
+	infra/rabbitmq.sh stop
+
+clean:
+	-infra/rabbitmq.sh stop
+	rm -rf var

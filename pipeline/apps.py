@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+
+
+class PipelineConfig(AppConfig):
+    name = "pipeline"
+    verbose_name = "Pipelines"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Every app's pipelines.py is imported at start-up, in every process, the way
+        # django-dramatiq finds tasks.py: the web process needs them to start runs, workers to run them.
+        from django.utils.module_loading import autodiscover_modules
+
+        from .definitions import registry
+
+        autodiscover_modules("pipelines")
+        registry.validate()

@@ -1,0 +1,27 @@
+"""The engine's settings, each with its default, read through one accessor."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "PIPELINE_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
+    "PIPELINE_LOG_DIR": "var/log",
+    # Payloads are stored and carried in messages: keep them small, point at big data instead.
+    "PIPELINE_MAX_PAYLOAD_BYTES": 256 * 1024,
+    "PIPELINE_DEFAULT_QUEUE": "pipeline",
+    "PIPELINE_DEFAULT_RETRIES": 3,
+    "PIPELINE_DEFAULT_BACKOFF": (1.0, 60.0),
+    "PIPELINE_DEFAULT_TIMEOUT": 300.0,
+    # The relay re-publishes what was committed but not published after this long.
+    "PIPELINE_RELAY_AFTER_SECONDS": 10.0,
+    "PIPELINE_RELAY_INTERVAL_SECONDS": 5.0,
+    # A stage enqueued but not started after this long is enqueued again (its claim stops doubles).
+    "PIPELINE_STALLED_AFTER_SECONDS": 300.0,
+    "PIPELINE_REDACT_KEYS": (),
+}
+
+
+def get(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])

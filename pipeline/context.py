@@ -1,0 +1,57 @@
+"""What a stage function receives."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: str
+    type: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+    trace_id: str
+
+
+@dataclass
+class StageContext:
+    """The event, the run's ids, this attempt, and the results of the stages this one runs after.
+
+    `idempotency_key` is stable across retries and redeliveries of this stage in this run: pass
+    it to external systems so a repeated call has no second effect."""
+
+    event: EventView
+    run_id: str
+    pipeline: str
+    stage: str
+    attempt: int
+    results: dict[str, Any]
+    log: Any
+    _cancel_checked_at: float = field(default=0.0, repr=False)
+    _cancelled: bool = field(default=False, repr=False)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.stage}"
+
+    @property
+    def trace_id(self) -> str:
+        return self.event.trace_id
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled; long stages check it and return early. Reads the
+        database at most twice a second."""
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._cancel_checked_at >= 0.5:
+            from .models import Run, RunStatus
+
+            self._cancel_checked_at = now
+            status = Run.objects.filter(id=self.run_id).values_list("status", flat=True).first()
+            self._cancelled = status == RunStatus.CANCELLED
+        return self._cancelled

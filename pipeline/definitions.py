@@ -1,0 +1,185 @@
+"""Declaring pipelines and their stages: a DAG, linear by default, checked as it is declared."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dramatiq
+from dramatiq.errors import Retry
+
+from . import conf
+from .errors import DefinitionError
+
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+StageFunction = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Stage:
+    pipeline: "Pipeline"
+    name: str
+    fn: StageFunction
+    after: tuple[str, ...]
+    retries: int
+    backoff: tuple[float, float]
+    timeout: float
+    throws: tuple[type[BaseException], ...] = ()
+    actor: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def actor_name(self) -> str:
+        return f"{self.pipeline.name}.{self.name}"
+
+
+class Pipeline:
+    """A named DAG of stages started by an event type (`on`), by a schedule or by hand.
+
+    Stages run in declaration order unless they say `after=[...]`; naming only earlier stages
+    in `after` keeps every pipeline acyclic by construction."""
+
+    def __init__(self, name: str, on: str | None = None, *, queue: str | None = None) -> None:
+        if not _NAME_RE.match(name):
+            raise DefinitionError(f"pipeline name {name!r} must be lower_snake_case")
+        if name in registry.pipelines:
+            raise DefinitionError(f"pipeline {name!r} is declared twice")
+        self.name = name
+        self.on = on
+        self.queue = queue
+        self.stages: dict[str, Stage] = {}
+        self._children: dict[str, list[str]] = {}
+        registry.pipelines[name] = self
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, on={self.on!r}, stages={list(self.stages)})"
+
+    def stage(
+        self,
+        name: str | None = None,
+        *,
+        after: list[str] | tuple[str, ...] | None = None,
+        retries: int | None = None,
+        backoff: tuple[float, float] | None = None,
+        timeout: float | None = None,
+        throws: tuple[type[BaseException], ...] = (),
+    ) -> Callable[[StageFunction], StageFunction]:
+        """Declares the decorated function as a stage: retried `retries` times with exponential
+        backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds."""
+
+        def decorate(fn: StageFunction) -> StageFunction:
+            self._add(
+                Stage(
+                    pipeline=self,
+                    name=name or fn.__name__,
+                    fn=fn,
+                    after=self._parents(after),
+                    retries=conf.get("PIPELINE_DEFAULT_RETRIES") if retries is None else retries,
+                    backoff=tuple(backoff or conf.get("PIPELINE_DEFAULT_BACKOFF")),
+                    timeout=conf.get("PIPELINE_DEFAULT_TIMEOUT") if timeout is None else timeout,
+                    throws=tuple(throws),
+                )
+            )
+            return fn
+
+        return decorate
+
+    def _parents(self, after: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+        if after is None:
+            return (list(self.stages)[-1],) if self.stages else ()
+        if isinstance(after, str):
+            after = [after]
+        unknown = [p for p in after if p not in self.stages]
+        if unknown:
+            raise DefinitionError(
+                f"pipeline {self.name!r}: after={list(after)} names unknown stage(s) {unknown}; "
+                f"a stage can only follow stages declared before it (declared: {list(self.stages)})"
+            )
+        if len(set(after)) != len(after):
+            raise DefinitionError(f"pipeline {self.name!r}: after={list(after)} names a stage twice")
+        return tuple(after)
+
+    def _add(self, stage: Stage) -> None:
+        if not _NAME_RE.match(stage.name):
+            raise DefinitionError(f"pipeline {self.name!r}: stage name {stage.name!r} must be lower_snake_case")
+        if stage.name in self.stages:
+            raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r} is declared twice")
+        if stage.retries < 0:
+            raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r} has negative retries")
+        if len(stage.backoff) != 2 or not 0 <= stage.backoff[0] <= stage.backoff[1]:
+            raise DefinitionError(
+                f"pipeline {self.name!r}: stage {stage.name!r} backoff must be (min_seconds, max_seconds) with min <= max"
+            )
+        if stage.timeout <= 0:
+            raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r} timeout must be positive")
+        object.__setattr__(stage, "actor", _declare_actor(stage, self.queue or conf.get("PIPELINE_DEFAULT_QUEUE")))
+        self.stages[stage.name] = stage
+        self._children[stage.name] = []
+        for parent in stage.after:
+            self._children[parent].append(stage.name)
+
+    @property
+    def roots(self) -> list[Stage]:
+        return [s for s in self.stages.values() if not s.after]
+
+    def children(self, stage_name: str) -> list[Stage]:
+        return [self.stages[c] for c in self._children.get(stage_name, [])]
+
+    @property
+    def event_type(self) -> str:
+        """The event type that starts this pipeline; schedule-only pipelines get `<name>.requested`."""
+        return self.on or f"{self.name}.requested"
+
+
+def _retry_when(retries: int, exception: BaseException) -> bool:
+    # The runtime decides about retries of user code itself (and raises Retry); anything else that
+    # escapes is our own infrastructure failing (database down...): retry that a bounded number of times.
+    return isinstance(exception, Retry) or retries < 10
+
+
+def _declare_actor(stage: Stage, queue_name: str) -> Any:
+    from .runtime import execute_stage
+
+    def run_stage(run_id: str) -> None:
+        execute_stage(stage, run_id)
+
+    run_stage.__name__ = run_stage.__qualname__ = stage.actor_name
+    return dramatiq.actor(
+        run_stage,
+        actor_name=stage.actor_name,
+        queue_name=queue_name,
+        max_retries=None,
+        retry_when=_retry_when,
+        min_backoff=1000,
+        max_backoff=60_000,
+        time_limit=int(stage.timeout * 1000),
+    )
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.pipelines: dict[str, Pipeline] = {}
+
+    def get(self, name: str) -> Pipeline:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise DefinitionError(f"unknown pipeline {name!r} (known: {', '.join(sorted(self.pipelines)) or 'none'})")
+
+    def subscribed_to(self, event_type: str) -> list[Pipeline]:
+        return [p for p in self.pipelines.values() if p.on == event_type]
+
+    def validate(self) -> None:
+        """Checks what can only be checked once every module is imported."""
+        from .events import schemas
+
+        for pipeline in self.pipelines.values():
+            if not pipeline.stages:
+                raise DefinitionError(f"pipeline {pipeline.name!r} has no stages")
+            if pipeline.on is not None and pipeline.on not in schemas:
+                raise DefinitionError(
+                    f"pipeline {pipeline.name!r} subscribes to {pipeline.on!r}, which has no registered event schema"
+                )
+
+
+registry = Registry()

@@ -1,0 +1,54 @@
+"""Errors users see: each says what is wrong precisely enough to fix it."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class PipelineError(Exception):
+    """Base class of the engine's errors."""
+
+
+class DefinitionError(PipelineError):
+    """A pipeline or stage declaration is invalid (raised at import time)."""
+
+
+class EventError(PipelineError):
+    """An event cannot be accepted; nothing was stored or published."""
+
+    status_code = 400
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": str(self)}
+
+
+class UnknownEventType(EventError):
+    def __init__(self, event_type: str, known: list[str]) -> None:
+        self.event_type = event_type
+        known_text = ", ".join(sorted(known)) or "none registered"
+        super().__init__(f"unknown event type {event_type!r} (known: {known_text})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "type": self.event_type}
+
+
+class InvalidPayload(EventError):
+    def __init__(self, event_type: str, errors: list[dict[str, Any]]) -> None:
+        self.event_type = event_type
+        self.errors = errors
+        details = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        super().__init__(f"invalid payload for {event_type!r}: {details}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "type": self.event_type, "fields": self.errors}
+
+
+class PayloadTooLarge(EventError):
+    status_code = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__(f"payload is {size} bytes, over the limit of {limit} bytes (PIPELINE_MAX_PAYLOAD_BYTES)")
+
+
+class TransitionRefused(PipelineError):
+    """An impossible state change (e.g. succeeded -> running) was asked for and refused."""

@@ -1,0 +1,145 @@
+"""Event types, their schemas, and `emit`: the one way work enters the system.
+
+An emitted event is written together with its runs in the caller's transaction (the outbox);
+its first stages are published only after that transaction commits."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, TypeVar
+
+import pydantic
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import conf, tracing
+from .definitions import Pipeline, registry
+from .errors import InvalidPayload, PayloadTooLarge, UnknownEventType
+from .logging import get_logger
+
+log = get_logger("pipeline.events")
+
+SchemaT = TypeVar("SchemaT", bound=type[pydantic.BaseModel])
+schemas: dict[str, type[pydantic.BaseModel]] = {}
+
+
+class _AnyPayload(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+def event_type(name: str) -> Callable[[SchemaT], SchemaT]:
+    """Registers a pydantic model as the schema of the event type `name`."""
+
+    def register(model: SchemaT) -> SchemaT:
+        if name in schemas and schemas[name] is not model:
+            raise ValueError(f"event type {name!r} already has the schema {schemas[name].__name__}")
+        schemas[name] = model
+        return model
+
+    return register
+
+
+def validate(type_name: str, payload: Any) -> dict[str, Any]:
+    """The payload as it will be stored, or the precise reason it cannot be."""
+    schema = schemas.get(type_name)
+    if schema is None:
+        raise UnknownEventType(type_name, list(schemas))
+    if isinstance(payload, pydantic.BaseModel):
+        payload = payload.model_dump(mode="json")
+    if not isinstance(payload, dict):
+        raise InvalidPayload(type_name, [{"field": "(payload)", "message": "must be a JSON object"}])
+    try:
+        data = schema.model_validate(payload).model_dump(mode="json")
+    except pydantic.ValidationError as exc:
+        raise InvalidPayload(
+            type_name,
+            [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]} for e in exc.errors()],
+        ) from None
+    size = len(json.dumps(data, separators=(",", ":")).encode())
+    limit = conf.get("PIPELINE_MAX_PAYLOAD_BYTES")
+    if size > limit:
+        raise PayloadTooLarge(size, limit)
+    return data
+
+
+def emit(
+    type: str,
+    payload: Any,
+    *,
+    idempotency_key: str | None = None,
+    trace_id: str | None = None,
+    source: str = "",
+) -> str:
+    """Validates and records an event, starts one run per subscribed pipeline, returns the event id.
+
+    Inside `transaction.atomic()` nothing is published unless that transaction commits. With an
+    `idempotency_key`, a repeated emit returns the first event's id and starts nothing."""
+    data = validate(type, payload)
+    return _record(type, data, registry.subscribed_to(type), idempotency_key, trace_id, source, "event")
+
+
+def start(
+    pipeline_name: str,
+    payload: Any = None,
+    *,
+    trigger: str = "manual",
+    idempotency_key: str | None = None,
+    trace_id: str | None = None,
+) -> str:
+    """Starts one pipeline directly (schedules, the CLI), as an event of its type that only it receives."""
+    pipeline = registry.get(pipeline_name)
+    type_name = pipeline.event_type
+    schemas.setdefault(type_name, _AnyPayload)
+    data = validate(type_name, payload or {})
+    return _record(type_name, data, [pipeline], idempotency_key, trace_id, trigger, trigger)
+
+
+def _record(
+    type_name: str,
+    data: dict[str, Any],
+    pipelines: list[Pipeline],
+    idempotency_key: str | None,
+    trace_id: str | None,
+    source: str,
+    trigger: str,
+) -> str:
+    from .models import Event
+    from .runs import create_runs
+
+    trace_id = trace_id or tracing.current_trace_id() or tracing.new_trace_id()
+    try:
+        with transaction.atomic():
+            event = Event.objects.create(
+                type=type_name,
+                payload=data,
+                occurred_at=timezone.now(),
+                trace_id=trace_id,
+                idempotency_key=idempotency_key,
+                source=source,
+            )
+            runs = create_runs(event, pipelines, trigger=trigger)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        first = Event.objects.filter(idempotency_key=idempotency_key).values_list("id", flat=True).first()
+        if first is None:
+            raise
+        log.info("event.deduplicated", event_id=str(first), event_type=type_name, idempotency_key=idempotency_key)
+        return str(first)
+    event_id = str(event.id)
+    log.info(
+        "event.emitted",
+        event_id=event_id,
+        event_type=type_name,
+        trace_id=trace_id,
+        runs=[{"run_id": str(r.id), "pipeline": r.pipeline} for r in runs],
+        runs_started=len(runs),
+        source=source,
+    )
+    transaction.on_commit(lambda: _publish_after_commit(event_id))
+    return event_id
+
+
+def _publish_after_commit(event_id: str) -> None:
+    from .publisher import publish_event
+
+    publish_event(event_id)

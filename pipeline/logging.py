@@ -1,0 +1,199 @@
+"""One logging set-up for every process: structlog in front, the standard library's loggers
+(Django, Dramatiq, pika, APScheduler) through the same processors, JSON lines to
+`<log dir>/<process>.jsonl` and a readable console on stderr."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+_SECRET_KEY_PATTERN = r"pass(word|wd)?|secret|token|authorization|api[_-]?key|card[_-]?number|cvv|cvc|cookie"
+_MASK = "[redacted]"
+_secret_key_re = re.compile(_SECRET_KEY_PATTERN, re.IGNORECASE)
+_configured_for: str | None = None
+
+
+def process_name() -> str:
+    """The kind of process we are, which names the log file: web, worker, scheduler or the command."""
+    if os.environ.get("PIPELINE_PROCESS"):
+        return os.environ["PIPELINE_PROCESS"]
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if argv0.startswith("dramatiq"):
+        return "worker"
+    if argv0 in ("manage.py", "django-admin") and len(sys.argv) > 1:
+        command = sys.argv[1]
+        return {"runserver": "web", "runscheduler": "scheduler", "rundramatiq": "worker"}.get(command, command)
+    if "gunicorn" in argv0 or "uvicorn" in argv0:
+        return "web"
+    if "pytest" in argv0 or "py.test" in argv0:
+        return "test"
+    return "python"
+
+
+def add_secret_keys(keys: tuple[str, ...] | list[str]) -> None:
+    """Extends the set of key names whose values never reach a log line."""
+    global _secret_key_re
+    extra = "|".join(re.escape(k) for k in keys if k)
+    _secret_key_re = re.compile(_SECRET_KEY_PATTERN + (f"|{extra}" if extra else ""), re.IGNORECASE)
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """Masks values under secret-looking keys, at any depth of dicts and lists."""
+    if depth > 12:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: (_MASK if isinstance(k, str) and _secret_key_re.search(k) else redact(v, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact(v, depth + 1) for v in value]
+    if isinstance(value, str) and depth > 0:
+        return redact_text(value)
+    return value
+
+
+_inline_secret_re = None
+
+
+def redact_text(text: str) -> str:
+    """Masks `key=value`, `key: value` and `"key": "value"` pairs inside free text such as exception messages."""
+    if not text or not _secret_key_re.search(text):
+        return text
+    pattern = re.compile(
+        r"""(?P<key>["']?[\w-]*(?:""" + _secret_key_re.pattern + r""")[\w-]*["']?\s*[:=]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\]]+)""",
+        re.IGNORECASE,
+    )
+    return pattern.sub(lambda m: m.group("key") + _MASK, text)
+
+
+def _redact_processor(_logger: Any, _name: str, event_dict: dict) -> dict:
+    for key, value in list(event_dict.items()):
+        if key in ("event", "timestamp", "level", "logger"):
+            continue
+        if _secret_key_re.search(key):
+            event_dict[key] = _MASK
+        elif isinstance(value, (dict, list, tuple)):
+            event_dict[key] = redact(value, 1)
+        elif isinstance(value, str) and key in ("error", "exception", "traceback", "message"):
+            event_dict[key] = redact_text(value)
+    return event_dict
+
+
+def _add_process(_logger: Any, _name: str, event_dict: dict) -> dict:
+    event_dict.setdefault("process", _PROCESS)
+    event_dict.setdefault("pid", os.getpid())
+    event_dict.setdefault("host", _HOST)
+    return event_dict
+
+
+def _drop_color_message(_logger: Any, _name: str, event_dict: dict) -> dict:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+_PROCESS = process_name()
+_HOST = socket.gethostname()
+
+
+class AppendFileHandler(logging.Handler):
+    """Appends each line with one write(2) on an O_APPEND descriptor, so several processes can
+    share one file without tearing lines, and a rotated-away file is reopened."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._inode = os.fstat(self._fd).st_ino
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "replace")
+            os.write(self._fd, line)
+        except Exception:  # pragma: no cover - logging must never break the caller
+            self.handleError(record)
+
+    def close(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        super().close()
+
+
+def configure(process: str | None = None, log_dir: str | None = None, level: str = "INFO") -> None:
+    """Sets up structlog and the standard library's logging for this process; safe to call again."""
+    global _PROCESS, _configured_for
+    _PROCESS = process or process_name()
+    log_dir = log_dir or os.environ.get("PIPELINE_LOG_DIR") or "var/log"
+    key = f"{_PROCESS}:{log_dir}:{level}"
+    if _configured_for == key:
+        return
+    _configured_for = key
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_process,
+        _drop_color_message,
+    ]
+    structlog.configure(
+        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    foreign = [structlog.stdlib.ExtraAdder(), *shared]
+    json_formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _redact_processor,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=str),
+        ],
+    )
+    console_formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=foreign,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _redact_processor,
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), sort_keys=False),
+        ],
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(console_formatter)
+    root.addHandler(console)
+    file_handler = AppendFileHandler(Path(log_dir) / f"{_PROCESS}.jsonl")
+    file_handler.setFormatter(json_formatter)
+    root.addHandler(file_handler)
+    root.setLevel(level)
+    # Libraries that are chatty at INFO about their own plumbing.
+    for name, lib_level in (("pika", "WARNING"), ("apscheduler.executors", "WARNING"), ("django.db", "INFO")):
+        logging.getLogger(name).setLevel(lib_level)
+
+
+def configure_from_django(logging_settings: dict | None) -> None:
+    """LOGGING_CONFIG entry point: Django hands us settings.LOGGING during django.setup()."""
+    from django.conf import settings
+
+    options = logging_settings or {}
+    add_secret_keys(tuple(getattr(settings, "PIPELINE_REDACT_KEYS", ())))
+    configure(log_dir=options.get("log_dir"), level=options.get("level", "INFO"))
+
+
+def get_logger(name: str = "pipeline") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,18 @@
+"""django-dramatiq's `rundramatiq`, after checking that the broker answers (one clear error line
+instead of every worker thread's reconnect traceback), with our logging set-up in charge."""
+from django.core.management.base import CommandError
+from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
+
+from pipeline.broker import BrokerUnavailable, check_broker
+
+
+class Command(DjangoDramatiqCommand):
+    def handle(self, *args, **options):
+        try:
+            check_broker()
+        except BrokerUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        # Our LOGGING_CONFIG sets up every worker process as Django starts in it; dramatiq's own
+        # basicConfig would add a second, differently formatted handler.
+        options["skip_logging"] = True
+        return super().handle(*args, **options)

@@ -1,0 +1,94 @@
+"""Publishing committed work to the broker, and the relay that re-publishes what a crash or a
+broker outage left behind. Publishing twice is harmless: a stage message that finds its stage
+already claimed or done is dropped (see `states.claim_stage`)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import conf
+from .definitions import DefinitionError, registry
+from .logging import get_logger
+from .models import Event, RunStatus, StageRun, StageStatus
+from .runs import enqueue_stage
+
+log = get_logger("pipeline.publisher")
+
+_ACTIVE_RUN = Q(run__status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+
+
+def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
+    published = 0
+    for stage_run in stage_runs:
+        run = stage_run.run
+        try:
+            stage = registry.get(run.pipeline).stages[stage_run.stage]
+        except (DefinitionError, KeyError):
+            log.error("stage.unknown", run_id=str(run.id), pipeline=run.pipeline, stage=stage_run.stage)
+            continue
+        enqueue_stage(stage, run_id=str(run.id), event_id=str(run.event_id), trace_id=run.event.trace_id)
+        published += 1
+    return published
+
+
+def publish_event(event_id: str) -> bool:
+    """Publishes the waiting first stages of an event's runs and marks the event published.
+    A broker that cannot be reached leaves the event for the relay, with one warning line."""
+    waiting = list(
+        StageRun.objects.filter(_ACTIVE_RUN, run__event_id=event_id, status=StageStatus.PENDING).select_related(
+            "run__event"
+        )
+    )
+    try:
+        published = _publish_stage_runs(waiting)
+    except Exception as exc:  # the broker is down or refused: the relay will try again
+        Event.objects.filter(id=event_id).update(publish_attempts=F("publish_attempts") + 1)
+        log.warning("event.publish_failed", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+        return False
+    Event.objects.filter(id=event_id).update(published_at=timezone.now(), publish_attempts=F("publish_attempts") + 1)
+    log.info("event.published", event_id=event_id, stages_published=published)
+    return True
+
+
+def relay_once(limit: int = 500) -> dict[str, int]:
+    """One pass of the relay: events committed but never published, and stages that should be
+    moving but have no message (lost publish, lost delayed retry, holder gone past its lease)."""
+    now = timezone.now()
+    counts = {"events": 0, "stages": 0}
+    cutoff = now - timedelta(seconds=conf.get("PIPELINE_RELAY_AFTER_SECONDS"))
+    for event_id in Event.objects.filter(published_at__isnull=True, occurred_at__lt=cutoff).values_list(
+        "id", flat=True
+    )[:limit]:
+        if not publish_event(str(event_id)):
+            break  # the broker is still unreachable: no point trying the rest now
+        counts["events"] += 1
+
+    stalled_cutoff = now - timedelta(seconds=conf.get("PIPELINE_STALLED_AFTER_SECONDS"))
+    stalled = list(
+        StageRun.objects.filter(_ACTIVE_RUN)
+        .filter(
+            Q(status=StageStatus.PENDING, enqueued_at__lt=stalled_cutoff, run__event__published_at__isnull=False)
+            | Q(status=StageStatus.RETRYING, next_attempt_at__lt=stalled_cutoff)
+            | Q(status=StageStatus.RUNNING, lease_until__lt=now)
+        )
+        .select_related("run__event")[:limit]
+    )
+    if stalled:
+        try:
+            counts["stages"] = _publish_stage_runs(stalled)
+        except Exception as exc:
+            log.warning("relay.publish_failed", error=f"{type(exc).__name__}: {exc}")
+            return counts
+        StageRun.objects.filter(id__in=[s.id for s in stalled], status=StageStatus.PENDING).update(enqueued_at=now)
+        StageRun.objects.filter(id__in=[s.id for s in stalled], status=StageStatus.RETRYING).update(
+            next_attempt_at=now
+        )
+        for s in stalled:
+            log.warning(
+                "stage.republished", run_id=str(s.run_id), stage=s.stage, status=s.status, pipeline=s.run.pipeline
+            )
+    if counts["events"] or counts["stages"]:
+        log.info("relay.pass", **counts)
+    return counts

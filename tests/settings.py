@@ -1,0 +1,9 @@
+"""Settings for the test suite: the project's, plus pipelines and schedules made for the tests."""
+from web.settings import *  # noqa: F401,F403
+from web.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+SHOP_FAILURE_RATE = 0.0
+PIPELINE_RELAY_AFTER_SECONDS = 1.0
+PIPELINE_RELAY_INTERVAL_SECONDS = 1.0
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

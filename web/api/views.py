@@ -1,0 +1,67 @@
+"""The machine API: post events, read events and runs."""
+from __future__ import annotations
+
+import uuid
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from pipeline import EventError, emit
+from pipeline.models import Event, Run
+from web.jsonbody import BadRequest, json_object
+
+from .auth import token_required
+from .serializers import event_json, run_json
+
+
+def _not_found(kind: str, value: str) -> JsonResponse:
+    return JsonResponse({"error": f"no {kind} with id {value!r}"}, status=404)
+
+
+def _valid_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@token_required
+@require_http_methods(["POST"])
+def post_event(request: HttpRequest) -> JsonResponse:
+    try:
+        body = json_object(request)
+        if not isinstance(body.get("type"), str) or not body["type"]:
+            raise BadRequest("field 'type' is required: the event type, e.g. \"order.placed\"", field="type")
+        if "payload" not in body:
+            raise BadRequest("field 'payload' is required: a JSON object", field="payload")
+        key = body.get("idempotency_key")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 255):
+            raise BadRequest("field 'idempotency_key' must be a string of 1 to 255 characters", field="idempotency_key")
+        event_id = emit(body["type"], body["payload"], idempotency_key=key, source="api")
+    except BadRequest as exc:
+        return exc.response()
+    except EventError as exc:
+        return JsonResponse(exc.as_dict(), status=exc.status_code)
+    trace_id = Event.objects.filter(id=event_id).values_list("trace_id", flat=True).first()
+    return JsonResponse({"event_id": event_id, "trace_id": trace_id}, status=202)
+
+
+@token_required
+@require_http_methods(["GET"])
+def get_event(request: HttpRequest, event_id: str) -> JsonResponse:
+    event = Event.objects.filter(id=event_id).first() if _valid_uuid(event_id) else None
+    if event is None:
+        return _not_found("event", event_id)
+    return JsonResponse(event_json(event))
+
+
+@token_required
+@require_http_methods(["GET"])
+def get_run(request: HttpRequest, run_id: str) -> JsonResponse:
+    run = Run.objects.filter(id=run_id).select_related("event").first() if _valid_uuid(run_id) else None
+    if run is None:
+        return _not_found("run", run_id)
+    data = run_json(run)
+    data["trace_id"] = run.event.trace_id
+    return JsonResponse(data)

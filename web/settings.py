@@ -1,0 +1,132 @@
+"""Settings for the demo project; every knob that differs between machines comes from the environment."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """A stable development key kept under var/, so sessions survive restarts without a committed secret."""
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    path = VAR_DIR / "secret-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    # `pipeline` comes before `django_dramatiq` so its `rundramatiq` (a broker pre-flight check
+    # in front of django-dramatiq's) is the one Django runs.
+    "pipeline",
+    "django_dramatiq",
+    "schedules",
+    "web.api",
+    "web.shop",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "pipeline.web.RequestContextMiddleware",
+]
+
+ROOT_URLCONF = "web.urls"
+WSGI_APPLICATION = "web.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+
+def _database(url: str) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several worker processes and threads write at once: WAL lets readers go on while one
+        # writes, IMMEDIATE takes the write lock at BEGIN (no deadlock on upgrade), and the busy
+        # timeout makes writers queue instead of failing with "database is locked".
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+        }
+        config["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    return config
+
+
+DATABASES = {"default": _database(os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+LOGIN_URL = "/admin/login/"
+
+PIPELINE_BROKER_URL = os.environ.get("PIPELINE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+PIPELINE_LOG_DIR = os.environ.get("PIPELINE_LOG_DIR", str(VAR_DIR / "log"))
+
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+    # Heartbeats let RabbitMQ notice a dead worker host and redeliver its unacked stages.
+    "OPTIONS": {"url": PIPELINE_BROKER_URL + ("&" if "?" in PIPELINE_BROKER_URL else "?") + "heartbeat=30&blocked_connection_timeout=30"},
+    # Stated in full on purpose: django-dramatiq's default list leaves out Pipelines and
+    # ShutdownNotifications, and order matters (logging context is bound before anything logs).
+    "MIDDLEWARE": [
+        "pipeline.middleware.LoggingContext",
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.ShutdownNotifications",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Pipelines",
+        "dramatiq.middleware.Retries",
+        "dramatiq.middleware.CurrentMessage",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks", "pipelines"]
+
+# Django calls this with LOGGING during django.setup(): one structlog set-up for every process.
+LOGGING_CONFIG = "pipeline.logging.configure_from_django"
+LOGGING = {"log_dir": PIPELINE_LOG_DIR, "level": os.environ.get("PIPELINE_LOG_LEVEL", "INFO")}
+
+# Demo shop: the fraction of `charge_payment` attempts that fail, to show retries.
+SHOP_FAILURE_RATE = float(os.environ.get("SHOP_FAILURE_RATE", "0.2"))
