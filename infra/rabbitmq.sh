@@ -206,10 +206,13 @@ pid_alive() {  # running (not zombie) process?
     [[ "${stat:0:1}" != "Z" && "${stat:0:1}" != "X" ]]
 }
 
-# PIDs of processes belonging to our node: beam.smp carrying our marker or node
-# name in its argv, and the rabbitmq-server shell wrapper started for our node.
+# Processes belonging to our node: a beam.smp whose argv holds our node name
+# and "-home <our var dir>" (so a same-named node of another clone is left
+# alone), and the rabbitmq-server shell wrapper started with our environment.
+# our_pids [beam]  -- with "beam", only the beam.smp processes.
 our_pids() {
-    local d pid args a envnode
+    local only="${1:-}" d pid a envs has_node has_home prev
+    local -a args
     for d in /proc/[0-9]*; do
         pid="${d#/proc/}"
         [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
@@ -217,12 +220,18 @@ our_pids() {
         mapfile -d '' -t args < "$d/cmdline" 2>/dev/null || continue
         (( ${#args[@]} )) || continue
         if [[ "${args[0]}" == *beam* ]]; then
+            has_node=0 has_home=0 prev=""
             for a in "${args[@]}"; do
-                if [[ "$a" == "$NODE" ]]; then echo "$pid"; break; fi
+                [[ "$a" == "$NODE" ]] && has_node=1
+                [[ "$prev" == "-home" && "$a" == "$VAR" ]] && has_home=1
+                prev="$a"
             done
-        elif [[ "${args[*]}" == *"$RABBIT_BIN_DIR/rabbitmq-server"* || "${args[*]}" == *"/sbin/rabbitmq-server"* ]]; then
-            envnode="$(tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -m1 '^RABBITMQ_NODENAME=' || true)"
-            [[ "$envnode" == "RABBITMQ_NODENAME=$NODE" ]] && echo "$pid"
+            (( has_node && has_home )) && echo "$pid"
+        elif [[ -z "$only" && "${args[*]}" == *"/rabbitmq-server"* ]]; then
+            envs="$(tr '\0' '\n' < "$d/environ" 2>/dev/null || true)"
+            if grep -qxF "RABBITMQ_NODENAME=$NODE" <<<"$envs" && grep -qxF "HOME=$VAR" <<<"$envs"; then
+                echo "$pid"
+            fi
         fi
     done
     return 0
@@ -235,10 +244,38 @@ pidfile_pid() {
     return 0
 }
 
-all_node_pids() {  # our_pids plus the pid-file pid if it is alive
-    local p
+all_node_pids() {  # our_pids plus the pid-file pid if it is (still) a beam
+    local p a
     p="$(pidfile_pid)"
-    { our_pids; if [[ -n "$p" ]] && pid_alive "$p"; then echo "$p"; fi; } | sort -un
+    {
+        our_pids
+        if [[ -n "$p" ]] && pid_alive "$p"; then
+            a="$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null || true)"
+            [[ "$a" == *beam* ]] && echo "$p"
+        fi
+    } | sort -un
+}
+
+# Does one of our beam processes own the LISTEN socket on 127.0.0.1:PORT?
+# 0 = yes, 1 = no, 2 = cannot tell (no /proc/net/tcp).
+port_owned_by_us() {
+    [[ -r /proc/net/tcp ]] || return 2
+    local hexport pid fd link a
+    local -a inodes
+    printf -v hexport '%04X' "$PORT"
+    mapfile -t inodes < <(awk -v p=":$hexport" \
+        '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+    (( ${#inodes[@]} )) || return 1
+    for pid in $(our_pids beam); do
+        for fd in /proc/"$pid"/fd/*; do
+            link="$(readlink "$fd" 2>/dev/null)" || continue
+            for a in "${inodes[@]}"; do
+                [[ "$link" == "socket:[$a]" ]] && return 0
+            done
+        done
+    done
+    return 1
 }
 
 # all_node_pids plus their descendants (erl_child_setup, port programs, ...)
@@ -421,10 +458,10 @@ cmd_start() {
     lock
 
     if probe amqp 0; then
-        if [[ -n "$(our_pids)" ]]; then
+        if port_owned_by_us; [[ $? -ne 1 ]]; then
             say "node $NODE already running on $URL"
         else
-            say "something (not node $NODE started by this script) already accepts AMQP on $URL; using it"
+            say "a broker not started from $VAR already accepts AMQP on $URL; using it"
         fi
         exit 0
     fi
@@ -451,9 +488,30 @@ cmd_start() {
     local t0=$SECONDS rc=0
     launch
     probe amqp "$START_TIMEOUT" "$LAUNCH_PID" || rc=$?
+    if (( rc == 4 )); then
+        # The launcher is gone; if our node lives on anyway (e.g. setsid had
+        # to fork), keep waiting on its processes for the remaining time.
+        local watch="" left i
+        for i in 1 2 3 4; do
+            watch="$(our_pids | head -n1)"
+            [[ -n "$watch" ]] && break
+            sleep 0.5
+        done
+        left=$(( START_TIMEOUT - (SECONDS - t0) ))
+        if [[ -n "$watch" ]] && (( left > 0 )); then
+            rc=0
+            probe amqp "$left" "$watch" || rc=$?
+        fi
+    fi
     if (( rc == 0 )); then
-        say "node $NODE ready on $URL"
-        exit 0
+        if port_owned_by_us; [[ $? -ne 1 ]]; then
+            say "node $NODE ready on $URL"
+            exit 0
+        fi
+        err "another broker grabbed 127.0.0.1:$PORT while node $NODE was starting; pick another RABBITMQ_PORT"
+        show_logs
+        stop_node force >/dev/null 2>&1 || true
+        exit 1
     fi
     if (( rc == 4 )); then
         err "node $NODE exited during startup (after $(( SECONDS - t0 ))s)"

@@ -181,8 +181,9 @@ def configure(process: str | None = None, log_dir: str | None = None, level: str
     file_handler.setFormatter(json_formatter)
     root.addHandler(file_handler)
     root.setLevel(level)
-    # Libraries that are chatty at INFO about their own plumbing.
-    for name, lib_level in (("pika", "WARNING"), ("apscheduler.executors", "WARNING"), ("django.db", "INFO")):
+    # pika logs every step of a failed connection at ERROR, with tracebacks; the broker's
+    # unavailability is reported once, by us and by Dramatiq, so its own lines only add noise.
+    for name, lib_level in (("pika", "CRITICAL"), ("apscheduler.executors", "WARNING"), ("django.db", "INFO")):
         logging.getLogger(name).setLevel(lib_level)
 
 

@@ -37,12 +37,17 @@ class Schedule:
             except ValueError as exc:
                 raise ScheduleError(f"schedule {self.name!r}: invalid cron expression {self.cron!r}: {exc}") from None
         if self.interval_seconds is not None:
-            return IntervalTrigger(seconds=self.interval_seconds, timezone=tz)
+            # Anchored to a fixed epoch, so every scheduler process computes the same fire times
+            # (and so the same idempotency keys), whenever it started.
+            return IntervalTrigger(seconds=self.interval_seconds, timezone=tz, start_date=_EPOCH)
         return DateTrigger(run_date=self.run_at, timezone=tz)
 
     @property
     def target(self) -> str:
         return f"pipeline:{self.pipeline}" if self.pipeline else f"actor:{self.actor}"
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC"))
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -47,9 +47,10 @@ def fire_key(schedule_name: str, fire_time: datetime) -> str:
     return f"schedule:{schedule_name}@{fire_time.astimezone(timezone.utc).isoformat()}"
 
 
-def fire(schedule_name: str, *, fire_time: datetime) -> str | None:
+def fire(schedule_name: str, *, fire_time: datetime | None = None) -> str | None:
     """Starts the schedule's pipeline (or sends to its actor) for one fire time."""
     schedule = schedules[schedule_name]
+    fire_time = fire_time or datetime.now(timezone.utc)
     key = fire_key(schedule_name, fire_time)
     trace_id = tracing.new_trace_id()
     structlog.contextvars.clear_contextvars()

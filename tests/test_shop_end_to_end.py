@@ -1,0 +1,37 @@
+"""The demo, end to end over HTTP: an order placed on the live server is fulfilled by the worker."""
+import pytest
+import requests
+
+from tests.conftest import read_log_lines, wait_for
+from web.shop.models import Order
+
+pytestmark = pytest.mark.broker
+
+ORDER = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 2}], "total_cents": 4200}
+
+
+def test_an_order_placed_over_http_is_fulfilled_and_visible_through_the_api(live_worker, live_server, api_token):
+    response = requests.post(f"{live_server.url}/shop/orders", json=ORDER, timeout=10)
+    assert response.status_code == 201
+    event_id, order_id = response.json()["event_id"], response.json()["order_id"]
+    auth = {"Authorization": f"Bearer {api_token}"}
+
+    event = requests.get(f"{live_server.url}/api/events/{event_id}", headers=auth, timeout=10).json()
+    run_id = event["runs"][0]["run_id"]
+
+    def run_finished():
+        run = requests.get(f"{live_server.url}/api/runs/{run_id}", headers=auth, timeout=10).json()
+        return run if run["status"] in ("succeeded", "failed") else None
+
+    run = wait_for(run_finished, 30, "the fulfil_order run to finish")
+    assert run["status"] == "succeeded"
+    assert [s["stage"] for s in run["stages"]] == ["reserve_stock", "charge_payment", "ship_order"]
+    assert Order.objects.get(pk=order_id).status == "fulfilled"
+    page = requests.get(f"{live_server.url}/shop/orders/{order_id}", timeout=10)
+    assert page.status_code == 200 and "fulfilled" in page.text
+
+    lines = wait_for(
+        lambda: [l for l in read_log_lines() if l.get("run_id") == run_id and l["event"] == "stage.succeeded"],
+        10, "stage lines in the worker's log",
+    )
+    assert {l["stage"] for l in lines} == {"reserve_stock", "charge_payment", "ship_order"}
