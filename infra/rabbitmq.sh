@@ -341,7 +341,9 @@ epmd_cleanup() {
     # epmd is shared by all Erlang nodes on the machine; "epmd -kill" refuses
     # while other nodes are still registered, so this is safe.
     command -v epmd >/dev/null 2>&1 || return 0
-    if ! epmd -names </dev/null 2>/dev/null | grep -q '^name '; then
+    local names
+    names="$(timeout 10 epmd -names </dev/null 2>/dev/null 9>&-)" || true
+    if ! grep -q '^name ' <<<"$names"; then
         timeout 10 epmd -kill </dev/null >/dev/null 2>&1 9>&- || true
     fi
 }
@@ -492,8 +494,10 @@ cmd_start() {
         # The launcher is gone; if our node lives on anyway (e.g. setsid had
         # to fork), keep waiting on its processes for the remaining time.
         local watch="" left i
+        local -a cand
         for i in 1 2 3 4; do
-            watch="$(our_pids | head -n1)"
+            mapfile -t cand < <(our_pids)
+            watch="${cand[0]:-}"
             [[ -n "$watch" ]] && break
             sleep 0.5
         done

@@ -12,10 +12,12 @@ from .models import Event, Run, StageRun
 log = get_logger("pipeline.runs")
 
 
-def create_runs(event: Event, pipelines: Iterable[Pipeline], *, trigger: str) -> list[Run]:
+def create_runs(
+    event: Event, pipelines: Iterable[Pipeline], *, trigger: str, replay_of: Run | None = None
+) -> list[Run]:
     """One pending run per pipeline, with its root stages waiting to be published."""
     now = timezone.now()
-    runs = [Run(event=event, pipeline=p.name, trigger=trigger, created_at=now) for p in pipelines]
+    runs = [Run(event=event, pipeline=p.name, trigger=trigger, created_at=now, replay_of=replay_of) for p in pipelines]
     Run.objects.bulk_create(runs)
     StageRun.objects.bulk_create(
         [

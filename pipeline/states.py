@@ -41,14 +41,24 @@ def _sources(table: dict[str, set[str]], target: str) -> list[str]:
     return [source for source, targets in table.items() if target in targets]
 
 
-def move_run(run_id: Any, target: str, *, log_fields: dict[str, Any] | None = None, **fields: Any) -> bool:
-    """Moves a run to `target` if its current status allows it; logs `run.<target>` or the refusal."""
-    updated = Run.objects.filter(id=run_id, status__in=_sources(RUN_TRANSITIONS, target)).update(
-        status=target, **fields
-    )
+def move_run(
+    run_id: Any,
+    target: str,
+    *,
+    sources: list[str] | None = None,
+    log_name: str | None = None,
+    log_fields: dict[str, Any] | None = None,
+    **fields: Any,
+) -> bool:
+    """Moves a run to `target` if its current status allows it (and is one of `sources`, when
+    given); logs `run.<target>` (`run.started` for running, or `log_name`) or the refusal."""
+    allowed = _sources(RUN_TRANSITIONS, target)
+    if sources is not None:
+        allowed = [s for s in allowed if s in sources]
+    updated = Run.objects.filter(id=run_id, status__in=allowed).update(status=target, **fields)
     if updated:
-        log.info("run.started" if target == RunStatus.RUNNING else f"run.{target}", run_id=str(run_id),
-                 **(log_fields or {}))
+        name = log_name or ("run.started" if target == RunStatus.RUNNING else f"run.{target}")
+        log.info(name, run_id=str(run_id), **(log_fields or {}))
     else:
         current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
         log.warning("run.transition_refused", run_id=str(run_id), from_status=current, to_status=target)

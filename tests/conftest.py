@@ -128,15 +128,17 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
     )
 
 
-def start_worker(database_url: str, name: str = "worker", processes: int = 1, threads: int = 4) -> ManagedProcess:
+def start_worker(
+    database_url: str, name: str = "worker", processes: int = 2, threads: int = 8, queue: str = STAGE_QUEUE
+) -> ManagedProcess:
     process = ManagedProcess(
         name,
         [PYTHON, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads),
-         "--worker-shutdown-timeout", "5000"],
+         "--worker-shutdown-timeout", "5000", "--queues", queue],
         child_env(database_url),
     )
     try:
-        wait_for(lambda: (queue_state() or (0, 0))[1] >= processes, 60, f"{name} to consume from the broker")
+        wait_for(lambda: (queue_state(queue) or (0, 0))[1] >= processes, 60, f"{name} to consume from {queue}")
     except AssertionError:
         process.stop()
         raise AssertionError(f"worker did not start; its output:\n{process.output()[-3000:]}")
@@ -145,7 +147,7 @@ def start_worker(database_url: str, name: str = "worker", processes: int = 1, th
 
 @pytest.fixture(scope="session")
 def worker(test_database_url):
-    """One real `rundramatiq` process (1 process x 4 threads) for the whole session."""
+    """One real `rundramatiq` (2 processes x 8 threads, queue `pipeline`) for the whole session."""
     purge_queues(STAGE_QUEUE)
     process = start_worker(test_database_url)
     yield process

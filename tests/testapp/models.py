@@ -8,3 +8,9 @@ class SideEffect(models.Model):
     stage = models.CharField(max_length=100)
     attempt = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class Switch(models.Model):
+    """A named flag tests flip to break or fix a stage from outside the worker."""
+
+    name = models.CharField(max_length=100, unique=True)

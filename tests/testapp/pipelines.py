@@ -73,3 +73,143 @@ ticks = Pipeline("ticks")
 def tick(ctx: StageContext) -> dict:
     _record(ctx)
     return {}
+
+
+def _switch_on(name: str) -> bool:
+    from .models import Switch
+
+    return Switch.objects.filter(name=name).exists()
+
+
+@event_type("test.diamond")
+class TestDiamond(BaseModel):
+    n: int
+
+
+diamond = Pipeline("diamond", on="test.diamond")
+
+
+@diamond.stage(retries=3, backoff=(0.05, 0.5), timeout=30)
+def split(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"n": ctx.event.payload["n"]}
+
+
+@diamond.stage(after=["split"], retries=3, backoff=(0.05, 0.5), timeout=30)
+def left(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"left": ctx.results["split"]["n"] * 2}
+
+
+@diamond.stage(after=["split"], retries=3, backoff=(0.05, 0.5), timeout=30)
+def right(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"right": ctx.results["split"]["n"] * 3}
+
+
+@diamond.stage(after=["left", "right"], retries=3, backoff=(0.05, 0.5), timeout=30)
+def join(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"sum": ctx.results["left"]["left"] + ctx.results["right"]["right"], "parents": sorted(ctx.results)}
+
+
+@event_type("test.killable")
+class TestKillable(BaseModel):
+    sleep: float = 3.0
+
+
+killable = Pipeline("killable", on="test.killable", queue="killable")
+
+
+@killable.stage(retries=3, backoff=(0.1, 1), timeout=60)
+def before_kill(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
+
+
+@killable.stage(retries=3, backoff=(0.1, 1), timeout=60)
+def slow(ctx: StageContext) -> dict:
+    import time
+
+    _record(ctx)
+    time.sleep(ctx.event.payload["sleep"])
+    return {"attempt": ctx.attempt}
+
+
+@killable.stage(retries=3, backoff=(0.1, 1), timeout=60)
+def after_kill(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
+
+
+@event_type("test.fixable")
+class TestFixable(BaseModel):
+    pass
+
+
+fixable = Pipeline("fixable", on="test.fixable")
+
+
+@fixable.stage(retries=0, timeout=30)
+def setup(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"ready": True}
+
+
+@fixable.stage(retries=1, backoff=(0.05, 0.1), timeout=30)
+def breakable(ctx: StageContext) -> dict:
+    _record(ctx)
+    if _switch_on("broken"):
+        raise ValueError("dependency is broken")
+    return {"ok": ctx.results["setup"]["ready"]}
+
+
+@fixable.stage(retries=0, timeout=30)
+def wrap_up(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
+
+
+@event_type("test.cancellable")
+class TestCancellable(BaseModel):
+    pass
+
+
+cancellable = Pipeline("cancellable", on="test.cancellable")
+
+
+@cancellable.stage(retries=0, timeout=30)
+def wait_for_cancel(ctx: StageContext) -> dict:
+    import time
+
+    _record(ctx)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            return {"stopped_early": True}
+        time.sleep(0.1)
+    return {"stopped_early": False}
+
+
+@cancellable.stage(retries=0, timeout=30)
+def never_after_cancel(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
+
+
+@event_type("test.slow")
+class TestSlow(BaseModel):
+    pass
+
+
+too_slow = Pipeline("too_slow", on="test.slow")
+
+
+@too_slow.stage(retries=1, backoff=(0.05, 0.1), timeout=1)
+def sleeps_past_its_limit(ctx: StageContext) -> dict:
+    import time
+
+    _record(ctx)
+    for _ in range(200):  # 10 s of Python work; the time limit interrupts it between calls
+        time.sleep(0.05)
+    return {}

@@ -65,3 +65,40 @@ def get_run(request: HttpRequest, run_id: str) -> JsonResponse:
     data = run_json(run)
     data["trace_id"] = run.event.trace_id
     return JsonResponse(data)
+
+
+def _run_operation(run_id: str, operation) -> JsonResponse:
+    from pipeline.operations import OperationRefused, RunNotFound
+
+    try:
+        result = operation()
+    except RunNotFound as exc:
+        return JsonResponse({"error": str(exc)}, status=404)
+    except OperationRefused as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    return JsonResponse(result, status=202)
+
+
+@token_required
+@require_http_methods(["POST"])
+def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
+    from pipeline.operations import replay
+
+    from_start = False
+    if request.body:
+        try:
+            body = json_object(request)
+        except BadRequest as exc:
+            return exc.response()
+        from_start = body.get("from_start", False)
+        if not isinstance(from_start, bool):
+            return JsonResponse({"error": "field 'from_start' must be true or false", "field": "from_start"}, status=400)
+    return _run_operation(run_id, lambda: {"run_id": replay(run_id, from_start=from_start), "replay_of": run_id})
+
+
+@token_required
+@require_http_methods(["POST"])
+def cancel_run(request: HttpRequest, run_id: str) -> JsonResponse:
+    from pipeline.operations import cancel
+
+    return _run_operation(run_id, lambda: (cancel(run_id), {"run_id": run_id, "status": "cancelled"})[1])

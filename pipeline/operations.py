@@ -1,0 +1,113 @@
+"""Repairing runs: replay a failed run from where it stopped (or from the start), cancel a run."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Iterator
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import states
+from .definitions import registry
+from .errors import PipelineError
+from .logging import get_logger
+from .models import Run, RunStatus, StageRun, StageStatus
+from .runs import create_runs, enqueue_stage
+
+log = get_logger("pipeline.operations")
+
+REPLAYABLE = (RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class OperationRefused(PipelineError):
+    """The run's state does not allow the operation; the message says why."""
+
+
+class RunNotFound(PipelineError):
+    pass
+
+
+def _get_run(run_id: str) -> Run:
+    try:
+        uuid.UUID(str(run_id))
+        return Run.objects.select_related("event").get(id=run_id)
+    except (ValueError, Run.DoesNotExist):
+        raise RunNotFound(f"no run with id {run_id!r}") from None
+
+
+def replay(run_id: str, *, from_start: bool = False) -> str:
+    """Resumes a failed or cancelled run from its unfinished stages, keeping the results of the
+    stages that succeeded; with `from_start`, starts a new run of the same event. Returns the id
+    of the run that will now make progress."""
+    run = _get_run(run_id)
+    if run.status not in REPLAYABLE:
+        raise OperationRefused(f"run {run_id} is {run.status}; only failed or cancelled runs can be replayed")
+    pipeline = registry.get(run.pipeline)
+    if from_start:
+        with transaction.atomic():
+            (new_run,) = create_runs(run.event, [pipeline], trigger=f"replay:{run.id}", replay_of=run)
+            roots = pipeline.roots
+            transaction.on_commit(lambda: _enqueue(roots, new_run, run))
+        log.info("run.replayed", run_id=str(new_run.id), replay_of=str(run.id), pipeline=run.pipeline,
+                 event_id=str(run.event_id), trace_id=run.event.trace_id, from_start=True)
+        return str(new_run.id)
+
+    now = timezone.now()
+    with transaction.atomic():
+        Run.objects.select_for_update().filter(id=run.id).first()
+        rows = {s.stage: s for s in StageRun.objects.filter(run=run)}
+        succeeded = {name for name, row in rows.items() if row.status == StageStatus.SUCCEEDED}
+        ready = [
+            stage for name, stage in pipeline.stages.items()
+            if name not in succeeded and all(p in succeeded for p in stage.after)
+        ]
+        for stage in ready:
+            row = rows.get(stage.name)
+            if row is None:
+                StageRun.objects.create(run=run, stage=stage.name, enqueued_at=now)
+            else:
+                states.move_stage(run.id, stage.name, StageStatus.PENDING, attempts=0, enqueued_at=now,
+                                  finished_at=None, message_id="", lease_until=None, quiet_refusal=True)
+        if not states.move_run(run.id, RunStatus.RUNNING, sources=list(REPLAYABLE), log_name="run.replayed",
+                               finished_at=None, error="", duration_ms=None,
+                               log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),
+                                           "trace_id": run.event.trace_id, "from_start": False,
+                                           "stages": [s.name for s in ready]}):
+            raise OperationRefused(f"run {run_id} changed state while being replayed; try again")
+        transaction.on_commit(lambda: _enqueue(ready, run, run))
+    return str(run.id)
+
+
+def _enqueue(stages: list, target: Run, source: Run) -> None:
+    for stage in stages:
+        try:
+            enqueue_stage(stage, run_id=str(target.id), event_id=str(source.event_id), trace_id=source.event.trace_id)
+        except Exception as exc:  # left pending: the relay publishes it
+            log.warning("stage.publish_failed", run_id=str(target.id), stage=stage.name,
+                        error=f"{type(exc).__name__}: {exc}")
+
+
+def cancel(run_id: str) -> None:
+    """No further stage of the run starts; a running stage sees `ctx.cancelled`; the run ends cancelled."""
+    run = _get_run(run_id)
+    if run.status not in states.RUN_ACTIVE:
+        raise OperationRefused(f"run {run_id} is {run.status}; only pending or running runs can be cancelled")
+    now = timezone.now()
+    with transaction.atomic():
+        if not states.move_run(run.id, RunStatus.CANCELLED, finished_at=now,
+                               log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),
+                                           "trace_id": run.event.trace_id}):
+            raise OperationRefused(f"run {run_id} finished while being cancelled")
+        for row in StageRun.objects.filter(run=run, status__in=states.STAGE_WAITING):
+            states.move_stage(run.id, row.stage, StageStatus.CANCELLED, finished_at=now,
+                              log_fields={"pipeline": run.pipeline, "reason": "run cancelled"})
+
+
+def failed_runs(pipeline: str, since: datetime | None = None, until: datetime | None = None) -> Iterator[Run]:
+    query = Run.objects.filter(pipeline=pipeline, status=RunStatus.FAILED)
+    if since:
+        query = query.filter(created_at__gte=since)
+    if until:
+        query = query.filter(created_at__lt=until)
+    return query.order_by("created_at").iterator()
