@@ -217,7 +217,7 @@ our_pids() {
         pid="${d#/proc/}"
         [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
         args=()
-        mapfile -d '' -t args < "$d/cmdline" 2>/dev/null || continue
+        mapfile -d '' -t args 2>/dev/null < "$d/cmdline" || continue
         (( ${#args[@]} )) || continue
         if [[ "${args[0]}" == *beam* ]]; then
             has_node=0 has_home=0 prev=""
@@ -228,7 +228,7 @@ our_pids() {
             done
             (( has_node && has_home )) && echo "$pid"
         elif [[ -z "$only" && "${args[*]}" == *"/rabbitmq-server"* ]]; then
-            envs="$(tr '\0' '\n' < "$d/environ" 2>/dev/null || true)"
+            envs="$(tr '\0' '\n' 2>/dev/null < "$d/environ" || true)"
             if grep -qxF "RABBITMQ_NODENAME=$NODE" <<<"$envs" && grep -qxF "HOME=$VAR" <<<"$envs"; then
                 echo "$pid"
             fi
@@ -239,7 +239,7 @@ our_pids() {
 
 pidfile_pid() {
     local p=""
-    [[ -f "$PID_FILE" ]] && read -r p < "$PID_FILE" 2>/dev/null || true
+    [[ -f "$PID_FILE" ]] && read -r p 2>/dev/null < "$PID_FILE" || true
     [[ "$p" =~ ^[0-9]+$ ]] && echo "$p"
     return 0
 }
@@ -250,7 +250,7 @@ all_node_pids() {  # our_pids plus the pid-file pid if it is (still) a beam
     {
         our_pids
         if [[ -n "$p" ]] && pid_alive "$p"; then
-            a="$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null || true)"
+            a="$(tr '\0' ' ' 2>/dev/null < "/proc/$p/cmdline" || true)"
             [[ "$a" == *beam* ]] && echo "$p"
         fi
     } | sort -un
@@ -306,7 +306,7 @@ node_tree() {
 epmd_pids() {
     local d c
     for d in /proc/[0-9]*; do
-        read -r c < "$d/comm" 2>/dev/null || continue
+        read -r c 2>/dev/null < "$d/comm" || continue
         [[ "$c" == epmd ]] && echo "${d#/proc/}"
     done
     return 0
@@ -356,10 +356,11 @@ stop_node() {
     all+=("${pids[@]}")
     if (( ${#pids[@]} )); then
         if [[ "$how" == graceful ]]; then
-            if ! (cd "$VAR" && timeout 30 "$CTL_BIN" -n "$NODE" stop) </dev/null >"$CTL_LOG" 2>&1 9>&-; then
+            if (cd "$VAR" && timeout 30 "$CTL_BIN" -n "$NODE" stop) </dev/null >"$CTL_LOG" 2>&1 9>&-; then
+                wait_gone 15 "${pids[@]}" || true
+            else
                 err "rabbitmqctl stop failed (see $CTL_LOG); killing the node"
             fi
-            wait_gone 15 "${pids[@]}" || true
         fi
         local round
         for round in TERM KILL; do

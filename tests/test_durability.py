@@ -180,3 +180,35 @@ def test_a_stage_past_its_time_limit_is_interrupted_and_fails_after_its_retries(
     assert stage.attempts == 2
     assert [e["error_type"] for e in stage.attempt_log] == ["TimeLimitExceeded", "TimeLimitExceeded"]
     assert all(e["duration_ms"] < 5000 for e in stage.attempt_log)
+
+
+def test_bulk_replay_replays_every_failed_run_of_a_pipeline_with_a_progress_bar(live_worker, test_database_url):
+    Switch.objects.create(name="broken")
+    for _ in range(3):
+        emit("test.fixable", {})
+    runs = finished("fixable", 3, 60)
+    assert {r.status for r in runs} == {"failed"}
+    Switch.objects.all().delete()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "replay", "--pipeline", "fixable", "--since", "2000-01-01T00:00:00"],
+        cwd=ROOT, env=child_env(test_database_url), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replayed 3 of 3 failed runs" in result.stdout
+    assert "3/3" in result.stderr  # the progress bar
+    wait_for(lambda: runs_of("fixable").filter(status="succeeded").count() == 3, 60, "the replayed runs")
+    assert runs_of("fixable").count() == 3
+
+
+def test_replay_through_the_api(live_worker, client, api_token):
+    Switch.objects.create(name="broken")
+    emit("test.fixable", {})
+    run = finished("fixable", 1, 30)[0]
+    Switch.objects.all().delete()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
+    response = client.post(f"/api/runs/{run.id}/replay", **auth)
+    assert response.status_code == 202 and response.json()["run_id"] == str(run.id)
+    wait_for(lambda: Run.objects.filter(id=run.id, status="succeeded").first(), 30, "the replayed run")
+    conflict = client.post(f"/api/runs/{run.id}/replay", **auth)
+    assert conflict.status_code == 409 and "succeeded" in conflict.json()["error"]
+    assert client.post("/api/runs/00000000-0000-0000-0000-000000000000/replay", **auth).status_code == 404

@@ -85,7 +85,7 @@ def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
     from pipeline.operations import replay
 
     from_start = False
-    if request.body:
+    if request.body and request.content_type == "application/json":
         try:
             body = json_object(request)
         except BadRequest as exc:

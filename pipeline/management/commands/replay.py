@@ -1,5 +1,5 @@
 """`manage.py replay RUN_ID` or `manage.py replay --pipeline NAME [--since ...] [--until ...]`."""
-from datetime import datetime
+from datetime import datetime, timezone as dt_timezone
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
@@ -14,7 +14,7 @@ def _moment(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise CommandError(f"not an ISO 8601 date/time: {value!r}", returncode=2) from None
-    return moment if moment.tzinfo else timezone.make_aware(moment, timezone.utc)
+    return moment if moment.tzinfo else timezone.make_aware(moment, dt_timezone.utc)
 
 
 class Command(BaseCommand):

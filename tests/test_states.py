@@ -1,0 +1,54 @@
+"""The run and stage state machines: allowed moves happen once, impossible ones are refused and logged."""
+import pytest
+from django.utils import timezone
+
+from pipeline import states
+from pipeline.models import Event, Run, StageRun
+from tests.conftest import read_log_lines
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def run():
+    now = timezone.now()
+    event = Event.objects.create(type="test.started", payload={}, occurred_at=now, trace_id="a" * 32)
+    run = Run.objects.create(event=event, pipeline="three_stages", created_at=now)
+    StageRun.objects.create(run=run, stage="first")
+    return run
+
+
+def test_a_run_moves_pending_running_succeeded_once(run):
+    assert states.move_run(run.id, "running")
+    assert not states.move_run(run.id, "running")  # a second, racing start loses
+    assert states.move_run(run.id, "succeeded")
+    assert Run.objects.get(id=run.id).status == "succeeded"
+
+
+def test_an_impossible_run_transition_is_refused_and_logged(run, caplog):
+    states.move_run(run.id, "running")
+    states.move_run(run.id, "succeeded")
+    assert not states.move_run(run.id, "running")
+    assert not states.move_run(run.id, "failed")
+    assert Run.objects.get(id=run.id).status == "succeeded"
+    refusals = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "run.transition_refused"]
+    assert {(r["from_status"], r["to_status"]) for r in refusals} == {("succeeded", "running"), ("succeeded", "failed")}
+
+
+def test_a_succeeded_stage_cannot_be_claimed_again(run):
+    now = timezone.now()
+    assert states.claim_stage(run.id, "first", "m1", now, now + timezone.timedelta(seconds=60), "w")
+    assert not states.claim_stage(run.id, "first", "m2", now, now + timezone.timedelta(seconds=60), "w")
+    assert states.move_stage(run.id, "first", "succeeded", holder="m1")
+    assert not states.claim_stage(run.id, "first", "m1", now, now + timezone.timedelta(seconds=60), "w")
+    assert StageRun.objects.get(run=run, stage="first").attempts == 1
+
+
+def test_a_redelivered_message_reclaims_its_own_stage_and_an_expired_lease_can_be_taken_over(run):
+    now = timezone.now()
+    assert states.claim_stage(run.id, "first", "m1", now, now + timezone.timedelta(seconds=60), "w")
+    assert states.claim_stage(run.id, "first", "m1", now, now + timezone.timedelta(seconds=60), "w")
+    later = now + timezone.timedelta(seconds=61)
+    assert states.claim_stage(run.id, "first", "m2", later, later + timezone.timedelta(seconds=60), "w")
+    assert not states.move_stage(run.id, "first", "succeeded", holder="m1", quiet_refusal=True)
+    assert StageRun.objects.get(run=run, stage="first").attempts == 3
