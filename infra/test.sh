@@ -20,6 +20,6 @@ if [[ -z "${PIPELINE_BROKER_URL:-}" ]]; then
     infra/rabbitmq.sh start
     export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:${RABBITMQ_PORT}/%2F"
 fi
-export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-$PWD/var/test-log}"
+export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}"
 rm -rf "$PIPELINE_LOG_DIR"
 .venv/bin/python -m pytest "$@"
