@@ -77,6 +77,13 @@ def emit(
     return _record(type, data, registry.subscribed_to(type), idempotency_key, trace_id, source, "event")
 
 
+def validate_start_payload(pipeline_name: str, payload: Any) -> dict[str, Any]:
+    """The payload `start(pipeline_name, payload)` would store, or the reason it cannot."""
+    pipeline = registry.get(pipeline_name)
+    schemas.setdefault(pipeline.event_type, _AnyPayload)
+    return validate(pipeline.event_type, payload or {})
+
+
 def start(
     pipeline_name: str,
     payload: Any = None,
@@ -87,10 +94,8 @@ def start(
 ) -> str:
     """Starts one pipeline directly (schedules, the CLI), as an event of its type that only it receives."""
     pipeline = registry.get(pipeline_name)
-    type_name = pipeline.event_type
-    schemas.setdefault(type_name, _AnyPayload)
-    data = validate(type_name, payload or {})
-    return _record(type_name, data, [pipeline], idempotency_key, trace_id, trigger, trigger)
+    data = validate_start_payload(pipeline_name, payload)
+    return _record(pipeline.event_type, data, [pipeline], idempotency_key, trace_id, trigger, trigger)
 
 
 def _record(

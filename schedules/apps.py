@@ -9,7 +9,7 @@ class SchedulesConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from .registry import validate_targets
+        from .registry import validate_targets  # noqa: F401
 
         autodiscover_modules("schedules")
         validate_targets()

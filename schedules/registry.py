@@ -1,8 +1,10 @@
 """Schedules declared in code: interval, cron (with a time zone) and one-off, each starting a
-pipeline with a payload or sending a message to an actor. Checked as they are declared."""
+pipeline with a payload or sending a message to an actor. Checked as they are declared; the
+same checks guard schedules created at run time through the API or the admin."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,9 +14,63 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+CATCH_UP_POLICIES = ("coalesce", "all", "none")
+OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Interval fire times are counted from a fixed epoch, so every scheduler process computes the
+# same fire times (and so the same idempotency keys), whenever it started.
+_UTC = ZoneInfo("UTC")
+EPOCH = datetime(2000, 1, 1, tzinfo=_UTC)
+
+
+class WallClockCronTrigger(CronTrigger):
+    """A cron trigger read as wall-clock time: in the hour repeated when clocks go back, a local
+    time that already fired does not fire again (APScheduler's own trigger fires a daily 01:30
+    job twice that night). A time skipped when clocks go forward fires an hour later, once."""
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        result = super().get_next_fire_time(previous_fire_time, now)
+        if previous_fire_time is None:
+            return result
+        previous_local = previous_fire_time.astimezone(self.timezone).replace(tzinfo=None)
+        for _ in range(10_000):
+            if result is None or result.astimezone(self.timezone).replace(tzinfo=None) > previous_local:
+                return result
+            after = result.astimezone(_UTC) + timedelta(microseconds=1)  # wall-clock arithmetic would lose the fold
+            result = super().get_next_fire_time(after, after)
+        return result
+
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _crontab_day_of_week(field: str) -> str:
+    """Standard cron numbers days from Sunday = 0 (7 also Sunday); APScheduler 3's from_crontab
+    reads 0 as Monday, so "0 9 * * 1-5" would run Tuesday to Saturday. Numbers become names."""
+    parts = []
+    for part in field.split(","):
+        body, _, step = part.partition("/")
+        if (body == "*" and not step) or (body != "*" and not any(c.isdigit() for c in body)):
+            parts.append(part)
+            continue
+        first, _, last = ("0", "-", "6") if body == "*" else body.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            parts.append(part)  # let APScheduler report the mistake
+            continue
+        lo, hi = int(first), int(last) if last else (7 if step else int(first))
+        if not (0 <= lo <= 7 and 0 <= hi <= 7 and lo <= hi):
+            raise ValueError(f"day of week {body!r} is out of range 0-7")
+        days = range(lo, hi + 1, int(step) if step else 1)
+        parts.extend(_DAY_NAMES[d] for d in days)
+    return ",".join(dict.fromkeys(parts))
+
 
 class ScheduleError(ValueError):
     """A schedule declaration is invalid; the message says what to fix."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -28,50 +84,87 @@ class Schedule:
     run_at: datetime | None = None
     timezone: str = "UTC"
     misfire_grace_seconds: int = 60
+    catch_up: str = "coalesce"
+    catch_up_window_seconds: int = 3600
+    overlap: str = "allow"
+    jitter_seconds: float = 0
 
     def trigger(self) -> BaseTrigger:
         tz = _zone(self.timezone)
         if self.cron is not None:
             try:
-                return CronTrigger.from_crontab(self.cron, timezone=tz)
+                fields = self.cron.split()
+                if len(fields) == 5:
+                    fields[4] = _crontab_day_of_week(fields[4])
+                return WallClockCronTrigger.from_crontab(" ".join(fields), timezone=tz)
             except ValueError as exc:
-                raise ScheduleError(f"schedule {self.name!r}: invalid cron expression {self.cron!r}: {exc}") from None
+                raise ScheduleError(
+                    f"schedule {self.name!r}: invalid cron expression {self.cron!r}: {exc}", "cron"
+                ) from None
         if self.interval_seconds is not None:
-            # Anchored to a fixed epoch, so every scheduler process computes the same fire times
-            # (and so the same idempotency keys), whenever it started.
-            return IntervalTrigger(seconds=self.interval_seconds, timezone=tz, start_date=_EPOCH)
+            return IntervalTrigger(seconds=self.interval_seconds, timezone=tz, start_date=EPOCH)
         return DateTrigger(run_date=self.run_at, timezone=tz)
 
     @property
     def target(self) -> str:
         return f"pipeline:{self.pipeline}" if self.pipeline else f"actor:{self.actor}"
 
+    @property
+    def kind(self) -> str:
+        return "cron" if self.cron is not None else "interval" if self.interval_seconds is not None else "once"
 
-_EPOCH = datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC"))
+    def definition(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self) -> "Schedule":
+        """Raises ScheduleError naming the first thing wrong with this declaration."""
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ScheduleError(f"schedule name {self.name!r} must be 1-100 letters, digits, '_', '-' or '.'", "name")
+        if bool(self.pipeline) == bool(self.actor):
+            raise ScheduleError(f"schedule {self.name!r}: give exactly one of pipeline or actor", "pipeline")
+        kinds = [k for k in (self.cron, self.interval_seconds, self.run_at) if k is not None]
+        if len(kinds) != 1:
+            raise ScheduleError(
+                f"schedule {self.name!r}: give exactly one of cron, interval_seconds or run_at", "cron"
+            )
+        if self.interval_seconds is not None and not self.interval_seconds > 0:
+            raise ScheduleError(
+                f"schedule {self.name!r}: interval_seconds must be positive, got {self.interval_seconds}",
+                "interval_seconds",
+            )
+        if not isinstance(self.payload, dict):
+            raise ScheduleError(f"schedule {self.name!r}: payload must be a JSON object", "payload")
+        if self.catch_up not in CATCH_UP_POLICIES:
+            raise ScheduleError(
+                f"schedule {self.name!r}: catch_up must be one of {', '.join(CATCH_UP_POLICIES)}", "catch_up"
+            )
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ScheduleError(
+                f"schedule {self.name!r}: overlap must be one of {', '.join(OVERLAP_POLICIES)}", "overlap"
+            )
+        if self.overlap != "allow" and self.actor:
+            raise ScheduleError(f"schedule {self.name!r}: overlap policies apply to pipelines, not actors", "overlap")
+        for name in ("misfire_grace_seconds", "catch_up_window_seconds", "jitter_seconds"):
+            if getattr(self, name) < 0:
+                raise ScheduleError(f"schedule {self.name!r}: {name} cannot be negative", name)
+        self.trigger()  # the cron expression and the time zone
+        return self
 
 
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')") from None
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ScheduleError(f"unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')", "timezone") from None
 
 
 schedules: dict[str, Schedule] = {}
 
 
 def _register(schedule: Schedule) -> Schedule:
-    if not schedule.name or not schedule.name.replace("_", "").replace("-", "").isalnum():
-        raise ScheduleError(f"schedule name {schedule.name!r} must be letters, digits, '_' or '-'")
+    schedule.check()
     if schedule.name in schedules:
-        raise ScheduleError(f"schedule {schedule.name!r} is declared twice")
-    if bool(schedule.pipeline) == bool(schedule.actor):
-        raise ScheduleError(f"schedule {schedule.name!r}: give exactly one of pipeline= or actor=")
-    if schedule.interval_seconds is not None and schedule.interval_seconds <= 0:
-        raise ScheduleError(f"schedule {schedule.name!r}: interval must be positive, got {schedule.interval_seconds}")
-    if not isinstance(schedule.payload, dict):
-        raise ScheduleError(f"schedule {schedule.name!r}: payload must be a dict")
-    schedule.trigger()  # validates the cron expression and the time zone now, at import time
+        raise ScheduleError(f"schedule {schedule.name!r} is declared twice", "name")
     schedules[schedule.name] = schedule
     return schedule
 
@@ -86,14 +179,14 @@ def every(
     actor: str | None = None,
     payload: dict[str, Any] | None = None,
     timezone: str = "UTC",
-    misfire_grace_seconds: int = 60,
+    **policies: Any,
 ) -> Schedule:
-    """Fires every `seconds + minutes + hours`."""
+    """Fires every `seconds + minutes + hours`. Policies: misfire_grace_seconds, catch_up
+    ("coalesce", "all", "none"), catch_up_window_seconds, overlap ("allow", "skip", "buffer_one"),
+    jitter_seconds."""
     interval = timedelta(seconds=seconds, minutes=minutes, hours=hours).total_seconds()
-    return _register(
-        Schedule(name, pipeline, actor, dict(payload or {}), interval_seconds=interval, timezone=timezone,
-                 misfire_grace_seconds=misfire_grace_seconds)
-    )
+    return _register(Schedule(name, pipeline, actor, dict(payload or {}), interval_seconds=interval,
+                              timezone=timezone, **policies))
 
 
 def cron(
@@ -104,13 +197,11 @@ def cron(
     pipeline: str | None = None,
     actor: str | None = None,
     payload: dict[str, Any] | None = None,
-    misfire_grace_seconds: int = 60,
+    **policies: Any,
 ) -> Schedule:
     """Fires on a five-field cron expression, read in `timezone` (DST changes included)."""
-    return _register(
-        Schedule(name, pipeline, actor, dict(payload or {}), cron=expression, timezone=timezone,
-                 misfire_grace_seconds=misfire_grace_seconds)
-    )
+    return _register(Schedule(name, pipeline, actor, dict(payload or {}), cron=expression, timezone=timezone,
+                              **policies))
 
 
 def once(
@@ -121,23 +212,35 @@ def once(
     pipeline: str | None = None,
     actor: str | None = None,
     payload: dict[str, Any] | None = None,
+    **policies: Any,
 ) -> Schedule:
     """Fires once, at `at`."""
-    return _register(Schedule(name, pipeline, actor, dict(payload or {}), run_at=at, timezone=timezone))
+    return _register(Schedule(name, pipeline, actor, dict(payload or {}), run_at=at, timezone=timezone, **policies))
 
 
-def validate_targets() -> None:
-    """Checks, once every app is loaded, that each schedule names a pipeline or actor that exists."""
+def check_target(schedule: Schedule) -> None:
+    """Checks, once every app is loaded, that the schedule names a pipeline or actor that exists
+    and that its payload fits the pipeline's event schema."""
     import dramatiq
 
     from pipeline.definitions import registry
+    from pipeline.errors import EventError
+    from pipeline.events import validate_start_payload
 
-    broker = dramatiq.get_broker()
-    for schedule in schedules.values():
-        if schedule.pipeline and schedule.pipeline not in registry.pipelines:
+    if schedule.pipeline:
+        if schedule.pipeline not in registry.pipelines:
             raise ScheduleError(
                 f"schedule {schedule.name!r}: unknown pipeline {schedule.pipeline!r} "
-                f"(known: {', '.join(sorted(registry.pipelines)) or 'none'})"
+                f"(known: {', '.join(sorted(registry.pipelines)) or 'none'})", "pipeline",
             )
-        if schedule.actor and schedule.actor not in broker.actors:
-            raise ScheduleError(f"schedule {schedule.name!r}: unknown actor {schedule.actor!r}")
+        try:
+            validate_start_payload(schedule.pipeline, schedule.payload)
+        except EventError as exc:
+            raise ScheduleError(f"schedule {schedule.name!r}: {exc}", "payload") from None
+    elif schedule.actor not in dramatiq.get_broker().actors:
+        raise ScheduleError(f"schedule {schedule.name!r}: unknown actor {schedule.actor!r}", "actor")
+
+
+def validate_targets() -> None:
+    for schedule in schedules.values():
+        check_target(schedule)

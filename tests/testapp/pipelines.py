@@ -213,3 +213,15 @@ def sleeps_past_its_limit(ctx: StageContext) -> dict:
     for _ in range(200):  # 10 s of Python work; the time limit interrupts it between calls
         time.sleep(0.05)
     return {}
+
+
+slow_ticks = Pipeline("slow_ticks")
+
+
+@slow_ticks.stage(retries=0, timeout=30)
+def slow_tick(ctx: StageContext) -> dict:
+    import time
+
+    _record(ctx)
+    time.sleep(2.5)
+    return {}

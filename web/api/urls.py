@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import schedules, views
 
 urlpatterns = [
     path("events", views.post_event, name="api-events"),
@@ -8,4 +8,7 @@ urlpatterns = [
     path("runs/<str:run_id>", views.get_run, name="api-run"),
     path("runs/<str:run_id>/replay", views.replay_run, name="api-run-replay"),
     path("runs/<str:run_id>/cancel", views.cancel_run, name="api-run-cancel"),
+    path("schedules", schedules.schedules_collection, name="api-schedules"),
+    path("schedules/<str:name>", schedules.schedule_item, name="api-schedule"),
+    path("schedules/<str:name>/<str:action>", schedules.schedule_action, name="api-schedule-action"),
 ]

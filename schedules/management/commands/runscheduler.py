@@ -1,35 +1,30 @@
-"""`manage.py runscheduler`: fires the declared schedules and runs the outbox relay."""
+"""`manage.py runscheduler`: run as many as you like; one leads and fires, the others stand by."""
 import signal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.logging import get_logger
 from schedules.registry import schedules
-from schedules.runner import build_scheduler
-
-log = get_logger("schedules.runner")
+from schedules.runner import SchedulerProcess
 
 
 class Command(BaseCommand):
-    help = "Runs the scheduler: each fire starts a run (the work happens in the workers)."
+    help = "Runs a scheduler: one of any number leads; each fire starts a run (the work happens in the workers)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--only", nargs="*", help="fire only these schedules (default: all)")
+        parser.add_argument("--lease-seconds", type=float, default=5.0,
+                            help="how long a silent leader keeps the lead before another takes over")
 
     def handle(self, *args, **options):
-        only = options.get("only")
-        unknown = [name for name in only or [] if name not in schedules]
+        only = options.get("only") or []
+        from schedules.models import ScheduleRecord
+
+        known = set(schedules) | set(ScheduleRecord.objects.values_list("name", flat=True))
+        unknown = [name for name in only if name not in known]
         if unknown:
-            raise CommandError(f"unknown schedule(s): {', '.join(unknown)} (known: {', '.join(sorted(schedules))})",
+            raise CommandError(f"unknown schedule(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})",
                                returncode=2)
-        scheduler = build_scheduler(only)
-
-        def stop(signum, _frame):
-            log.info("scheduler.stopping", signal=signal.Signals(signum).name)
-            scheduler.shutdown(wait=False)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        log.info("scheduler.started", schedules=sorted(only or schedules))
-        scheduler.start()
-        log.info("scheduler.stopped")
+        process = SchedulerProcess(only=only, lease_ttl=options["lease_seconds"])
+        signal.signal(signal.SIGTERM, lambda *_: process.stop())
+        signal.signal(signal.SIGINT, lambda *_: process.stop())
+        process.run()
