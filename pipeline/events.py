@@ -131,11 +131,14 @@ def _record(
         log.info("event.deduplicated", event_id=str(first), event_type=type_name, idempotency_key=idempotency_key)
         return str(first)
     event_id = str(event.id)
+    payload_size = len(json.dumps(data, separators=(",", ":")))
     log.info(
         "event.emitted",
         event_id=event_id,
         event_type=type_name,
         trace_id=trace_id,
+        # The payload (secrets masked) makes a run findable from a business id such as an order id.
+        payload=data if payload_size <= 4096 else {"truncated_bytes": payload_size},
         runs=[{"run_id": str(r.id), "pipeline": r.pipeline} for r in runs],
         runs_started=len(runs),
         source=source,

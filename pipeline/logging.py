@@ -62,9 +62,16 @@ def redact(value: Any, depth: int = 0) -> Any:
 _inline_secret_re = None
 
 
+_CARD_RE = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+
+
 def redact_text(text: str) -> str:
-    """Masks `key=value`, `key: value` and `"key": "value"` pairs inside free text such as exception messages."""
-    if not text or not _secret_key_re.search(text):
+    """Masks `key=value`, `key: value` and `"key": "value"` pairs, and card-like numbers, inside
+    free text such as exception messages."""
+    if not text:
+        return text
+    text = _CARD_RE.sub(_MASK, text)
+    if not _secret_key_re.search(text):
         return text
     pattern = re.compile(
         r"""(?P<key>["']?[\w-]*(?:""" + _secret_key_re.pattern + r""")[\w-]*["']?\s*[:=]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\]]+)""",
@@ -162,13 +169,20 @@ def configure(process: str | None = None, log_dir: str | None = None, level: str
             structlog.processors.JSONRenderer(default=str),
         ],
     )
-    console_formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=foreign,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            _redact_processor,
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), sort_keys=False),
-        ],
+    console_format = os.environ.get("PIPELINE_LOG_FORMAT", "auto")
+    if console_format == "auto":
+        console_format = "console" if sys.stderr.isatty() else "json"
+    console_formatter = (
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=foreign,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _redact_processor,
+                structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), sort_keys=False),
+            ],
+        )
+        if console_format == "console"
+        else json_formatter
     )
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -100,7 +100,6 @@ def _not_claimed(stage: Stage, run_id: str, message: Any) -> None:
 def _succeeded(stage: Stage, run: Run, message_id: str, attempt: int, result: Any, duration_ms: float) -> None:
     now = timezone.now()
     ready: list[Stage] = []
-    run_done = False
     with transaction.atomic():
         # Lock the run so that sibling stages finishing at once see each other's success: the
         # fan-in stage after them is then created by exactly one of them.
@@ -120,7 +119,7 @@ def _succeeded(stage: Stage, run: Run, message_id: str, attempt: int, result: An
             done = sum(1 for s in statuses.values() if s == StageStatus.SUCCEEDED)
             if not ready and done == len(stage.pipeline.stages):
                 total_ms = (now - (run.started_at or run.created_at)).total_seconds() * 1000
-                run_done = states.move_run(
+                states.move_run(
                     run.id, RunStatus.SUCCEEDED, finished_at=now, duration_ms=total_ms,
                     log_fields={"pipeline": run.pipeline, "duration_ms": round(total_ms, 3),
                                 "stages": len(stage.pipeline.stages), "outcome": "succeeded"},
@@ -128,7 +127,6 @@ def _succeeded(stage: Stage, run: Run, message_id: str, attempt: int, result: An
         if ready:
             event_id, trace_id = str(run.event_id), run.event.trace_id
             transaction.on_commit(lambda: _enqueue_ready(ready, str(run.id), event_id, trace_id))
-    del run_done
 
 
 def _enqueue_ready(ready: list[Stage], run_id: str, event_id: str, trace_id: str) -> None:
@@ -178,7 +176,8 @@ def _failed(
             run.id, RunStatus.FAILED, finished_at=now, duration_ms=total_ms,
             error=f"stage {stage.name}: {error}",
             log_fields={"pipeline": run.pipeline, "failed_stage": stage.name, "error": error,
-                        "duration_ms": round(total_ms, 3), "outcome": "failed"},
+                        "duration_ms": round(total_ms, 3), "outcome": "failed",
+                        "stages": len(stage.pipeline.stages)},
         )
     if message is not None:
         message.fail()  # dead-lettered too; the database keeps the failure for as long as the run

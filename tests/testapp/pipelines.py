@@ -225,3 +225,20 @@ def slow_tick(ctx: StageContext) -> dict:
     _record(ctx)
     time.sleep(2.5)
     return {}
+
+
+@event_type("test.secretive")
+class TestSecretive(BaseModel):
+    api_token: str
+    card_number: str
+    note: str
+
+
+secretive = Pipeline("secretive", on="test.secretive")
+
+
+@secretive.stage(retries=0, timeout=30)
+def leaky(ctx: StageContext) -> dict:
+    payload = ctx.event.payload
+    ctx.log.info("leaky.payload", payload=payload)
+    raise PermissionError(f"upstream refused api_token={payload['api_token']} for card {payload['card_number']}")

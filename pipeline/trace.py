@@ -1,0 +1,259 @@
+"""Rebuilding one run's timeline from JSON log lines alone: given a run, event or trace id,
+find every line about it in the log files of every process and order them into events, runs
+and stage attempts. Streams its input: memory grows with the run, not with the files."""
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+ID_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+ID_KEYS = ("run_id", "event_id", "trace_id")
+RUN_END = ("run.succeeded", "run.failed", "run.cancelled")
+ATTEMPT_END = ("stage.succeeded", "stage.failed", "stage.retrying", "stage.cancelled")
+
+
+class TraceUsageError(Exception):
+    """Bad input: exit code 2."""
+
+
+@dataclass
+class Scan:
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    read: int = 0
+    corrupt: int = 0
+    files: int = 0
+
+
+def log_sources(paths: list[str], default_dir: str) -> list[str]:
+    """Files named or matched by globs (directories mean their *.jsonl and *.jsonl.gz), or '-'."""
+    if not paths:
+        paths = [default_dir]
+    found: list[str] = []
+    for item in paths:
+        if item == "-":
+            found.append("-")
+            continue
+        if os.path.isdir(item):
+            matches = sorted(glob.glob(os.path.join(item, "*.jsonl")) + glob.glob(os.path.join(item, "*.jsonl.gz")))
+            if not matches:
+                raise TraceUsageError(f"no *.jsonl files in {item}")
+            found.extend(matches)
+            continue
+        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        if not matches:
+            raise TraceUsageError(f"no file matches {item!r}")
+        for path in matches:
+            if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                raise TraceUsageError(f"cannot read {path}: no such file or permission denied")
+        found.extend(matches)
+    return found
+
+
+def _open(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb", buffering=1024 * 1024)
+
+
+def _raw_lines(sources: Iterable[str]) -> Iterator[bytes]:
+    for source in sources:
+        handle = _open(source)
+        try:
+            yield from handle
+        except (OSError, EOFError) as exc:
+            raise TraceUsageError(f"cannot read {source}: {exc}") from None
+        finally:
+            if source != "-":
+                handle.close()
+
+
+def _mentions(line: dict[str, Any], ids: set[str]) -> bool:
+    if any(line.get(k) in ids for k in ID_KEYS):
+        return True
+    runs = line.get("runs")
+    return isinstance(runs, list) and any(isinstance(r, dict) and r.get("run_id") in ids for r in runs)
+
+
+def _learn(line: dict[str, Any], ids: set[str]) -> None:
+    for key in ID_KEYS:
+        if isinstance(line.get(key), str):
+            ids.add(line[key])
+
+
+def scan(sources: list[str], wanted: str) -> Scan:
+    """Every line about `wanted`. Files are read twice (find the trace id, then collect every
+    line of that trace); stdin once, learning related ids as they appear."""
+    result = Scan(files=len(sources))
+    ids = {wanted}
+    if "-" not in sources and len(wanted) != 32:
+        for line in _parsed(_raw_lines(sources), ids, Scan()):
+            if isinstance(line.get("trace_id"), str):
+                ids.add(line["trace_id"])
+                break
+    for line in _parsed(_raw_lines(sources), ids, result):
+        _learn(line, ids)
+        result.lines.append(line)
+    result.lines.sort(key=lambda l: str(l.get("timestamp", "")))
+    return result
+
+
+def _parsed(raw_lines: Iterator[bytes], ids: set[str], counts: Scan) -> Iterator[dict[str, Any]]:
+    encoded = {i: i.encode() for i in ids}
+    for raw in raw_lines:
+        counts.read += 1
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+            counts.corrupt += 1
+            continue
+        if len(encoded) != len(ids):
+            encoded = {i: i.encode() for i in ids}
+        if not any(token in stripped for token in encoded.values()):
+            continue  # cheap pre-filter: most lines are about other runs
+        try:
+            line = json.loads(stripped)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            counts.corrupt += 1
+            continue
+        if isinstance(line, dict) and _mentions(line, ids):
+            yield line
+
+
+def _ts(line: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+
+
+def timeline(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Events, runs and stage attempts, with offsets from the first line, ready to print or dump."""
+    if not lines:
+        return {"trace_ids": [], "events": [], "runs": [], "lines": 0}
+    origin = next((t for t in map(_ts, lines) if t), None)
+
+    def offset(line: dict[str, Any]) -> float | None:
+        t = _ts(line)
+        return round((t - origin).total_seconds() * 1000, 3) if t and origin else None
+
+    events: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        name = line.get("event", "")
+        if name == "event.emitted":
+            events[line.get("event_id")] = {
+                "event_id": line.get("event_id"), "type": line.get("event_type"), "at_ms": offset(line),
+                "timestamp": line.get("timestamp"), "process": line.get("process"), "pid": line.get("pid"),
+                "host": line.get("host"), "runs_started": line.get("runs_started"),
+            }
+        run_id = line.get("run_id")
+        if not run_id or not (name.startswith("stage.") or name.startswith("run.")):
+            continue
+        run = runs.setdefault(run_id, {"run_id": run_id, "pipeline": line.get("pipeline"), "event_id": line.get("event_id"),
+                                       "status": "running", "attempts": [], "_open": {}})
+        run["pipeline"] = run["pipeline"] or line.get("pipeline")
+        if name == "run.started":
+            run["started_ms"] = offset(line)
+        elif name in RUN_END or name == "run.replayed":
+            run["status"] = name.split(".", 1)[1]
+            run["finished_ms"] = offset(line)
+            if line.get("duration_ms") is not None:
+                run["duration_ms"] = line["duration_ms"]
+            if line.get("error"):
+                run["error"] = line["error"]
+        elif name == "stage.started":
+            attempt = {"stage": line.get("stage"), "attempt": line.get("attempt"), "start_ms": offset(line),
+                       "outcome": "running", "pid": line.get("pid"), "host": line.get("host"),
+                       "message_id": line.get("message_id")}
+            run["attempts"].append(attempt)
+            run["_open"][(line.get("stage"), line.get("attempt"))] = attempt
+        elif name in ATTEMPT_END:
+            attempt = run["_open"].pop((line.get("stage"), line.get("attempt")), None)
+            if attempt is None:
+                attempt = {"stage": line.get("stage"), "attempt": line.get("attempt"), "start_ms": offset(line),
+                           "pid": line.get("pid"), "host": line.get("host")}
+                run["attempts"].append(attempt)
+            attempt["outcome"] = name.split(".", 1)[1]
+            for key in ("duration_ms", "retry_in_ms", "error_type", "error", "reason"):
+                if line.get(key) is not None:
+                    attempt[key] = line[key]
+    for run in runs.values():
+        run.pop("_open")
+    trace_ids = sorted({l["trace_id"] for l in lines if isinstance(l.get("trace_id"), str)})
+    return {"trace_ids": trace_ids, "events": list(events.values()), "runs": list(runs.values()), "lines": len(lines)}
+
+
+def render(data: dict[str, Any], width: int = 30) -> str:
+    """An indented tree with a waterfall bar per stage attempt."""
+    out = io.StringIO()
+    out.write(f"trace {', '.join(data['trace_ids']) or '?'}  ({data['lines']} log lines)\n")
+    for event in data["events"]:
+        out.write(f"event {event['type']} {event['event_id']}  at {event['timestamp']}  "
+                  f"{event['process']} pid {event['pid']}@{event['host']}  runs started: {event['runs_started']}\n")
+    ends = [a["start_ms"] + (a.get("duration_ms") or 0) for r in data["runs"] for a in r["attempts"]
+            if a.get("start_ms") is not None]
+    span = max(ends + [r.get("finished_ms") or 0 for r in data["runs"]] + [1.0])
+    for run in data["runs"]:
+        took = f" in {run['duration_ms']:.0f} ms" if run.get("duration_ms") is not None else ""
+        out.write(f"└─ run {run['run_id']} {run['pipeline']}  {run['status']}{took}\n")
+        for i, a in enumerate(run["attempts"]):
+            branch = "└─" if i == len(run["attempts"]) - 1 else "├─"
+            start = a.get("start_ms") or 0.0
+            duration = a.get("duration_ms") or 0.0
+            lead = int(start / span * width)
+            bar = " " * lead + "█" * max(1, int(duration / span * width))
+            detail = a["outcome"]
+            if a.get("retry_in_ms") is not None:
+                detail += f", retry in {a['retry_in_ms']} ms"
+            if a.get("error"):
+                detail += f": {a['error']}"
+            out.write(f"   {branch} +{start / 1000:7.3f}s {a['stage']:<20} #{a['attempt']} "
+                      f"{duration:9.1f} ms  {bar:<{width}}  {a.get('pid')}@{a.get('host')}  {detail}\n")
+    return out.getvalue()
+
+
+def finished(data: dict[str, Any]) -> bool:
+    return bool(data["runs"]) and all(r["status"] in ("succeeded", "failed", "cancelled") for r in data["runs"])
+
+
+def follow_files(sources: list[str], wanted: str) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """Yields (all lines so far, corrupt count) each time new lines about `wanted` arrive."""
+    offsets = {path: 0 for path in sources}
+    ids = {wanted}
+    lines: list[dict[str, Any]] = []
+    counts = Scan()
+    while True:
+        new = False
+        for path in sources:
+            if not os.path.exists(path):
+                continue
+            with _open(path) as handle:
+                handle.seek(offsets[path])
+                chunk = handle.read()
+                complete = chunk[: chunk.rfind(b"\n") + 1] if b"\n" in chunk else b""
+                offsets[path] += len(complete)
+            for line in _parsed(iter(complete.splitlines(keepends=True)), ids, counts):
+                _learn(line, ids)
+                lines.append(line)
+                new = True
+        if new:
+            lines.sort(key=lambda l: str(l.get("timestamp", "")))
+            yield lines, counts.corrupt
+        else:
+            yield [], counts.corrupt
+
+
+def default_sources(log_dir: str) -> list[str]:
+    return sorted(str(p) for p in Path(log_dir).glob("*.jsonl"))
