@@ -2,6 +2,7 @@
 `manage.py trace` rebuilding the timeline, secrets never written."""
 import gzip
 import json
+import secrets
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from pipeline.models import Run
 from schedules import operations
 from tests.conftest import ROOT, ManagedProcess, child_env, log_dir, read_log_lines, wait_for
 
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACE_ID = secrets.token_hex(16)  # new each session: log files may hold earlier sessions' lines
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
