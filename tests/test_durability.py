@@ -97,21 +97,21 @@ def test_events_emitted_while_the_broker_is_down_all_complete_once_it_is_back(li
     port = settings.PIPELINE_BROKER_URL.rsplit(":", 1)[1].split("/")[0]
     broker_env = dict(os.environ, RABBITMQ_PORT=port)
     relay = ManagedProcess("relay", [sys.executable, "manage.py", "relay"], child_env(test_database_url))
-    subprocess.run(["infra/rabbitmq.sh", "stop"], cwd=ROOT, env=broker_env, check=True, capture_output=True)
     try:
-        from web.api.models import ApiToken
+        subprocess.run(["infra/rabbitmq.sh", "stop"], cwd=ROOT, env=broker_env, check=True, capture_output=True)
+        try:
+            from web.api.models import ApiToken
 
-        token = ApiToken.issue("outage")[1]
-        for i in range(50):
-            emit("test.started", {"value": i})
-        for i in range(50, 100):
-            response = client.post("/api/events", data={"type": "test.started", "payload": {"value": i}},
-                                   content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
-            assert response.status_code == 202
-        assert Event.objects.filter(published_at__isnull=True).count() == 100
-    finally:
-        subprocess.run(["infra/rabbitmq.sh", "start"], cwd=ROOT, env=broker_env, check=True, capture_output=True)
-    try:
+            token = ApiToken.issue("outage")[1]
+            for i in range(50):
+                emit("test.started", {"value": i})
+            for i in range(50, 100):
+                response = client.post("/api/events", data={"type": "test.started", "payload": {"value": i}},
+                                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+                assert response.status_code == 202
+            assert Event.objects.filter(published_at__isnull=True).count() == 100
+        finally:
+            subprocess.run(["infra/rabbitmq.sh", "start"], cwd=ROOT, env=broker_env, check=True, capture_output=True)
         runs = finished("three_stages", 100, 180)
     finally:
         relay.stop()
