@@ -16,7 +16,6 @@ import structlog
 _SECRET_KEY_PATTERN = r"pass(word|wd)?|secret|token|authorization|api[_-]?key|card[_-]?number|cvv|cvc|cookie"
 _MASK = "[redacted]"
 _secret_key_re = re.compile(_SECRET_KEY_PATTERN, re.IGNORECASE)
-_configured_for: str | None = None
 
 
 def process_name() -> str:
@@ -116,34 +115,38 @@ class AppendFileHandler(logging.Handler):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._inode = os.fstat(self._fd).st_ino
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return self._fd
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = (self.format(record) + "\n").encode("utf-8", "replace")
-            os.write(self._fd, line)
+            os.write(self._fd if self._fd is not None else self._open(), line)
         except Exception:  # pragma: no cover - logging must never break the caller
             self.handleError(record)
 
     def close(self) -> None:
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
+        # logging.config.dictConfig() closes every handler it finds (Django runs it again in
+        # some commands): forget the descriptor so that a later line reopens the file instead
+        # of writing to a number the OS may have handed to a socket meanwhile.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         super().close()
 
 
 def configure(process: str | None = None, log_dir: str | None = None, level: str = "INFO") -> None:
     """Sets up structlog and the standard library's logging for this process; safe to call again."""
-    global _PROCESS, _configured_for
+    global _PROCESS
     _PROCESS = process or process_name()
     log_dir = log_dir or os.environ.get("PIPELINE_LOG_DIR") or "var/log"
-    key = f"{_PROCESS}:{log_dir}:{level}"
-    if _configured_for == key:
-        return
-    _configured_for = key
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -35,3 +35,35 @@ def test_an_order_placed_over_http_is_fulfilled_and_visible_through_the_api(live
         10, "stage lines in the worker's log",
     )
     assert {l["stage"] for l in lines} == {"reserve_stock", "charge_payment", "ship_order"}
+
+
+def test_the_development_web_server_writes_its_lines_to_web_jsonl(live_worker, test_database_url):
+    """`make run` serves with `manage.py runserver`: its transitions must reach var/log/web.jsonl
+    (Django re-runs its logging set-up there, which once closed our log file under us)."""
+    import socket
+    import sys
+
+    from tests.conftest import ManagedProcess, child_env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = ManagedProcess("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+                         child_env(test_database_url, PIPELINE_PROCESS="web"))
+    try:
+        def post():
+            try:
+                return requests.post(f"http://127.0.0.1:{port}/shop/orders", json=ORDER, timeout=5)
+            except requests.ConnectionError:
+                return None
+
+        response = wait_for(post, 30, "the development server to answer")
+        assert response.status_code == 201
+        event_id = response.json()["event_id"]
+        lines = wait_for(lambda: [l for l in read_log_lines("web.jsonl") if l.get("event_id") == event_id], 10,
+                         "the web process's lines")
+    finally:
+        web.stop()
+    assert {l["event"] for l in lines} >= {"event.emitted", "event.published"}
+    assert all(l["process"] == "web" for l in lines)
+    assert "Logging error" not in web.output()
