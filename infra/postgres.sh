@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Manage a local, repo-private PostgreSQL cluster (throwaway: benchmarks, tests).
+#
+#   infra/postgres.sh start    initdb if needed, start (idempotent), wait until it accepts connections
+#   infra/postgres.sh stop     stop (idempotent)
+#   infra/postgres.sh status   print "running" (exit 0) or "stopped" (exit 3)
+#
+# The cluster lives under <repo>/var/postgres-<port>/ (data/, run/ for the socket, log/), listens on
+# 127.0.0.1:<port> only, with trust authentication for the superuser `postgres`:
+#   DATABASE_URL=postgres://postgres@127.0.0.1:<port>/<db>
+# As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+#
+# Environment knobs:
+#   PGPORT            port on 127.0.0.1 (default 5499)
+#   PG_VAR            cluster folder (default <repo>/var/postgres-<port>; relative = from the repo root)
+#   PG_BIN            folder with initdb/pg_ctl/pg_isready (default: found on PATH or /usr/lib/postgresql/*/bin)
+#   PG_START_TIMEOUT  seconds to wait on start/stop (default 60)
+#
+# Exit codes: 0 ok, 1 failure, 2 PostgreSQL not installed, 3 status: stopped.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+REPO_ROOT="$(cd -- "$SCRIPT_DIR/.." && pwd -P)"
+
+PORT="${PGPORT:-5499}"
+if ! [[ "$PORT" =~ ^[0-9]+$ ]] || (( PORT < 1 || PORT > 65535 )); then
+    echo "postgres: invalid PGPORT '$PORT'" >&2
+    exit 1
+fi
+VAR="${PG_VAR:-var/postgres-${PORT}}"
+[[ "$VAR" == /* ]] || VAR="$REPO_ROOT/$VAR"
+DATA="$VAR/data"
+RUN_DIR="$VAR/run"
+LOG_DIR="$VAR/log"
+SERVER_LOG="$LOG_DIR/postgres.log"
+CTL_LOG="$LOG_DIR/pg_ctl.log"
+TIMEOUT="${PG_START_TIMEOUT:-60}"
+
+say() { echo "postgres: $*"; }
+err() { echo "postgres: $*" >&2; }
+
+find_bin() {
+    if [[ -n "${PG_BIN:-}" ]]; then
+        echo "$PG_BIN"
+        return 0
+    fi
+    local p
+    p="$(command -v pg_ctl 2>/dev/null || true)"
+    if [[ -n "$p" ]]; then
+        p="$(readlink -f "$p")"
+        echo "${p%/*}"
+        return 0
+    fi
+    p="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+    [[ -n "$p" ]] && echo "$p"
+    return 0
+}
+BIN="$(find_bin)"
+if [[ -z "$BIN" || ! -x "$BIN/pg_ctl" || ! -x "$BIN/initdb" || ! -x "$BIN/pg_isready" ]]; then
+    err "PostgreSQL server binaries (initdb, pg_ctl, pg_isready) not found: install them (Debian: apt-get install postgresql) or set PG_BIN"
+    exit 2
+fi
+
+# Run a server-side command as the cluster owner: `postgres` when we are root, else ourselves.
+as_owner() {
+    if [[ "$(id -u)" == 0 ]]; then
+        (cd "$VAR" && runuser -u postgres -- "$@")
+    else
+        (cd "$VAR" && "$@")
+    fi
+}
+
+ready() {  # accepts connections on our port?
+    "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -t 2 </dev/null >/dev/null 2>&1 9>&-
+}
+
+pid_alive() {
+    local pid="$1" stat
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat:0:1}" != "Z" && "${stat:0:1}" != "X" ]]
+}
+
+postmaster_pid() {  # the live postmaster of OUR data dir, if any
+    local p=""
+    [[ -f "$DATA/postmaster.pid" ]] && read -r p 2>/dev/null < "$DATA/postmaster.pid" || true
+    if [[ -n "$p" ]] && pid_alive "$p"; then
+        echo "$p"
+    fi
+    return 0
+}
+
+show_log() {
+    local f
+    for f in "$SERVER_LOG" "$CTL_LOG"; do
+        if [[ -s "$f" ]]; then
+            echo "----- last 30 lines of $f -----" >&2
+            tail -n 30 "$f" >&2
+        fi
+    done
+}
+
+lock() {
+    mkdir -p "$VAR"
+    exec 9>"$VAR/.lock"
+    if ! flock -w 120 9; then
+        err "timed out waiting for another infra/postgres.sh on port $PORT"
+        exit 1
+    fi
+}
+
+prepare() {
+    mkdir -p "$VAR" "$RUN_DIR" "$LOG_DIR"
+    if [[ "$(id -u)" == 0 ]]; then
+        if ! id postgres >/dev/null 2>&1; then
+            err "running as root needs a 'postgres' user to own the cluster (PostgreSQL refuses to run as root)"
+            exit 1
+        fi
+        chown postgres: "$VAR" "$RUN_DIR" "$LOG_DIR"
+        [[ -d "$DATA" ]] && chown -R postgres: "$DATA"
+        # The server must be able to reach its folder: every parent needs search permission.
+        local d="$VAR"
+        while [[ "$d" != / && -n "$d" ]]; do
+            d="$(dirname "$d")"
+            if ! runuser -u postgres -- test -x "$d" 2>/dev/null; then
+                err "user postgres cannot enter $d; set PG_VAR to a folder it can reach"
+                exit 1
+            fi
+        done
+    fi
+    if [[ ! -s "$DATA/PG_VERSION" ]]; then
+        rm -rf "$DATA"
+        say "initdb $DATA"
+        if ! as_owner "$BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 --no-sync \
+                </dev/null >"$LOG_DIR/initdb.log" 2>&1 9>&-; then
+            err "initdb failed"
+            tail -n 30 "$LOG_DIR/initdb.log" >&2 || true
+            exit 1
+        fi
+    fi
+    # Rewritten on every start; included last, so it wins over postgresql.conf.
+    cat > "$DATA/local.conf" <<EOF
+# Generated by infra/postgres.sh -- do not edit, rewritten on every start.
+listen_addresses = '127.0.0.1'
+port = ${PORT}
+unix_socket_directories = '${RUN_DIR}'
+max_connections = 200
+logging_collector = off
+EOF
+    grep -qxF "include 'local.conf'" "$DATA/postgresql.conf" || echo "include 'local.conf'" >> "$DATA/postgresql.conf"
+    [[ "$(id -u)" == 0 ]] && chown postgres: "$DATA/local.conf" "$DATA/postgresql.conf"
+    return 0
+}
+
+cmd_start() {
+    lock
+    local pid
+    pid="$(postmaster_pid)"
+    if [[ -n "$pid" ]] && ready; then
+        say "running on 127.0.0.1:$PORT (pid $pid, data $DATA)"
+        exit 0
+    fi
+    if [[ -z "$pid" ]] && ready; then
+        err "another PostgreSQL already listens on 127.0.0.1:$PORT; pick another PGPORT"
+        exit 1
+    fi
+    if [[ -n "$pid" ]]; then
+        say "postmaster $pid of $DATA does not accept connections; stopping it first"
+        stop_server || exit 1
+    fi
+    prepare
+    say "starting on 127.0.0.1:$PORT (log $SERVER_LOG)"
+    # pg_ctl detaches the server; every fd goes to files (fd 9, our lock, is not inherited).
+    if ! as_owner "$BIN/pg_ctl" start -D "$DATA" -l "$SERVER_LOG" -w -t "$TIMEOUT" \
+            </dev/null >"$CTL_LOG" 2>&1 9>&-; then
+        err "pg_ctl start failed"
+        show_log
+        stop_server >/dev/null 2>&1 || true
+        exit 1
+    fi
+    local deadline=$(( SECONDS + TIMEOUT ))
+    until ready; do
+        if (( SECONDS >= deadline )); then
+            err "not accepting connections within ${TIMEOUT}s"
+            show_log
+            stop_server >/dev/null 2>&1 || true
+            exit 1
+        fi
+        sleep 0.5
+    done
+    say "ready: postgres://postgres@127.0.0.1:$PORT/postgres"
+}
+
+stop_server() {
+    local pid deadline
+    pid="$(postmaster_pid)"
+    [[ -z "$pid" ]] && return 0
+    as_owner "$BIN/pg_ctl" stop -D "$DATA" -m fast -w -t "$TIMEOUT" </dev/null >"$CTL_LOG" 2>&1 9>&- || \
+        as_owner "$BIN/pg_ctl" stop -D "$DATA" -m immediate -w -t 30 </dev/null >>"$CTL_LOG" 2>&1 9>&- || true
+    deadline=$(( SECONDS + 10 ))
+    while pid_alive "$pid"; do
+        if (( SECONDS >= deadline )); then
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 1
+            break
+        fi
+        sleep 0.3
+    done
+    if pid_alive "$pid"; then
+        err "could not stop postmaster $pid"
+        return 1
+    fi
+    return 0
+}
+
+cmd_stop() {
+    lock
+    if [[ -z "$(postmaster_pid)" ]]; then
+        say "not running (port $PORT)"
+        exit 0
+    fi
+    stop_server || exit 1
+    say "stopped (port $PORT)"
+}
+
+cmd_status() {
+    if [[ -n "$(postmaster_pid)" ]] && ready; then
+        echo "running"
+        exit 0
+    fi
+    echo "stopped"
+    exit 3
+}
+
+case "${1:-}" in
+    start)  cmd_start ;;
+    stop)   cmd_stop ;;
+    status) cmd_status ;;
+    *)
+        echo "usage: $0 start|stop|status" >&2
+        exit 64
+        ;;
+esac
