@@ -7,14 +7,7 @@ if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/de
 fi
 if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "postgres: installing Debian's postgresql (apt-get)"
-    policy=/usr/sbin/policy-rc.d
-    created_policy=0
-    if [[ ! -e "$policy" ]]; then
-        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
-    fi
-    trap '[[ $created_policy == 1 ]] && rm -f "$policy"' EXIT
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    "$(dirname "$0")/apt-install.sh" postgresql
     exit 0
 fi
 echo "postgres: PostgreSQL is not installed (Debian: sudo apt-get install postgresql); or run TEST_SKIP_POSTGRES=1 make test" >&2

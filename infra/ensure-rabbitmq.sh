@@ -12,15 +12,7 @@ if [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]]; then
 fi
 if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "rabbitmq: installing Debian's rabbitmq-server (apt-get)"
-    # Keep the package from starting a system-wide node: we run our own under var/.
-    policy=/usr/sbin/policy-rc.d
-    created_policy=0
-    if [[ ! -e "$policy" ]]; then
-        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
-    fi
-    trap '[[ $created_policy == 1 ]] && rm -f "$policy"' EXIT
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+    "$(dirname "$0")/apt-install.sh" rabbitmq-server
     exit 0
 fi
 echo "rabbitmq: rabbitmq-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install rabbitmq-server)" \
