@@ -107,6 +107,10 @@ def test_a_canary_secret_in_a_payload_or_an_exception_reaches_no_log_file(live_w
     stage = run.stages.get(stage="leaky")
     assert canary_token not in stage.error and canary_token not in stage.traceback
     assert "[redacted]" in stage.error
+    (own_line,) = [l for l in run_lines(str(run.id)) if l["event"] == "leaky.payload"]  # the stage's ctx.log
+    assert own_line["stage"] == "leaky" and own_line["attempt"] == 1 and own_line["pipeline"] == "secretive"
+    assert own_line["trace_id"] == run.event.trace_id and own_line["message_id"]
+    assert own_line["payload"]["api_token"] == "[redacted]" and own_line["payload"]["note"] == "hello"
 
 
 # ---- bad input to `trace` -------------------------------------------------------------------
