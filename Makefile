@@ -23,6 +23,10 @@ test: venv
 	@infra/ensure-rabbitmq.sh
 	@infra/test.sh $(PYTEST_ARGS)
 
+bench: venv
+	@infra/ensure-rabbitmq.sh
+	@infra/bench.sh $(BENCH_ARGS)
+
 broker: venv
 	@infra/ensure-rabbitmq.sh
 	infra/rabbitmq.sh start

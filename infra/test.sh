@@ -34,6 +34,13 @@ if [[ ! -x /usr/bin/chromium && "$(id -u)" == 0 ]] && command -v apt-get >/dev/n
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
         || echo "test: could not install chromium; the browser tests will be skipped" >&2
 fi
+# The multi-host test makes network namespaces (iproute2's `ip netns`) and runs its own PostgreSQL in one.
+if ! command -v ip >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "test: installing Debian's iproute2 for the multi-host test (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null) \
+        || echo "test: could not install iproute2; the multi-host test will be skipped" >&2
+fi
+[[ "$(id -u)" != 0 ]] || infra/ensure-postgres.sh || echo "test: no PostgreSQL; the multi-host test will be skipped" >&2
 rm -rf "$PIPELINE_LOG_DIR"
 status=0
 echo "test: pass 1 of 2, run store on SQLite"

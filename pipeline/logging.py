@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from .metrics import observe as _observe_metrics
+
 _SECRET_KEY_PATTERN = r"pass(word|wd)?|secret|token|authorization|api[_-]?key|card[_-]?number|cvv|cvc|cookie"
 _MASK = "[redacted]"
 _secret_key_re = re.compile(_SECRET_KEY_PATTERN, re.IGNORECASE)
@@ -155,6 +157,7 @@ def configure(process: str | None = None, log_dir: str | None = None, level: str
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_process,
         _drop_color_message,
+        _observe_metrics,  # Prometheus counters from the transition lines (pipeline/metrics.py)
     ]
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -45,20 +45,42 @@ class Event(models.Model):
             models.Index(
                 fields=["occurred_at"], name="event_unpublished_idx", condition=Q(published_at__isnull=True)
             ),
+            models.Index(fields=["type", "-occurred_at"], name="event_type_recent_idx"),  # the events page
         ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.id}"
 
 
+class RunManager(models.Manager):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        _fill_event_type(objs)
+        return super().bulk_create(objs, *args, **kwargs)
+
+
+def _fill_event_type(runs: list["Run"]) -> None:
+    """`Run.event_type` copies the event's type, so the runs list filters by it on an index of
+    its own instead of joining a million events (see web/dashboard/queries.py)."""
+    missing = [r for r in runs if not r.event_type]
+    if not missing:
+        return
+    unknown = {r.event_id for r in missing if not Run.event.is_cached(r)}
+    types = dict(Event.objects.filter(id__in=unknown).values_list("id", "type")) if unknown else {}
+    for run in missing:
+        run.event_type = run.event.type if Run.event.is_cached(run) else types.get(run.event_id, "")
+
+
 class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="runs")
+    # The event's type, copied when the run is made (see RunManager): an indexed filter of the runs list.
+    event_type = models.CharField(max_length=200, blank=True, default="", editable=False)
     pipeline = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     trigger = models.CharField(max_length=255, default="event")
     replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()  # indexed by run_recent_idx
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
@@ -75,10 +97,23 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["pipeline", "-created_at"], name="run_pipeline_recent_idx"),
             models.Index(fields=["status", "-created_at"], name="run_status_recent_idx"),
+            # The dashboard's runs list: each filter and pair of filters read in created_at order;
+            # the overview's counts and latencies over a time window read from run_recent_idx alone.
+            models.Index(fields=["created_at", "pipeline", "status", "duration_ms"], name="run_recent_idx"),
+            models.Index(fields=["event_type", "-created_at"], name="run_type_recent_idx"),
+            models.Index(fields=["pipeline", "status", "-created_at"], name="run_pipeline_status_idx"),
+            models.Index(fields=["event_type", "status", "-created_at"], name="run_type_status_idx"),
         ]
+
+    objects = RunManager()
 
     def __str__(self) -> str:
         return f"{self.pipeline} {self.id} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        if not self.event_type:
+            _fill_event_type([self])
+        super().save(*args, **kwargs)
 
 
 class StageRun(models.Model):
@@ -114,3 +149,26 @@ class StageRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stage} ({self.status})"
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per worker process, rewritten every few seconds by `pipeline.middleware.Heartbeat`:
+    a worker whose `last_seen` is older than the dashboard's threshold shows as offline."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list, blank=True)
+    in_flight = models.PositiveIntegerField(default=0)
+    # The stages running right now, "<pipeline>.<stage>" (or the actor name), at most a few dozen.
+    current = models.JSONField(default=list, blank=True)
+    processed = models.PositiveBigIntegerField(default=0)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+
+    def __str__(self) -> str:
+        return f"worker {self.host}:{self.pid}"

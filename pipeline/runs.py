@@ -17,7 +17,10 @@ def create_runs(
 ) -> list[Run]:
     """One pending run per pipeline, with its root stages waiting to be published."""
     now = timezone.now()
-    runs = [Run(event=event, pipeline=p.name, trigger=trigger, created_at=now, replay_of=replay_of) for p in pipelines]
+    runs = [
+        Run(event=event, event_type=event.type, pipeline=p.name, trigger=trigger, created_at=now, replay_of=replay_of)
+        for p in pipelines
+    ]
     Run.objects.bulk_create(runs)
     StageRun.objects.bulk_create(
         [

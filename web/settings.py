@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "schedules",
     "web.api",
     "web.shop",
+    "web.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -107,7 +108,8 @@ PIPELINE_LOG_DIR = os.environ.get("PIPELINE_LOG_DIR", str(VAR_DIR / "log"))
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
     # Heartbeats let RabbitMQ notice a dead worker host and redeliver its unacked stages.
-    "OPTIONS": {"url": PIPELINE_BROKER_URL + ("&" if "?" in PIPELINE_BROKER_URL else "?") + "heartbeat=30&blocked_connection_timeout=30"},
+    # A `heartbeat=` or `blocked_connection_timeout=` already in PIPELINE_BROKER_URL wins (pika refuses a repeated one).
+    "OPTIONS": {"url": PIPELINE_BROKER_URL + ("&" if "?" in PIPELINE_BROKER_URL else "?") + "&".join(p for p in ("heartbeat=30", "blocked_connection_timeout=30") if p.split("=")[0] + "=" not in PIPELINE_BROKER_URL)},
     # Stated in full on purpose: django-dramatiq's default list leaves out Pipelines and
     # ShutdownNotifications, and order matters (logging context is bound before anything logs).
     "MIDDLEWARE": [
@@ -120,6 +122,9 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "pipeline.middleware.Heartbeat",
+        "pipeline.middleware.Drain",  # worker.draining / worker.drained lines on SIGTERM
+        "pipeline.metrics.WorkerMetrics",  # PIPELINE_WORKER_METRICS_PORT: one /metrics per rundramatiq
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks", "pipelines"]

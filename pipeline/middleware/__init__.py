@@ -1,4 +1,6 @@
 """Dramatiq middleware of the engine, one class per module."""
+from .drain import Drain
+from .heartbeat import Heartbeat
 from .logging_context import LoggingContext
 
-__all__ = ["LoggingContext"]
+__all__ = ["Heartbeat", "LoggingContext"]

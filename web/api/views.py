@@ -102,3 +102,45 @@ def cancel_run(request: HttpRequest, run_id: str) -> JsonResponse:
     from pipeline.operations import cancel
 
     return _run_operation(run_id, lambda: (cancel(run_id), {"run_id": run_id, "status": "cancelled"})[1])
+
+
+LIST_PARAMETERS = {"pipeline", "status", "event_type", "since", "until", "range", "q", "limit", "cursor"}
+
+
+@token_required
+@require_http_methods(["GET"])
+def list_runs(request: HttpRequest) -> JsonResponse:
+    """Runs newest first, filtered like the dashboard's list, a page at a time (`next_cursor`)."""
+    from web.dashboard import queries
+
+    unknown = sorted(set(request.GET) - LIST_PARAMETERS)
+    if unknown:
+        return JsonResponse({"error": f"unknown query parameter(s): {', '.join(unknown)} "
+                                      f"(known: {', '.join(sorted(LIST_PARAMETERS))})", "field": unknown[0]}, status=400)
+    raw_limit = request.GET.get("limit", str(queries.DEFAULT_PAGE_SIZE))
+    try:
+        limit = int(raw_limit)
+        if not 1 <= limit <= queries.MAX_PAGE_SIZE:
+            raise ValueError
+    except ValueError:
+        return JsonResponse({"error": f"parameter 'limit' must be an integer from 1 to {queries.MAX_PAGE_SIZE}, "
+                                      f"got {raw_limit!r}", "field": "limit"}, status=400)
+    try:
+        filters = queries.RunFilters.from_params(request.GET)
+        page = queries.page_of(queries.runs_queryset(filters), before=request.GET.get("cursor", ""), limit=limit)
+    except queries.FilterError as exc:
+        field = "cursor" if exc.field == "before" else exc.field
+        message = str(exc).replace("'before'", "'cursor'")
+        return JsonResponse({"error": message, "field": field}, status=400)
+    return JsonResponse({
+        "runs": [{**run_json(run, with_stages=False), "event_type": run.event_type} for run in page.rows],
+        "next_cursor": page.older,
+        "filters": filters.as_params(),
+    })
+
+
+def openapi_schema(request: HttpRequest) -> JsonResponse:
+    """The OpenAPI 3.1 description of every /api endpoint; public, like any documentation."""
+    from .openapi import schema
+
+    return JsonResponse(schema(request.build_absolute_uri("/")))

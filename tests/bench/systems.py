@@ -1,0 +1,135 @@
+"""The systems the benchmark compares: how to start each one's workers and producer."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from tests.bench.common import ROOT, direct_children, rss_mb
+
+PY = sys.executable
+
+
+@dataclass
+class System:
+    key: str
+    label: str
+    kind: str  # floor | dramatiq | ours | celery
+    queue: str
+    done_queue: str
+    env: dict[str, str] = field(default_factory=dict)
+    pool: str | None = None  # celery: prefork | threads
+    db: str | None = None  # ours: sqlite | postgresql
+    db_root_pid: int | None = None  # a database server whose CPU counts for this system
+
+    @property
+    def has_workers(self) -> bool:
+        return self.kind != "floor"
+
+    def child_env(self, base: dict[str, str]) -> dict[str, str]:
+        env = dict(base)
+        for key in ("PIPELINE_PROCESS", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "BENCH_CONFIRM"):
+            env.pop(key, None)
+        env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", BENCH_QUEUE=self.queue, BENCH_DONE_QUEUE=self.done_queue)
+        env.update(self.env)
+        return env
+
+    def producer_args(self) -> list[str]:
+        return [PY, "-m", "tests.bench.producer", self.kind]
+
+    def worker_commands(self, processes: int, threads: int) -> list[tuple[str, list[str]]]:
+        """(name, argv) of each worker process to start for this shape."""
+        shutdown = ["--worker-shutdown-timeout", "5000"]
+        if self.kind == "dramatiq":
+            return [(f"{self.key}-worker", [PY, "-m", "dramatiq", "tests.bench.raw_dramatiq", "--processes",
+                                             str(processes), "--threads", str(threads), "--queues", self.queue,
+                                             *shutdown])]
+        if self.kind == "ours":
+            return [(f"{self.key}-worker", [PY, "manage.py", "rundramatiq", "--processes", str(processes),
+                                             "--threads", str(threads), "--queues", self.queue, *shutdown])]
+        if self.kind == "celery":
+            # Celery has no "processes x threads": the threads pool is 2 workers x `threads` threads;
+            # prefork is 2 workers x `threads` child processes (the same number of concurrent slots).
+            return [
+                (f"{self.key}-worker{i}", [PY, "-m", "celery", "-A", "tests.bench.celery_app", "worker",
+                                           "--pool", self.pool, "--concurrency", str(threads), "-Q", self.queue,
+                                           "-n", f"{self.key}{i}@%h", "--without-gossip", "--without-mingle",
+                                           "--without-heartbeat", "--loglevel", "WARNING"])
+                for i in range(1, processes + 1)
+            ]
+        return []
+
+    def consumers_expected(self, processes: int) -> int:
+        """Consumers on the queue once every worker process listens (one per process / instance)."""
+        return processes
+
+    def shape_note(self, processes: int, threads: int) -> str:
+        if self.kind == "celery" and self.pool == "prefork":
+            return f"{processes} workers x {threads} child processes"
+        if self.kind == "celery":
+            return f"{processes} workers x {threads} threads"
+        if self.kind == "floor":
+            return "1 publisher, then 1 consumer"
+        return f"{processes} processes x {threads} threads"
+
+    def worker_rss(self, roots: list[int]) -> dict:
+        """Resident memory per worker process. Dramatiq (raw and ours): each forked worker process
+        (the master that only supervises is left out). Celery threads: each worker. Celery prefork:
+        each worker with its pool children summed (what one such worker costs)."""
+        if self.kind in ("dramatiq", "ours"):
+            pids = [c for r in roots for c in direct_children(r)]
+            values = [rss_mb(p) for p in pids]
+            what = "per forked worker process"
+        elif self.pool == "prefork":
+            values = [rss_mb(r, with_children=True) for r in roots]
+            what = "per worker (master + pool children)"
+        else:
+            values = [rss_mb(r) for r in roots]
+            what = "per worker process"
+        values = [v for v in values if v == v]
+        return {"per_process_mb": (sum(values) / len(values)) if values else None,
+                "total_mb": sum(values) if values else None, "processes": len(values), "what": what}
+
+
+def build_systems(*, prefix: str, broker_url: str, work_dir, sqlite_url: str | None, postgres_url: str | None,
+                  celery: bool) -> list[System]:
+    def done(key: str) -> str:
+        return f"{prefix}.done.{key}"
+
+    base = {"BENCH_BROKER_URL": broker_url}
+    systems = [
+        System("floor", "floor: pika, persistent, confirmed", "floor", f"{prefix}.floor", done("floor"), dict(base)),
+        System("dramatiq", "raw Dramatiq (defaults)", "dramatiq", f"{prefix}_dramatiq", done("dramatiq"), dict(base)),
+        System("dramatiq_confirm", "raw Dramatiq, confirm_delivery", "dramatiq", f"{prefix}_dramatiq_confirm",
+               done("dramatiq_confirm"), {**base, "BENCH_CONFIRM": "1"}),
+    ]
+    for db, url in (("sqlite", sqlite_url), ("postgresql", postgres_url)):
+        if not url:
+            continue
+        key = "ours_sqlite" if db == "sqlite" else "ours_pg"
+        queue = f"{prefix}_{key}"
+        systems.append(System(
+            key, f"ours, {'SQLite' if db == 'sqlite' else 'PostgreSQL'} run store", "ours", queue, done(key),
+            {**base, "DJANGO_SETTINGS_MODULE": "tests.bench.settings", "DATABASE_URL": url,
+             "PIPELINE_BROKER_URL": broker_url, "PIPELINE_LOG_DIR": str(work_dir / f"log-{key}"),
+             "BENCH_OURS_QUEUE": queue, "DJANGO_DEBUG": "0"},
+            db=db,
+        ))
+    if celery:
+        for pool in ("prefork", "threads"):
+            key = f"celery_{pool}"
+            systems.append(System(key, f"Celery chain, {pool} pool", "celery", f"{prefix}_{key}", done(key),
+                                  dict(base), pool=pool))
+    return systems
+
+
+def celery_available() -> bool:
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def env_without_bench(environ: dict[str, str] | None = None) -> dict[str, str]:
+    return {k: v for k, v in (environ or os.environ).items() if not k.startswith("BENCH_")}

@@ -1,0 +1,93 @@
+"""Queue depth and consumers, read from RabbitMQ with passive declares (which never create a
+queue), with short timeouts: an unreachable broker is one sentence on the page, never an error page."""
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+import pika
+
+from pipeline import conf
+from pipeline.broker import redacted_url
+
+TIMEOUT_SECONDS = 2.0
+
+
+@dataclass
+class QueueStats:
+    name: str
+    ready: int | None = None  # messages waiting to be delivered
+    consumers: int | None = None
+    delayed: int | None = None  # `<name>.DQ`: retries waiting for their backoff
+    dead: int | None = None  # `<name>.XQ`: dead-lettered messages (RabbitMQ drops them after 7 days)
+    missing: bool = False  # not declared on the broker yet: no message was ever sent to it
+
+
+def stage_queues() -> list[str]:
+    """The queues of every registered stage actor (and any other queue declared in this process)."""
+    import dramatiq
+
+    from pipeline.definitions import registry
+
+    names = {stage.actor.queue_name for pipeline in registry.pipelines.values() for stage in pipeline.stages.values()}
+    try:
+        names |= {q for q in dramatiq.get_broker().get_declared_queues() if not q.endswith((".DQ", ".XQ"))}
+    except Exception:
+        pass
+    return sorted(names)
+
+
+def queue_stats(url: str | None = None, names: list[str] | None = None) -> tuple[list[QueueStats], str | None]:
+    """(stats per queue, None), or ([], a sentence saying why the broker could not be read)."""
+    url = url or conf.get("PIPELINE_BROKER_URL")
+    names = stage_queues() if names is None else names
+    try:
+        params = pika.URLParameters(url)
+        where = redacted_url(url)
+    except Exception as exc:
+        return [], f"broker unreachable: PIPELINE_BROKER_URL is not a valid AMQP URL ({exc})"
+    try:
+        socket.create_connection((params.host, params.port), timeout=TIMEOUT_SECONDS).close()
+    except OSError as exc:
+        return [], f"broker unreachable at {where} ({exc.strerror or exc})"
+    params.connection_attempts = 1
+    params.retry_delay = 0
+    params.socket_timeout = TIMEOUT_SECONDS
+    params.stack_timeout = TIMEOUT_SECONDS * 2
+    params.blocked_connection_timeout = TIMEOUT_SECONDS
+    pika_logger = logging.getLogger("pika")
+    level = pika_logger.level
+    pika_logger.setLevel(logging.CRITICAL)
+    try:
+        connection = pika.BlockingConnection(params)
+    except Exception as exc:
+        pika_logger.setLevel(level)
+        return [], f"broker unreachable at {where} ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+    try:
+        channel = connection.channel()
+        rows = []
+        for name in names:
+            row = QueueStats(name)
+            for queue, attr in ((name, "ready"), (f"{name}.DQ", "delayed"), (f"{name}.XQ", "dead")):
+                try:
+                    frame = channel.queue_declare(queue=queue, passive=True)
+                except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue
+                    channel = connection.channel()
+                    if attr == "ready":
+                        row.missing = True
+                    continue
+                setattr(row, attr, frame.method.message_count)
+                if attr == "ready":
+                    row.consumers = frame.method.consumer_count
+            rows.append(row)
+        return rows, None
+    except Exception as exc:
+        return [], f"broker at {where} did not answer ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+    finally:
+        pika_logger.setLevel(level)
+        try:
+            if connection.is_open:
+                connection.close()
+        except Exception:
+            pass

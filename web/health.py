@@ -1,0 +1,59 @@
+"""Probes and metrics for the web process.
+
+- `GET /healthz`: the process is up and serving (liveness); touches nothing else.
+- `GET /readyz`: the database answers `SELECT 1` and the broker accepts an AMQP connection
+  (readiness): 200 when both do, 503 naming what failed otherwise.
+- `GET /metrics`: Prometheus text format (see pipeline/metrics.py for what it holds).
+
+None of them needs a login: expose them to the cluster, not to the internet."""
+from __future__ import annotations
+
+import time
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from pipeline.broker import check_broker
+from pipeline.metrics import exposition
+
+BROKER_TIMEOUT = 2.0
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:
+        return {"ok": False, "error": str(exc) or type(exc).__name__,
+                "ms": round((time.perf_counter() - started) * 1000, 1)}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        if cursor.fetchone()[0] != 1:
+            raise RuntimeError("SELECT 1 did not return 1")
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": _timed(_database), "broker": _timed(lambda: check_broker(timeout=BROKER_TIMEOUT))}
+    ready = all(c["ok"] for c in checks.values())
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    body, content_type = exposition()
+    return HttpResponse(body, content_type=content_type)
