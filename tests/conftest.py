@@ -42,7 +42,7 @@ class ManagedProcess:
         out_dir = log_dir()
         out_dir.mkdir(parents=True, exist_ok=True)
         self.output_path = out_dir / f"{name}.out"
-        self._out = open(self.output_path, "ab")
+        self._out = open(self.output_path, "wb")
         self.popen = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
