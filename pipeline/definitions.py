@@ -122,6 +122,11 @@ class Pipeline:
     def roots(self) -> list[Stage]:
         return [s for s in self.stages.values() if not s.after]
 
+    @property
+    def sinks(self) -> list[str]:
+        """The stages nothing runs after: a run has succeeded once all of them have."""
+        return [name for name, children in self._children.items() if not children]
+
     def children(self, stage_name: str) -> list[Stage]:
         return [self.stages[c] for c in self._children.get(stage_name, [])]
 

@@ -143,11 +143,12 @@ def _record(
         runs_started=len(runs),
         source=source,
     )
-    transaction.on_commit(lambda: _publish_after_commit(event_id))
+    first_stages = [(stage, str(run.id)) for run in runs for stage in registry.get(run.pipeline).roots]
+    transaction.on_commit(lambda: _publish_after_commit(event_id, trace_id, first_stages))
     return event_id
 
 
-def _publish_after_commit(event_id: str) -> None:
-    from .publisher import publish_event
+def _publish_after_commit(event_id: str, trace_id: str, first_stages: list) -> None:
+    from .publisher import publish_first_stages
 
-    publish_event(event_id)
+    publish_first_stages(event_id, trace_id, first_stages)

@@ -144,6 +144,16 @@ class AppendFileHandler(logging.Handler):
         super().close()
 
 
+class _JSONOnce(structlog.stdlib.ProcessorFormatter):
+    """Renders a record to JSON once, however many handlers (file, JSON console) print it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_pipeline_json")
+        if cached is None:
+            cached = record.__dict__["_pipeline_json"] = super().format(record)
+        return cached
+
+
 def configure(process: str | None = None, log_dir: str | None = None, level: str = "INFO") -> None:
     """Sets up structlog and the standard library's logging for this process; safe to call again."""
     global _PROCESS
@@ -166,7 +176,7 @@ def configure(process: str | None = None, log_dir: str | None = None, level: str
         cache_logger_on_first_use=True,
     )
     foreign = [structlog.stdlib.ExtraAdder(), *shared]
-    json_formatter = structlog.stdlib.ProcessorFormatter(
+    json_formatter = _JSONOnce(
         foreign_pre_chain=foreign,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

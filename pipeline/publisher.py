@@ -9,7 +9,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import conf
-from .definitions import DefinitionError, registry
+from .definitions import DefinitionError, Stage, registry
 from .logging import get_logger
 from .models import Event, RunStatus, StageRun, StageStatus
 from .runs import enqueue_stage
@@ -20,7 +20,8 @@ _ACTIVE_RUN = Q(run__status__in=[RunStatus.PENDING, RunStatus.RUNNING])
 
 
 def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
-    published = 0
+    """Publishes stage runs loaded from the database (with their run and event)."""
+    items = []
     for stage_run in stage_runs:
         run = stage_run.run
         try:
@@ -28,14 +29,27 @@ def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
         except (DefinitionError, KeyError):
             log.error("stage.unknown", run_id=str(run.id), pipeline=run.pipeline, stage=stage_run.stage)
             continue
-        enqueue_stage(stage, run_id=str(run.id), event_id=str(run.event_id), trace_id=run.event.trace_id)
-        published += 1
-    return published
+        items.append((stage, str(run.id), str(run.event_id), run.event.trace_id))
+    for stage, run_id, event_id, trace_id in items:
+        enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id)
+    return len(items)
+
+
+def publish_first_stages(event_id: str, trace_id: str, first_stages: list[tuple[Stage, str]]) -> bool:
+    """Right after the emitting transaction commits: publishes the first stages of its runs
+    (known already, no need to read them back) and marks the event published. A broker that
+    cannot be reached leaves the event for the relay, with one warning line."""
+    try:
+        for stage, run_id in first_stages:
+            enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id)
+    except Exception as exc:  # the broker is down or refused: the relay will try again
+        return _publish_failed(event_id, exc)
+    return _published(event_id, len(first_stages))
 
 
 def publish_event(event_id: str) -> bool:
-    """Publishes the waiting first stages of an event's runs and marks the event published.
-    A broker that cannot be reached leaves the event for the relay, with one warning line."""
+    """The relay's way: publishes the waiting first stages of an event's runs, read from the
+    database, and marks the event published."""
     waiting = list(
         StageRun.objects.filter(_ACTIVE_RUN, run__event_id=event_id, status=StageStatus.PENDING).select_related(
             "run__event"
@@ -43,13 +57,21 @@ def publish_event(event_id: str) -> bool:
     )
     try:
         published = _publish_stage_runs(waiting)
-    except Exception as exc:  # the broker is down or refused: the relay will try again
-        Event.objects.filter(id=event_id).update(publish_attempts=F("publish_attempts") + 1)
-        log.warning("event.publish_failed", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
-        return False
+    except Exception as exc:
+        return _publish_failed(event_id, exc)
+    return _published(event_id, published)
+
+
+def _published(event_id: str, count: int) -> bool:
     Event.objects.filter(id=event_id).update(published_at=timezone.now(), publish_attempts=F("publish_attempts") + 1)
-    log.info("event.published", event_id=event_id, stages_published=published)
+    log.info("event.published", event_id=event_id, stages_published=count)
     return True
+
+
+def _publish_failed(event_id: str, exc: Exception) -> bool:
+    Event.objects.filter(id=event_id).update(publish_attempts=F("publish_attempts") + 1)
+    log.warning("event.publish_failed", event_id=event_id, error=f"{type(exc).__name__}: {exc}")
+    return False
 
 
 def relay_once(limit: int = 500) -> dict[str, int]:

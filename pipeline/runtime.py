@@ -1,5 +1,9 @@
 """Running one stage attempt: claim it, call the user's function, record the outcome, and
-move the run forward (enqueue the stages now ready, or end the run)."""
+move the run forward (enqueue the stages now ready, or end the run).
+
+This runs for every stage message, so it keeps to a few statements: a claim that returns the
+attempt number, one read of the run and its event, the parents' results when there are
+parents, and one short transaction for the outcome."""
 from __future__ import annotations
 
 import json
@@ -8,7 +12,8 @@ import socket
 import time
 import traceback
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -30,6 +35,25 @@ log = get_logger("pipeline.runtime")
 
 LEASE_MARGIN_SECONDS = 30
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+_RUN_FIELDS = ("status", "pipeline", "started_at", "created_at", "event_id", "event__type", "event__payload",
+               "event__occurred_at", "event__trace_id")
+
+
+@dataclass
+class _Run:
+    id: str
+    status: str
+    pipeline: str
+    started_at: datetime | None
+    created_at: datetime
+    event_id: str
+    event_type: str
+    payload: dict
+    occurred_at: datetime
+    trace_id: str
+
+    def elapsed_ms(self, now: datetime) -> float:
+        return (now - (self.started_at or self.created_at)).total_seconds() * 1000
 
 
 def execute_stage(stage: Stage, run_id: str) -> None:
@@ -37,15 +61,16 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     message_id = message.message_id if message is not None else str(uuid.uuid4())
     now = timezone.now()
     lease_until = now + timedelta(seconds=stage.timeout + LEASE_MARGIN_SECONDS)
-    if not states.claim_stage(run_id, stage.name, message_id, now, lease_until, WORKER_ID):
-        _not_claimed(stage, run_id, message)
+    attempt = states.claim_stage(run_id, stage.name, message_id, now, lease_until, WORKER_ID)
+    if attempt is None:
+        _not_claimed(stage, run_id)
         return
-
-    run = Run.objects.select_related("event").get(id=run_id)
-    rows = {s.stage: s for s in StageRun.objects.filter(run_id=run_id).only("stage", "status", "result", "attempts", "attempt_log")}
-    me = rows[stage.name]
-    attempt = me.attempts
-    structlog.contextvars.bind_contextvars(attempt=attempt, event_id=str(run.event_id), trace_id=run.event.trace_id)
+    row = Run.objects.filter(id=run_id).values_list(*_RUN_FIELDS).first()
+    if row is None:
+        log.warning("stage.orphan_message", reason="the run was deleted")
+        return
+    run = _Run(str(run_id), *row[:4], str(row[4]), *row[5:])
+    structlog.contextvars.bind_contextvars(attempt=attempt, event_id=run.event_id, trace_id=run.trace_id)
 
     if run.status not in states.RUN_ACTIVE:
         # Cancelled or already failed: this stage must not start.
@@ -53,22 +78,23 @@ def execute_stage(stage: Stage, run_id: str) -> None:
                           log_fields={"attempt": attempt, "reason": f"run {run.status}"}, finished_at=now)
         return
     if run.status == RunStatus.PENDING:
-        states.move_run(run_id, RunStatus.RUNNING, started_at=now, log_fields={"pipeline": run.pipeline})
+        if states.move_run(run_id, RunStatus.RUNNING, sources=[RunStatus.PENDING], started_at=now,
+                           log_fields={"pipeline": run.pipeline}):
+            run.started_at = now
+    results = (
+        dict(StageRun.objects.filter(run_id=run_id, stage__in=stage.after).values_list("stage", "result"))
+        if stage.after else {}
+    )
 
     log.info("stage.started", attempt=attempt, worker=WORKER_ID)
     ctx = StageContext(
-        event=EventView(
-            id=str(run.event_id),
-            type=run.event.type,
-            payload=run.event.payload,
-            occurred_at=run.event.occurred_at,
-            trace_id=run.event.trace_id,
-        ),
-        run_id=str(run_id),
+        event=EventView(id=run.event_id, type=run.event_type, payload=run.payload, occurred_at=run.occurred_at,
+                        trace_id=run.trace_id),
+        run_id=run.id,
         pipeline=run.pipeline,
         stage=stage.name,
         attempt=attempt,
-        results={p: rows[p].result for p in stage.after if p in rows},
+        results=results,
         log=structlog.get_logger(f"pipeline.stage.{stage.actor_name}"),
     )
     started = time.perf_counter()
@@ -76,14 +102,12 @@ def execute_stage(stage: Stage, run_id: str) -> None:
         result = stage.fn(ctx)
         json.dumps(result)  # results are stored and handed to later stages: they must be JSON
     except (Exception, Interrupt) as exc:  # Interrupt: the time limit or a worker shutdown
-        duration_ms = (time.perf_counter() - started) * 1000
-        _failed(stage, run, me, message, message_id, attempt, exc, duration_ms)
+        _failed(stage, run, message, message_id, attempt, exc, (time.perf_counter() - started) * 1000)
         return
-    duration_ms = (time.perf_counter() - started) * 1000
-    _succeeded(stage, run, message_id, attempt, result, duration_ms)
+    _succeeded(stage, run, message_id, attempt, result, (time.perf_counter() - started) * 1000)
 
 
-def _not_claimed(stage: Stage, run_id: str, message: Any) -> None:
+def _not_claimed(stage: Stage, run_id: str) -> None:
     """A duplicate or stale message: the stage is done, or another message holds it right now."""
     row = StageRun.objects.filter(run_id=run_id, stage=stage.name).values("status", "lease_until").first()
     if row is None:
@@ -97,36 +121,46 @@ def _not_claimed(stage: Stage, run_id: str, message: Any) -> None:
     log.info("stage.duplicate_skipped", status=row["status"])
 
 
-def _succeeded(stage: Stage, run: Run, message_id: str, attempt: int, result: Any, duration_ms: float) -> None:
+def _succeeded(stage: Stage, run: _Run, message_id: str, attempt: int, result: Any, duration_ms: float) -> None:
     now = timezone.now()
-    ready: list[Stage] = []
+    pipeline = stage.pipeline
+    children = pipeline.children(stage.name)
+    # Only a fan-in after this stage, or the end of a pipeline with several last stages, needs
+    # to see the other stages' states; then the run row is locked so that siblings finishing at
+    # once see each other's success and exactly one of them starts what comes next.
+    needs_view = any(len(c.after) > 1 for c in children) or (not children and len(pipeline.sinks) > 1)
+    canonical = {"attempt": attempt, "duration_ms": round(duration_ms, 3), "outcome": "succeeded"}
     with transaction.atomic():
-        # Lock the run so that sibling stages finishing at once see each other's success: the
-        # fan-in stage after them is then created by exactly one of them.
-        locked = Run.objects.select_for_update().filter(id=run.id).values_list("status", flat=True).first()
-        if not states.move_stage(
-            run.id, stage.name, StageStatus.SUCCEEDED, holder=message_id, result=result,
-            finished_at=now, duration_ms=duration_ms, lease_until=None, error="", traceback="",
-            log_fields={"attempt": attempt, "duration_ms": round(duration_ms, 3), "outcome": "succeeded"},
-        ):
+        run_status = None
+        if needs_view:
+            run_status = Run.objects.select_for_update().filter(id=run.id).values_list("status", flat=True).first()
+        if not states.move_stage(run.id, stage.name, StageStatus.SUCCEEDED, holder=message_id, result=result,
+                                 finished_at=now, duration_ms=duration_ms, lease_until=None, error="", traceback="",
+                                 log_fields=canonical):
             return  # another message took the stage over; it records the outcome
-        statuses = dict(StageRun.objects.filter(run_id=run.id).values_list("stage", "status"))
-        if locked in states.RUN_ACTIVE:
-            for child in stage.pipeline.children(stage.name):
-                if child.name not in statuses and all(statuses.get(p) == StageStatus.SUCCEEDED for p in child.after):
-                    ready.append(child)
-            StageRun.objects.bulk_create([StageRun(run_id=run.id, stage=c.name, enqueued_at=now) for c in ready])
-            done = sum(1 for s in statuses.values() if s == StageStatus.SUCCEEDED)
-            if not ready and done == len(stage.pipeline.stages):
-                total_ms = (now - (run.started_at or run.created_at)).total_seconds() * 1000
-                states.move_run(
-                    run.id, RunStatus.SUCCEEDED, finished_at=now, duration_ms=total_ms,
-                    log_fields={"pipeline": run.pipeline, "duration_ms": round(total_ms, 3),
-                                "stages": len(stage.pipeline.stages), "outcome": "succeeded"},
-                )
+        if needs_view:
+            if run_status not in states.RUN_ACTIVE:
+                return
+            statuses = dict(StageRun.objects.filter(run_id=run.id).values_list("stage", "status"))
+            ready = [c for c in children
+                     if c.name not in statuses and all(statuses.get(p) == StageStatus.SUCCEEDED for p in c.after)]
+            finished = not ready and sum(s == StageStatus.SUCCEEDED for s in statuses.values()) == len(pipeline.stages)
+        else:
+            # Every child has this stage as its only parent: all of them are ready now. (If the run
+            # was cancelled meanwhile, their claims find it so and they never start.)
+            ready = children
+            finished = not children  # the single last stage: every other stage precedes it
         if ready:
-            event_id, trace_id = str(run.event_id), run.event.trace_id
-            transaction.on_commit(lambda: _enqueue_ready(ready, str(run.id), event_id, trace_id))
+            StageRun.objects.bulk_create([StageRun(run_id=run.id, stage=c.name, enqueued_at=now) for c in ready],
+                                        ignore_conflicts=True)
+            transaction.on_commit(lambda: _enqueue_ready(ready, run.id, run.event_id, run.trace_id))
+        if finished:
+            total_ms = run.elapsed_ms(now)
+            states.move_run(
+                run.id, RunStatus.SUCCEEDED, finished_at=now, duration_ms=total_ms,
+                log_fields={"pipeline": run.pipeline, "duration_ms": round(total_ms, 3),
+                            "stages": len(pipeline.stages), "outcome": "succeeded"},
+            )
 
 
 def _enqueue_ready(ready: list[Stage], run_id: str, event_id: str, trace_id: str) -> None:
@@ -138,8 +172,7 @@ def _enqueue_ready(ready: list[Stage], run_id: str, event_id: str, trace_id: str
 
 
 def _failed(
-    stage: Stage, run: Run, me: StageRun, message: Any, message_id: str, attempt: int,
-    exc: BaseException, duration_ms: float,
+    stage: Stage, run: _Run, message: Any, message_id: str, attempt: int, exc: BaseException, duration_ms: float,
 ) -> None:
     now = timezone.now()
     error = redact_text(f"{type(exc).__name__}: {exc}")
@@ -152,7 +185,8 @@ def _failed(
         "finished_at": now.isoformat(),
         "duration_ms": round(duration_ms, 3),
     }
-    attempt_log = [*(me.attempt_log or []), entry]
+    previous = StageRun.objects.filter(run_id=run.id, stage=stage.name).values_list("attempt_log", flat=True).first()
+    attempt_log = [*(previous or []), entry]
     final = bool(stage.throws and isinstance(exc, stage.throws)) or attempt > stage.retries
     common = dict(error=error, traceback=trace_text, attempt_log=attempt_log, finished_at=now,
                   duration_ms=duration_ms, lease_until=None)
@@ -171,7 +205,7 @@ def _failed(
         if not states.move_stage(run.id, stage.name, StageStatus.FAILED, holder=message_id,
                                  log_fields={**canonical, "outcome": "failed"}, **common):
             return
-        total_ms = (now - (run.started_at or run.created_at)).total_seconds() * 1000
+        total_ms = run.elapsed_ms(now)
         states.move_run(
             run.id, RunStatus.FAILED, finished_at=now, duration_ms=total_ms,
             error=f"stage {stage.name}: {error}",

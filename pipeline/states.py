@@ -5,11 +5,13 @@ processes racing for the same change cannot both win, and one structured log lin
 impossible transition is refused and logged, never applied."""
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, Q
+from django.db import connections, router
 
+from . import fastsql
 from .logging import get_logger
 from .models import Run, RunStatus, StageRun, StageStatus
 
@@ -55,7 +57,7 @@ def move_run(
     allowed = _sources(RUN_TRANSITIONS, target)
     if sources is not None:
         allowed = [s for s in allowed if s in sources]
-    updated = Run.objects.filter(id=run_id, status__in=allowed).update(status=target, **fields)
+    updated = fastsql.update(Run, {"id": _uuid(run_id), "status": allowed}, {"status": target, **fields})
     if updated:
         name = log_name or ("run.started" if target == RunStatus.RUNNING else f"run.{target}")
         log.info(name, run_id=str(run_id), **(log_fields or {}))
@@ -76,10 +78,10 @@ def move_stage(
     **fields: Any,
 ) -> bool:
     """Moves a stage run to `target`; with `holder`, only while that message still holds it."""
-    query = StageRun.objects.filter(run_id=run_id, stage=stage, status__in=_sources(STAGE_TRANSITIONS, target))
+    where = {"run_id": _uuid(run_id), "stage": stage, "status": _sources(STAGE_TRANSITIONS, target)}
     if holder is not None:
-        query = query.filter(message_id=holder)
-    updated = query.update(status=target, **fields)
+        where["message_id"] = holder
+    updated = fastsql.update(StageRun, where, {"status": target, **fields})
     if updated:
         if log_fields is not None:
             log.info(f"stage.{target}", run_id=str(run_id), stage=stage, **log_fields)
@@ -91,22 +93,34 @@ def move_stage(
     return bool(updated)
 
 
-def claim_stage(run_id: Any, stage: str, message_id: str, now: datetime, lease_until: datetime, worker: str) -> bool:
-    """Takes a stage to run it. Exactly one message wins: a waiting stage, a stage whose holder's
-    lease ran out, or a redelivery of the very message that held it (its consumer died)."""
-    claimable = (
-        Q(status__in=STAGE_WAITING)
-        | Q(status=StageStatus.RUNNING, message_id=message_id)
-        | Q(status=StageStatus.RUNNING, lease_until__lt=now)
+def claim_stage(
+    run_id: Any, stage: str, message_id: str, now: datetime, lease_until: datetime, worker: str
+) -> int | None:
+    """Takes a stage to run it and returns its attempt number, or None if it cannot be taken.
+    Exactly one message wins: a waiting stage, a stage whose holder's lease ran out, or a
+    redelivery of the very message that held it (its consumer died).
+
+    One `UPDATE ... RETURNING` (SQLite >= 3.35, PostgreSQL): this runs for every stage message."""
+    connection = connections[router.db_for_write(StageRun)]
+    table = connection.ops.quote_name(StageRun._meta.db_table)
+    stamp = StageRun._meta.get_field("started_at")
+    when = stamp.get_db_prep_value(now, connection)
+    sql = (
+        f"UPDATE {table} SET status = %s, attempts = attempts + 1, message_id = %s, lease_until = %s, "
+        "started_at = %s, worker = %s, next_attempt_at = NULL "
+        "WHERE run_id = %s AND stage = %s AND (status IN (%s, %s) OR (status = %s AND (message_id = %s OR lease_until < %s))) "
+        "RETURNING attempts"
     )
-    return bool(
-        StageRun.objects.filter(claimable, run_id=run_id, stage=stage).update(
-            status=StageStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            message_id=message_id,
-            lease_until=lease_until,
-            started_at=now,
-            worker=worker,
-            next_attempt_at=None,
-        )
-    )
+    params = [
+        StageStatus.RUNNING, message_id, stamp.get_db_prep_value(lease_until, connection), when, worker,
+        Run._meta.pk.get_db_prep_value(_uuid(run_id), connection), stage,
+        StageStatus.PENDING, StageStatus.RETRYING, StageStatus.RUNNING, message_id, when,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
