@@ -11,6 +11,7 @@ class PipelineConfig(AppConfig):
         # django-dramatiq finds tasks.py: the web process needs them to start runs, workers to run them.
         from django.utils.module_loading import autodiscover_modules
 
+        from . import outcomes  # noqa: F401  (registers the run.* outcome event schemas)
         from .definitions import registry
 
         autodiscover_modules("pipelines")

@@ -12,6 +12,7 @@ from . import conf
 from .errors import DefinitionError
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+OUTCOME_TYPES = ("run.succeeded", "run.failed", "run.cancelled")
 
 StageFunction = Callable[[Any], Any]
 
@@ -39,13 +40,36 @@ class Pipeline:
     Stages run in declaration order unless they say `after=[...]`; naming only earlier stages
     in `after` keeps every pipeline acyclic by construction."""
 
-    def __init__(self, name: str, on: str | None = None, *, queue: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        on: str | None = None,
+        *,
+        queue: str | None = None,
+        of: list[str] | tuple[str, ...] | None = None,
+        emits_outcome: bool = True,
+    ) -> None:
+        """`on="run.succeeded"` (or run.failed, run.cancelled) with `of=[...]` subscribes to
+        the outcome of the named pipelines; `emits_outcome=False` keeps this pipeline's own
+        outcome from being emitted (for pipelines that deliver outcomes elsewhere)."""
         if not _NAME_RE.match(name):
             raise DefinitionError(f"pipeline name {name!r} must be lower_snake_case")
         if name in registry.pipelines:
             raise DefinitionError(f"pipeline {name!r} is declared twice")
+        if on in OUTCOME_TYPES:
+            if not of:
+                raise DefinitionError(
+                    f"pipeline {name!r} subscribes to {on!r}: say of which pipelines with of=[...] "
+                    f"(every pipeline's outcome would include its own: a loop)"
+                )
+            if name in of:
+                raise DefinitionError(f"pipeline {name!r} cannot be started by its own outcome ({on!r}): a loop")
+        elif of:
+            raise DefinitionError(f"pipeline {name!r}: of=[...] only goes with on={' / '.join(OUTCOME_TYPES)}")
         self.name = name
         self.on = on
+        self.of = tuple(of or ())
+        self.emits_outcome = emits_outcome
         self.queue = queue
         self.stages: dict[str, Stage] = {}
         self._children: dict[str, list[str]] = {}
@@ -171,8 +195,15 @@ class Registry:
         except KeyError:
             raise DefinitionError(f"unknown pipeline {name!r} (known: {', '.join(sorted(self.pipelines)) or 'none'})")
 
-    def subscribed_to(self, event_type: str) -> list[Pipeline]:
+    def subscribed_to(self, event_type: str, payload: dict[str, Any] | None = None) -> list[Pipeline]:
+        """The pipelines an event starts; outcome events only start those naming its pipeline."""
+        if event_type in OUTCOME_TYPES:
+            source = (payload or {}).get("pipeline")
+            return [p for p in self.pipelines.values() if p.on == event_type and source in p.of]
         return [p for p in self.pipelines.values() if p.on == event_type]
+
+    def listens_to_outcome(self, event_type: str, pipeline: str) -> bool:
+        return any(p.on == event_type and pipeline in p.of for p in self.pipelines.values())
 
     def validate(self) -> None:
         """Checks what can only be checked once every module is imported."""
@@ -185,6 +216,25 @@ class Registry:
                 raise DefinitionError(
                     f"pipeline {pipeline.name!r} subscribes to {pipeline.on!r}, which has no registered event schema"
                 )
+            unknown = [name for name in pipeline.of if name not in self.pipelines]
+            if unknown:
+                raise DefinitionError(f"pipeline {pipeline.name!r}: of={list(pipeline.of)} names unknown pipeline(s) {unknown}")
+        self._refuse_outcome_loops()
+
+    def _refuse_outcome_loops(self) -> None:
+        """A chain of pipelines each started by the previous one's outcome must not come back."""
+        follows = {p.name: [q.name for q in self.pipelines.values() if p.name in q.of] for p in self.pipelines.values()}
+        for start in follows:
+            stack, seen = [(start, [start])], set()
+            while stack:
+                name, path = stack.pop()
+                for nxt in follows.get(name, []):
+                    if nxt == start:
+                        raise DefinitionError(f"pipelines start each other by their outcomes in a loop: "
+                                              f"{' -> '.join(path + [start])}")
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        stack.append((nxt, path + [nxt]))
 
 
 registry = Registry()

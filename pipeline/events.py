@@ -74,7 +74,7 @@ def emit(
     Inside `transaction.atomic()` nothing is published unless that transaction commits. With an
     `idempotency_key`, a repeated emit returns the first event's id and starts nothing."""
     data = validate(type, payload)
-    return _record(type, data, registry.subscribed_to(type), idempotency_key, trace_id, source, "event")
+    return _record(type, data, registry.subscribed_to(type, data), idempotency_key, trace_id, source, "event")
 
 
 def validate_start_payload(pipeline_name: str, payload: Any) -> dict[str, Any]:

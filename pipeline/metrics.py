@@ -320,7 +320,7 @@ def exposition(system: bool = True, close_db: bool = False) -> tuple[bytes, str]
     format, with the system gauges; returns (body, content type)."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-    _get()  # every family is listed from the first scrape, at zero
+    _get()  # the metrics exist (and their HELP/TYPE lines show) before the first transition
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client.multiprocess import MultiProcessCollector
 

@@ -146,9 +146,12 @@ def _succeeded(stage: Stage, run: _Run, message_id: str, attempt: int, result: A
                      if c.name not in statuses and all(statuses.get(p) == StageStatus.SUCCEEDED for p in c.after)]
             finished = not ready and sum(s == StageStatus.SUCCEEDED for s in statuses.values()) == len(pipeline.stages)
         else:
-            # Every child has this stage as its only parent: all of them are ready now. (If the run
-            # was cancelled meanwhile, their claims find it so and they never start.)
-            ready = children
+            # Every child has this stage as its only parent: all of them are ready now, unless the
+            # run was cancelled (or failed in another branch) while this stage ran.
+            active = not children or (
+                Run.objects.filter(id=run.id).values_list("status", flat=True).first() in states.RUN_ACTIVE
+            )
+            ready = children if active else []
             finished = not children  # the single last stage: every other stage precedes it
         if ready:
             StageRun.objects.bulk_create([StageRun(run_id=run.id, stage=c.name, enqueued_at=now) for c in ready],

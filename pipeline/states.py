@@ -61,6 +61,10 @@ def move_run(
     if updated:
         name = log_name or ("run.started" if target == RunStatus.RUNNING else f"run.{target}")
         log.info(name, run_id=str(run_id), **(log_fields or {}))
+        if target in RUN_FINAL:
+            from .outcomes import emit_outcome
+
+            emit_outcome(str(run_id), target)
     else:
         current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
         log.warning("run.transition_refused", run_id=str(run_id), from_status=current, to_status=target)

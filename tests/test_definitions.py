@@ -87,3 +87,19 @@ def test_each_stage_is_a_dramatiq_actor_with_its_own_time_limit():
     p.stage("a", timeout=7)(lambda ctx: None)
     actor = dramatiq.get_broker().get_actor("def_actor.a")
     assert actor.queue_name == "special" and actor.options["time_limit"] == 7000
+
+
+def test_a_pipeline_started_by_outcomes_must_name_whose_and_not_its_own():
+    with pytest.raises(DefinitionError, match="say of which pipelines with of="):
+        Pipeline("def_any_outcome", on="run.failed")
+    with pytest.raises(DefinitionError, match="cannot be started by its own outcome"):
+        Pipeline("def_self_outcome", on="run.succeeded", of=["def_self_outcome"])
+
+
+def test_pipelines_starting_each_other_by_their_outcomes_are_refused():
+    a = Pipeline("def_loop_a", on="run.succeeded", of=["def_loop_b"])
+    a.stage("x")(lambda ctx: None)
+    b = Pipeline("def_loop_b", on="run.failed", of=["def_loop_a"])
+    b.stage("y")(lambda ctx: None)
+    with pytest.raises(DefinitionError, match="in a loop: def_loop_a -> def_loop_b -> def_loop_a"):
+        registry.validate()

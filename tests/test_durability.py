@@ -212,3 +212,24 @@ def test_replay_through_the_api(live_worker, client, api_token):
     conflict = client.post(f"/api/runs/{run.id}/replay", **auth)
     assert conflict.status_code == 409 and "succeeded" in conflict.json()["error"]
     assert client.post("/api/runs/00000000-0000-0000-0000-000000000000/replay", **auth).status_code == 404
+
+
+def test_a_failed_run_emits_its_outcome_which_starts_the_pipeline_subscribed_to_it(live_worker):
+    from pipeline.models import Event
+
+    Switch.objects.create(name="broken")
+    emit("test.fixable", {})
+    failed = finished("fixable", 1, 30)[0]
+    alert_run = wait_for(lambda: runs_of("alert_on_failure").filter(status="succeeded").first(), 30,
+                         "the alert pipeline started by run.failed")
+    outcome = Event.objects.get(id=alert_run.event_id)
+    assert outcome.type == "run.failed" and outcome.trace_id == failed.event.trace_id
+    assert outcome.payload["run_id"] == str(failed.id) and outcome.payload["pipeline"] == "fixable"
+    assert "dependency is broken" in outcome.payload["error"]
+    assert StageRun.objects.get(run=alert_run, stage="alert").result["failed_run"] == str(failed.id)
+    # A succeeded run of fixable has no listener: no outcome event is stored for it.
+    Switch.objects.all().delete()
+    replay(str(failed.id))
+    wait_for(lambda: Run.objects.filter(id=failed.id, status="succeeded").exists(), 30, "the replay")
+    assert not Event.objects.filter(type="run.succeeded").exists()
+    assert runs_of("alert_on_failure").count() == 1

@@ -242,3 +242,12 @@ def leaky(ctx: StageContext) -> dict:
     payload = ctx.event.payload
     ctx.log.info("leaky.payload", payload=payload)
     raise PermissionError(f"upstream refused api_token={payload['api_token']} for card {payload['card_number']}")
+
+
+alert_on_failure = Pipeline("alert_on_failure", on="run.failed", of=["fixable"])
+
+
+@alert_on_failure.stage(retries=0, timeout=30)
+def alert(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"failed_run": ctx.event.payload["run_id"], "error": ctx.event.payload["error"]}
