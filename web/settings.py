@@ -83,7 +83,9 @@ def _database(url: str) -> dict:
         # Several worker processes and threads write at once: WAL lets readers go on while one
         # writes, IMMEDIATE takes the write lock at BEGIN (no deadlock on upgrade), and the busy
         # timeout makes writers queue instead of failing with "database is locked".
-        config["CONN_MAX_AGE"] = 0
+        # Kept open across messages (reconnecting and re-running the PRAGMAs cost a worker a
+        # fifth of its CPU); Django closes a connection that fails its health check.
+        config["CONN_MAX_AGE"] = 600
         config["OPTIONS"] = {
             "timeout": 30,
             "transaction_mode": "IMMEDIATE",

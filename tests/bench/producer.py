@@ -5,9 +5,10 @@ prints goes to stderr):
   {"cmd": "produce", "n": N, "start": SEQ}   start N runs as fast as it can -> {"seconds"}
   {"cmd": "latency", "n": N, "warmup": W}    one run in flight at a time: start, wait for its
                                              done-signal, repeat -> {"ms": [...]}
-  {"cmd": "floor", "messages": M}            floor only: publish M persistent messages with
-                                             pipelined publisher confirms, then consume and ack
-                                             them -> {"publish_s", "consume_s"}
+  {"cmd": "floor", "messages": M, "seconds": S}  floor only: publish (at most M, for about S/2
+                                             seconds) persistent messages with pipelined publisher
+                                             confirms, then consume and ack them all
+                                             -> {"messages", "publish_s", "consume_s"}
   {"cmd": "check"}                           ours: runs in the run store by status
   {"cmd": "quit"}
 SYSTEM is `dramatiq`, `celery`, `ours` or `floor`; the environment says which queue, broker, database."""
@@ -103,19 +104,24 @@ def latency(trigger: Callable[[dict], Any], n: int, warmup: int, timeout: float 
     return {"ms": samples}
 
 
-def _publish_confirmed(queue: str, messages: int, window: int = 1000) -> None:
+def _publish_confirmed(queue: str, messages: int, deadline: float | None = None, window: int = 1000) -> int:
     """Publishes persistent messages with publisher confirms pipelined (up to `window` unconfirmed
-    at a time, as a fast durable publisher does), until the broker confirmed every one."""
+    at a time, as a fast durable publisher does): `messages` of them, or fewer if `deadline`
+    (perf_counter) passes first; returns how many, once the broker confirmed every one."""
     state: dict[str, Any] = {"published": 0, "pending": collections.deque(), "confirmed": 0, "error": None}
     props = pika.BasicProperties(delivery_mode=2)
 
     def publish_more(channel) -> None:
+        nonlocal messages
+        if deadline is not None and state["published"] and time.perf_counter() >= deadline:
+            messages = state["published"]  # time is up: publish no more
         while state["published"] < messages and len(state["pending"]) < window:
             channel.basic_publish(exchange="", routing_key=queue, body=FLOOR_BODY, properties=props)
             state["published"] += 1
             state["pending"].append(state["published"])
 
     def on_confirm(frame) -> None:
+        nonlocal messages
         method = frame.method
         if isinstance(method, pika.spec.Basic.Nack):
             state["error"] = f"broker nacked message {method.delivery_tag}"
@@ -129,7 +135,9 @@ def _publish_confirmed(queue: str, messages: int, window: int = 1000) -> None:
         else:
             pending.remove(method.delivery_tag)
             state["confirmed"] += 1
-        if state["confirmed"] >= messages:
+        if state["confirmed"] >= messages or (
+                deadline is not None and not pending and time.perf_counter() >= deadline):
+            messages = state["published"]
             connection.close()
         else:
             publish_more(state["channel"])
@@ -157,11 +165,13 @@ def _publish_confirmed(queue: str, messages: int, window: int = 1000) -> None:
     connection.ioloop.start()
     if state["error"] or state["confirmed"] < messages:
         raise RuntimeError(state["error"] or f"only {state['confirmed']}/{messages} confirmed")
+    return messages
 
 
-def floor(messages: int) -> dict:
+def floor(messages: int, seconds: float | None = None) -> dict:
     """The broker alone: persistent messages with publisher confirms (pipelined), then consumed
-    and acked one by one (as a worker would, prefetch 16), each on one connection."""
+    and acked one by one (as a worker would, prefetch 16), each on one connection. With
+    `seconds`, publishes for about half that time (at most `messages`), then consumes them all."""
     queue = os.environ["BENCH_QUEUE"]
     connection = pika.BlockingConnection(_broker_params())
     try:
@@ -169,7 +179,7 @@ def floor(messages: int) -> dict:
         channel.queue_declare(queue=queue, durable=True)
         channel.queue_purge(queue)
         t0 = time.perf_counter()
-        _publish_confirmed(queue, messages)
+        messages = _publish_confirmed(queue, messages, t0 + seconds / 2 if seconds else None)
         t1 = time.perf_counter()
         channel.basic_qos(prefetch_count=16)
         got = 0
@@ -182,7 +192,7 @@ def floor(messages: int) -> dict:
                 break
         channel.cancel()
         t2 = time.perf_counter()
-        return {"publish_s": t1 - t0, "consume_s": t2 - t1, "seconds": t2 - t0}
+        return {"messages": messages, "publish_s": t1 - t0, "consume_s": t2 - t1, "seconds": t2 - t0}
     finally:
         connection.close()
 
@@ -225,7 +235,7 @@ def main() -> None:
             elif name == "latency":
                 result = latency(trigger, int(command["n"]), int(command.get("warmup", 0)))
             elif name == "floor":
-                result = floor(int(command["messages"]))
+                result = floor(int(command["messages"]), command.get("seconds"))
             elif name == "check":
                 result = check() if system == "ours" else {}
             elif name == "quit":

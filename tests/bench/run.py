@@ -49,7 +49,6 @@ from tests.bench.common import (
     stop_all,
     tree_cpu_seconds,
 )
-from tests.bench.payload import PAYLOAD_BYTES
 from tests.bench.systems import System, build_systems, celery_available, env_without_bench
 
 PY = sys.executable
@@ -74,8 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-postgres", action="store_true", help="leave the PostgreSQL run store out")
     p.add_argument("--only", default=None, help="comma-separated system keys to run (floor, dramatiq, ...)")
     p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                   help="after the first shape, profile our SQLite workers under load with py-spy for SECONDS "
+                   help="after the first shape, profile our workers (--profile-system) under load with py-spy for SECONDS "
                         "(BENCH_PYSPY_MODE=native: C frames, where stages wait)")
+    p.add_argument("--profile-system", default="ours_sqlite", help="the system --profile samples (default ours_sqlite)")
     p.add_argument("--work-dir", default=None, help="logs, SQLite database, results (default var/bench)")
     p.add_argument("--out", default=None, help="results JSON (default <work dir>/latest.json; smoke: smoke.json)")
     p.add_argument("--broker-url", default=os.environ.get("PIPELINE_BROKER_URL"),
@@ -298,18 +298,18 @@ class Bench:
 
         Closed loop: the producer is fed small chunks while fewer than `backlog` runs are in
         flight, so the broker never holds more than about half a second of work and the
-        measurement lasts `seconds` (plus that tail) whatever the system's speed. The floor is
-        open loop: rate_hint x seconds runs' worth of messages, published then consumed."""
+        measurement lasts `seconds` (plus that tail) whatever the system's speed. The floor
+        publishes for about half of `seconds`, then consumes everything it published."""
         producer = self.producers[s.key]
         if s.kind == "floor":
-            n = max(20, int(rate_hint * seconds))
             if warmup:
                 producer.call({"cmd": "floor", "messages": warmup * STAGES}, timeout=120)
             cpu0 = self.cpu_snapshot(s)
             t = time.monotonic()
-            reply = producer.call({"cmd": "floor", "messages": n * STAGES}, timeout=max(60, n * 0.05))
+            reply = producer.call({"cmd": "floor", "messages": 2_000_000, "seconds": seconds}, timeout=120 + seconds * 3)
             elapsed = time.monotonic() - t
             cpu1 = self.cpu_snapshot(s)
+            n = reply["messages"] // STAGES
             producer_s = reply["publish_s"]
         else:
             chunk = max(2, min(200, int(rate_hint * 0.1)))
@@ -478,7 +478,7 @@ class Bench:
     def run_profile(self, shape: str, concurrency: int) -> None:
         from tests.bench import profile as profiling
 
-        s = next((x for x in self.systems if x.key == "ours_sqlite"), None)
+        s = next((x for x in self.systems if x.key == self.args.profile_system), None)
         if s is None or not self.results[shape][s.key]["rounds"]:
             return
         rate = max(r["runs_per_s"] for r in self.results[shape][s.key]["rounds"])
