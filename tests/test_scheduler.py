@@ -132,3 +132,43 @@ def test_a_schedule_created_at_run_time_fires_without_a_restart(live_worker, tes
         assert Run.objects.filter(trigger__startswith="schedule:created_later@").count() == count
     finally:
         scheduler.stop()
+
+
+def test_overlap_buffer_one_starts_one_waiting_run_as_soon_as_the_running_one_ends(live_worker, test_database_url):
+    operations.create({"name": "slow_buffered", "pipeline": "slow_ticks", "interval_seconds": 1,
+                       "overlap": "buffer_one"})
+    scheduler = start_scheduler(test_database_url, "scheduler-buffer", "slow_buffered")
+    try:
+        wait_for(lambda: Run.objects.filter(pipeline="slow_ticks", status="succeeded").count() >= 2, 40,
+                 "two slow runs to finish")
+    finally:
+        scheduler.stop()
+    wait_for(lambda: not Run.objects.filter(pipeline="slow_ticks", status__in=["pending", "running"]).exists(), 20,
+             "the last slow run to finish")
+    runs = list(Run.objects.filter(pipeline="slow_ticks").order_by("created_at"))
+    for earlier, later in zip(runs, runs[1:]):
+        assert earlier.finished_at <= later.created_at, "a run started while the previous one was running"
+        # the buffered fire waits for the end of the previous run, not for the next fire time
+        assert (later.created_at - earlier.finished_at).total_seconds() < 2.5
+    lines = read_log_lines("scheduler.jsonl")
+    buffered = [l for l in lines if l["event"] == "schedule.buffered" and l.get("schedule_id") == "slow_buffered"]
+    started = [l for l in lines if l["event"] == "schedule.fired" and l.get("schedule_id") == "slow_buffered"
+               and l.get("reason") == "buffered"]
+    assert buffered and started
+    # several fires during one slow run leave a single waiting run, not a queue of them
+    assert len(started) <= len(runs)
+
+
+def test_jitter_delays_fires_but_keeps_their_nominal_fire_times(live_worker, test_database_url):
+    operations.create({"name": "jittery", "pipeline": "ticks", "interval_seconds": 2, "jitter_seconds": 1.5})
+    scheduler = start_scheduler(test_database_url, "scheduler-jitter", "jittery")
+    try:
+        wait_for(lambda: len(fire_times("ticks")) >= 4, 40, "four jittered fires")
+    finally:
+        scheduler.stop()
+    times = fire_times("ticks")
+    assert all(t.microsecond == 0 and t.second % 2 == 0 for t in times), times
+    assert_contiguous(times, timedelta(seconds=2))
+    delays = [l["fire_delay_ms"] for l in read_log_lines("scheduler.jsonl")
+              if l["event"] == "schedule.fired" and l.get("schedule_id") == "jittery"]
+    assert len(delays) >= 4 and max(delays) > 150 and all(d < 2500 for d in delays), delays
