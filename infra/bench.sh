@@ -18,4 +18,18 @@ if [[ ! -f "$stamp" ]]; then
     "$PY" -m pip install -q -e '.[bench]'
     rm -f .venv/.bench-installed-* && touch "$stamp"
 fi
-exec "$PY" -m tests.bench.run "$@"
+"$PY" -m tests.bench.run "$@"
+# Two more figures the issues ask of the benchmark: `manage.py trace` over a 1 GiB log, and the
+# scheduler's fire precision (on the bench broker node, started again briefly if needed).
+if [[ " $* " != *" --smoke "* ]]; then
+    "$PY" infra/trace_bench.py --gib "${BENCH_TRACE_GIB:-1}"
+    export RABBITMQ_PORT="${BENCH_RABBITMQ_PORT:-5692}"
+    started=0
+    if [[ -z "${PIPELINE_BROKER_URL:-}" ]]; then
+        infra/rabbitmq.sh status >/dev/null 2>&1 || started=1
+        infra/rabbitmq.sh start >/dev/null
+        export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:${RABBITMQ_PORT}/%2F"
+    fi
+    "$PY" -m tests.bench.fire_precision --seconds "${BENCH_FIRE_SECONDS:-30}" || true
+    if [[ $started == 1 ]]; then infra/rabbitmq.sh stop >/dev/null || true; fi
+fi

@@ -196,12 +196,14 @@ class Hosts:
 
 def start_database(hosts: Hosts, folder: Path) -> None:
     bin_dir = _pg_bin()
-    data = folder / "pgdata"
-    data.mkdir()
-    shutil.chown(data, "postgres", "postgres")
+    data = folder / "pg" / "data"
+    data.parent.mkdir()
+    shutil.chown(data.parent, "postgres", "postgres")
     runuser = ["runuser", "-u", "postgres", "--"]
     sh(*runuser, f"{bin_dir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
        "--encoding=UTF8", "--locale=C.UTF-8")
+    with open(data / "pg_hba.conf", "a") as hba:  # the test hosts' subnet, and nothing else
+        hba.write(f"host all postgres {SUBNET}.0/24 trust\n")
     options = " ".join([
         f"-c listen_addresses={HOST_A},127.0.0.1", f"-p {PG_PORT}", f"-c unix_socket_directories={data}",
         # Notice a client host that vanished within seconds, and never let its open transaction hold
@@ -210,14 +212,14 @@ def start_database(hosts: Hosts, folder: Path) -> None:
         "-c idle_in_transaction_session_timeout=5000", "-c fsync=off", "-c synchronous_commit=off",
     ])
     sh(*hosts.exec("A", *runuser, f"{bin_dir}/pg_ctl", "-D", str(data), "-o", options,
-                   "-l", str(folder / "postgres.log"), "-w", "-t", "60", "start"), timeout=90)
+                   "-l", str(folder / "pg" / "postgres.log"), "-w", "-t", "60", "start"), timeout=90)
     sh(*hosts.exec("A", *runuser, f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(PG_PORT), "pipeline"))
 
 
 def stop_database(hosts: Hosts, folder: Path) -> None:
     bin_dir = _pg_bin()
-    if (folder / "pgdata" / "postmaster.pid").exists():
-        sh(*hosts.exec("A", "runuser", "-u", "postgres", "--", f"{bin_dir}/pg_ctl", "-D", str(folder / "pgdata"),
+    if (folder / "pg" / "data" / "postmaster.pid").exists():
+        sh(*hosts.exec("A", "runuser", "-u", "postgres", "--", f"{bin_dir}/pg_ctl", "-D", str(folder / "pg" / "data"),
                        "-m", "immediate", "-w", "stop"), check=False, timeout=60)
 
 
