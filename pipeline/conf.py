@@ -18,7 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "PIPELINE_RELAY_AFTER_SECONDS": 10.0,
     "PIPELINE_RELAY_INTERVAL_SECONDS": 5.0,
     # A stage enqueued but not started after this long is enqueued again (its claim stops doubles).
-    "PIPELINE_STALLED_AFTER_SECONDS": 300.0,
+    "PIPELINE_STALLED_AFTER_SECONDS": 60.0,
     "PIPELINE_REDACT_KEYS": (),
 }
 

@@ -112,7 +112,8 @@ _HOST = socket.gethostname()
 
 class AppendFileHandler(logging.Handler):
     """Appends each line with one write(2) on an O_APPEND descriptor, so several processes can
-    share one file without tearing lines, and a rotated-away file is reopened."""
+    share one file without tearing lines. The descriptor stays open: rotate with logrotate's
+    `copytruncate` (see infra/README.md)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()

@@ -74,7 +74,7 @@ def execute_stage(stage: Stage, run_id: str) -> None:
 
     if run.status not in states.RUN_ACTIVE:
         # Cancelled or already failed: this stage must not start.
-        states.move_stage(run_id, stage.name, StageStatus.CANCELLED, holder=message_id,
+        states.move_stage(run_id, stage.name, StageStatus.CANCELLED, holder=message_id, attempt=attempt,
                           log_fields={"attempt": attempt, "reason": f"run {run.status}"}, finished_at=now)
         return
     if run.status == RunStatus.PENDING:
@@ -134,7 +134,8 @@ def _succeeded(stage: Stage, run: _Run, message_id: str, attempt: int, result: A
         run_status = None
         if needs_view:
             run_status = Run.objects.select_for_update().filter(id=run.id).values_list("status", flat=True).first()
-        if not states.move_stage(run.id, stage.name, StageStatus.SUCCEEDED, holder=message_id, result=result,
+        if not states.move_stage(run.id, stage.name, StageStatus.SUCCEEDED, holder=message_id, attempt=attempt,
+                                 result=result,
                                  finished_at=now, duration_ms=duration_ms, lease_until=None, error="", traceback="",
                                  log_fields=canonical):
             return  # another message took the stage over; it records the outcome
@@ -199,13 +200,13 @@ def _failed(
         _, delay_ms = compute_backoff(
             attempt - 1, factor=max(1, int(stage.backoff[0] * 1000)), max_backoff=int(stage.backoff[1] * 1000)
         )
-        if states.move_stage(run.id, stage.name, StageStatus.RETRYING, holder=message_id,
+        if states.move_stage(run.id, stage.name, StageStatus.RETRYING, holder=message_id, attempt=attempt,
                              next_attempt_at=now + timedelta(milliseconds=delay_ms),
                              log_fields={**canonical, "outcome": "retrying", "retry_in_ms": delay_ms}, **common):
             raise Retry(delay=delay_ms)
         return
     with transaction.atomic():
-        if not states.move_stage(run.id, stage.name, StageStatus.FAILED, holder=message_id,
+        if not states.move_stage(run.id, stage.name, StageStatus.FAILED, holder=message_id, attempt=attempt,
                                  log_fields={**canonical, "outcome": "failed"}, **common):
             return
         total_ms = run.elapsed_ms(now)

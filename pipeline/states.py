@@ -77,14 +77,19 @@ def move_stage(
     target: str,
     *,
     holder: str | None = None,
+    attempt: int | None = None,
     log_fields: dict[str, Any] | None = None,
     quiet_refusal: bool = False,
     **fields: Any,
 ) -> bool:
-    """Moves a stage run to `target`; with `holder`, only while that message still holds it."""
+    """Moves a stage run to `target`; with `holder` and `attempt`, only while that message's
+    claim of that attempt still holds it (a redelivered copy of the message that re-claimed
+    the stage has a later attempt number, and only it may record the outcome)."""
     where = {"run_id": _uuid(run_id), "stage": stage, "status": _sources(STAGE_TRANSITIONS, target)}
     if holder is not None:
         where["message_id"] = holder
+    if attempt is not None:
+        where["attempts"] = attempt
     updated = fastsql.update(StageRun, where, {"status": target, **fields})
     if updated:
         if log_fields is not None:

@@ -59,7 +59,7 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 15) -> None:
         if self.popen.poll() is None:
-            self.signal(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)  # the leader only: it stops its own children
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

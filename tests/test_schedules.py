@@ -1,5 +1,5 @@
 """Declaring and operating schedules: fire-time arithmetic on a fixed clock, validation, backfill."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 

@@ -4,7 +4,6 @@ from django.utils import timezone
 
 from pipeline import states
 from pipeline.models import Event, Run, StageRun
-from tests.conftest import read_log_lines
 
 pytestmark = pytest.mark.django_db
 

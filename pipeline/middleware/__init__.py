@@ -3,4 +3,4 @@ from .drain import Drain
 from .heartbeat import Heartbeat
 from .logging_context import LoggingContext
 
-__all__ = ["Heartbeat", "LoggingContext"]
+__all__ = ["Drain", "Heartbeat", "LoggingContext"]
