@@ -99,10 +99,11 @@ def test_a_killed_leader_is_replaced_within_10_seconds_and_missed_fires_follow_t
         assert catch_up and catch_up[-1]["firing"] == 1 and catch_up[-1]["missed"] >= 2
 
 
-def test_overlap_skip_starts_no_second_run_while_one_is_running(live_worker, test_database_url):
-    operations.create({"name": "slow_every_second", "pipeline": "slow_ticks", "interval_seconds": 1,
-                       "overlap": "skip"})
-    scheduler = start_scheduler(test_database_url, "scheduler-overlap", "slow_every_second")
+def run_slow_schedule(database_url: str, name: str, overlap: str) -> list[Run]:
+    """A 1-second schedule of a 2.5-second pipeline until two runs finished; its runs, in order,
+    after checking that none started while the previous one was running."""
+    operations.create({"name": name, "pipeline": "slow_ticks", "interval_seconds": 1, "overlap": overlap})
+    scheduler = start_scheduler(database_url, f"scheduler-{name}", name)
     try:
         wait_for(lambda: Run.objects.filter(pipeline="slow_ticks", status="succeeded").count() >= 2, 40,
                  "two slow runs to finish")
@@ -113,6 +114,11 @@ def test_overlap_skip_starts_no_second_run_while_one_is_running(live_worker, tes
     runs = list(Run.objects.filter(pipeline="slow_ticks").order_by("created_at"))
     for earlier, later in zip(runs, runs[1:]):
         assert earlier.finished_at <= later.created_at, "a run started while the previous one was running"
+    return runs
+
+
+def test_overlap_skip_starts_no_second_run_while_one_is_running(live_worker, test_database_url):
+    run_slow_schedule(test_database_url, "slow_every_second", "skip")
     skipped = [l for l in read_log_lines("scheduler.jsonl")
                if l["event"] == "schedule.skipped" and l.get("schedule_id") == "slow_every_second"]
     assert len(skipped) >= 2 and all(l["reason"] == "overlap" for l in skipped)
@@ -135,19 +141,8 @@ def test_a_schedule_created_at_run_time_fires_without_a_restart(live_worker, tes
 
 
 def test_overlap_buffer_one_starts_one_waiting_run_as_soon_as_the_running_one_ends(live_worker, test_database_url):
-    operations.create({"name": "slow_buffered", "pipeline": "slow_ticks", "interval_seconds": 1,
-                       "overlap": "buffer_one"})
-    scheduler = start_scheduler(test_database_url, "scheduler-buffer", "slow_buffered")
-    try:
-        wait_for(lambda: Run.objects.filter(pipeline="slow_ticks", status="succeeded").count() >= 2, 40,
-                 "two slow runs to finish")
-    finally:
-        scheduler.stop()
-    wait_for(lambda: not Run.objects.filter(pipeline="slow_ticks", status__in=["pending", "running"]).exists(), 20,
-             "the last slow run to finish")
-    runs = list(Run.objects.filter(pipeline="slow_ticks").order_by("created_at"))
+    runs = run_slow_schedule(test_database_url, "slow_buffered", "buffer_one")
     for earlier, later in zip(runs, runs[1:]):
-        assert earlier.finished_at <= later.created_at, "a run started while the previous one was running"
         # the buffered fire waits for the end of the previous run, not for the next fire time
         assert (later.created_at - earlier.finished_at).total_seconds() < 2.5
     lines = read_log_lines("scheduler.jsonl")
