@@ -14,7 +14,7 @@ from django.utils import timezone
 from . import conf, tracing
 from .definitions import Pipeline, registry
 from .errors import InvalidPayload, PayloadTooLarge, UnknownEventType
-from .logging import get_logger
+from .logging import get_logger, info_on_commit
 
 log = get_logger("pipeline.events")
 
@@ -132,7 +132,8 @@ def _record(
         return str(first)
     event_id = str(event.id)
     payload_size = len(json.dumps(data, separators=(",", ":")))
-    log.info(
+    info_on_commit(
+        log,
         "event.emitted",
         event_id=event_id,
         event_type=type_name,

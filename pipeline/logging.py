@@ -227,5 +227,16 @@ def configure_from_django(logging_settings: dict | None) -> None:
     configure(log_dir=options.get("log_dir"), level=options.get("level", "INFO"))
 
 
+def info_on_commit(logger: Any, event: str, **fields: Any) -> None:
+    """Logs a transition once the transaction recording it commits (at once outside one), so
+    the logs never tell of a change that was rolled back."""
+    from django.db import connection, transaction
+
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: logger.info(event, **fields))
+    else:
+        logger.info(event, **fields)
+
+
 def get_logger(name: str = "pipeline") -> Any:
     return structlog.get_logger(name)

@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connections, router
 
 from . import fastsql
-from .logging import get_logger
+from .logging import get_logger, info_on_commit
 from .models import Run, RunStatus, StageRun, StageStatus
 
 log = get_logger("pipeline.states")
@@ -60,7 +60,7 @@ def move_run(
     updated = fastsql.update(Run, {"id": _uuid(run_id), "status": allowed}, {"status": target, **fields})
     if updated:
         name = log_name or ("run.started" if target == RunStatus.RUNNING else f"run.{target}")
-        log.info(name, run_id=str(run_id), **(log_fields or {}))
+        info_on_commit(log, name, run_id=str(run_id), **(log_fields or {}))
         if target in RUN_FINAL:
             from .outcomes import emit_outcome
 
@@ -93,7 +93,7 @@ def move_stage(
     updated = fastsql.update(StageRun, where, {"status": target, **fields})
     if updated:
         if log_fields is not None:
-            log.info(f"stage.{target}", run_id=str(run_id), stage=stage, **log_fields)
+            info_on_commit(log, f"stage.{target}", run_id=str(run_id), stage=stage, **log_fields)
     elif not quiet_refusal:
         current = StageRun.objects.filter(run_id=run_id, stage=stage).values_list("status", flat=True).first()
         log.warning(
