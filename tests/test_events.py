@@ -57,13 +57,16 @@ def test_emit_records_event_run_and_first_stage_and_publishes_after_commit(publi
     assert event.published_at is not None or Event.objects.get(id=event_id).published_at is not None
 
 
-def test_emit_inside_a_rolled_back_transaction_publishes_and_stores_nothing(published):
+def test_emit_inside_a_rolled_back_transaction_publishes_stores_and_logs_nothing(published, caplog):
     with pytest.raises(RuntimeError):
         with transaction.atomic():
             emit("test.started", {"value": 1})
             raise RuntimeError("the caller's transaction fails after emitting")
     assert published == []
     assert Event.objects.count() == 0 and Run.objects.count() == 0
+    assert not [r for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "event.emitted"]
+    emit("test.started", {"value": 2})
+    assert [r for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "event.emitted"]
 
 
 def test_emit_inside_a_committed_transaction_publishes_only_at_commit(published):
