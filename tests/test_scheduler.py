@@ -145,10 +145,11 @@ def test_overlap_buffer_one_starts_one_waiting_run_as_soon_as_the_running_one_en
     for earlier, later in zip(runs, runs[1:]):
         # the buffered fire waits for the end of the previous run, not for the next fire time
         assert (later.created_at - earlier.finished_at).total_seconds() < 2.5
-    lines = read_log_lines("scheduler.jsonl")
-    buffered = [l for l in lines if l["event"] == "schedule.buffered" and l.get("schedule_id") == "slow_buffered"]
-    started = [l for l in lines if l["event"] == "schedule.fired" and l.get("schedule_id") == "slow_buffered"
-               and l.get("reason") == "buffered"]
+    run_ids = {str(r.id) for r in runs}
+    lines = [l for l in read_log_lines("scheduler.jsonl") if l.get("schedule_id") == "slow_buffered"]
+    buffered = [l for l in lines if l["event"] == "schedule.buffered" and l.get("running_run_id") in run_ids]
+    started = [l for l in lines if l["event"] == "schedule.fired" and l.get("reason") == "buffered"
+               and l.get("run_id") in run_ids]
     assert buffered and started
     # several fires during one slow run leave a single waiting run, not a queue of them
     assert len(started) <= len(runs)
