@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pipeline.logging import get_logger
@@ -148,23 +148,27 @@ def backfill(
 
 def sync_code_schedules() -> None:
     """Brings the database in line with the schedules declared in code: new ones are added,
-    changed definitions are updated (pause state and history kept), removed ones are deleted."""
+    changed definitions are updated (pause state and history kept), removed ones are deleted.
+    Safe when several schedulers start at once: a record another one just created is reused."""
     now = timezone.now()
-    with transaction.atomic():
-        existing = {r.name: r for r in ScheduleRecord.objects.filter(name__in=list(schedules))}
-        for name, spec in schedules.items():
-            fields = ScheduleRecord.fields_from_spec(spec)
-            record = existing.get(name)
-            if record is None:
-                ScheduleRecord.objects.create(name=name, source="code", catch_up_from=now, **fields)
-                log.info("schedule.created", schedule_id=name, source="code", target=spec.target)
-            elif any(getattr(record, f) != v for f, v in fields.items()) or record.source != "code":
-                for field, value in fields.items():
-                    setattr(record, field, value)
-                record.source = "code"
-                record.save()
-                log.info("schedule.updated", schedule_id=name, source="code")
-        stale = ScheduleRecord.objects.filter(source="code").exclude(name__in=list(schedules))
-        for name in stale.values_list("name", flat=True):
-            log.info("schedule.deleted", schedule_id=name, reason="no longer declared in code")
-        stale.delete()
+    for name, spec in schedules.items():
+        fields = ScheduleRecord.fields_from_spec(spec)
+        try:
+            with transaction.atomic():
+                record, created = ScheduleRecord.objects.get_or_create(
+                    name=name, defaults={"source": "code", "catch_up_from": now, **fields}
+                )
+        except IntegrityError:
+            record, created = ScheduleRecord.objects.get(name=name), False
+        if created:
+            log.info("schedule.created", schedule_id=name, source="code", target=spec.target)
+        elif any(getattr(record, f) != v for f, v in fields.items()) or record.source != "code":
+            for field, value in fields.items():
+                setattr(record, field, value)
+            record.source = "code"
+            record.save()
+            log.info("schedule.updated", schedule_id=name, source="code")
+    stale = ScheduleRecord.objects.filter(source="code").exclude(name__in=list(schedules))
+    for name in stale.values_list("name", flat=True):
+        log.info("schedule.deleted", schedule_id=name, reason="no longer declared in code")
+    stale.delete()

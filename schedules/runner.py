@@ -60,10 +60,18 @@ class SchedulerProcess:
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> None:
-        sync_code_schedules()
         log.info("scheduler.started", holder=self.lease.holder, only=sorted(self.only) or None)
+        synced = False
         while not self.stopping.is_set():
             close_old_connections()
+            if not synced:
+                try:
+                    sync_code_schedules()
+                    synced = True
+                except DatabaseError as exc:  # e.g. the database is not up yet: try again next second
+                    log.warning("scheduler.sync_failed", error=f"{type(exc).__name__}: {exc}")
+                    self.stopping.wait(self.poll_seconds)
+                    continue
             try:
                 leading = self.lease.renew()
             except DatabaseError as exc:
