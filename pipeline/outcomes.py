@@ -33,6 +33,15 @@ def add_listener(wants: Callable[[str, str], bool]) -> None:
     _listeners.append(wants)
 
 
+# Observers (the webhooks app) see each outcome emitted, in the same transaction, right after it:
+# (event type, payload, outcome event id) -> None. They may emit events of their own.
+_observers: list[Callable[[str, dict, str], None]] = []
+
+
+def add_observer(observe: Callable[[str, dict, str], None]) -> None:
+    _observers.append(observe)
+
+
 def wanted(outcome_type: str, pipeline: str) -> bool:
     declared = registry.pipelines.get(pipeline)
     if declared is None or not declared.emits_outcome:
@@ -53,11 +62,15 @@ def emit_outcome(run_id: str, status: str) -> str | None:
     outcome_type = f"run.{status}"
     if not wanted(outcome_type, pipeline):
         return None
-    return emit(
+    payload = {"pipeline": pipeline, "run_id": str(run_id), "event_id": str(event_id), "status": status,
+               "trigger": trigger, "duration_ms": duration_ms, "error": error or None}
+    outcome_id = emit(
         outcome_type,
-        {"pipeline": pipeline, "run_id": str(run_id), "event_id": str(event_id), "status": status,
-         "trigger": trigger, "duration_ms": duration_ms, "error": error or None},
+        payload,
         idempotency_key=f"outcome:{run_id}:{status}:{finished_at.isoformat() if finished_at else ''}",
         trace_id=trace_id,
         source=f"run:{run_id}",
     )
+    for observe in _observers:
+        observe(outcome_type, payload, outcome_id)
+    return outcome_id

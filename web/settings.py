@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "schedules",
     "web.api",
     "web.shop",
+    "web.webhooks",
     "web.dashboard",
 ]
 

@@ -131,6 +131,45 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "/api/runs/{run_id}/events": {
+            "parameters": [_path_param("run_id", "the run's id", _ID)],
+            "get": {
+                "operationId": "streamRunEvents",
+                "summary": "The run's transitions as server-sent events, until the run ends; resumes after Last-Event-ID",
+                "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                                "description": "the id of the last event received (`<count>|<key>`): the stream resumes after it"}],
+                "responses": {
+                    "200": {"description": "text/event-stream: events run.started, stage.started|retrying|succeeded|failed|cancelled, "
+                                           "run.succeeded|failed|cancelled; data is JSON with key, type, at, stage, attempt, error",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "204": {"description": "the run has finished and the client has seen every transition"},
+                    "401": UNAUTHORIZED, "404": _error("no such run"),
+                },
+            },
+        },
+        "/api/webhooks": {
+            "get": {
+                "operationId": "listWebhooks",
+                "summary": "Webhook subscriptions (never their secrets)",
+                "responses": {"200": {"description": "the subscriptions", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}}}}},
+                    "401": UNAUTHORIZED},
+            },
+            "post": {
+                "operationId": "createWebhook",
+                "summary": "Subscribe a URL to completion events, POSTed signed (X-Pipeline-Signature) with retries",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookInput"}}}},
+                "responses": {"201": _json("Webhook", "created"), "400": _error("a bad field (non-http URL, short secret, …)"),
+                              "401": UNAUTHORIZED, "409": _error("a webhook with that name exists")},
+            },
+        },
+        "/api/webhooks/{webhook_id}": {
+            "parameters": [_path_param("webhook_id", "the subscription's id", {"type": "integer"})],
+            "get": {"operationId": "getWebhook", "summary": "One subscription",
+                    "responses": {"200": _json("Webhook", "the subscription"), "401": UNAUTHORIZED, "404": _error("no such webhook")}},
+            "delete": {"operationId": "deleteWebhook", "summary": "Delete a subscription",
+                       "responses": {"204": {"description": "deleted"}, "401": UNAUTHORIZED, "404": _error("no such webhook")}},
+        },
         "/api/schedules": {
             "get": {
                 "operationId": "listSchedules",
@@ -205,6 +244,21 @@ SCHEMA: dict[str, Any] = {
                 "field": {"type": "string", "description": "the field or parameter at fault, when there is one"},
                 "fields": {"type": "array", "description": "an invalid event payload: each bad field and what is wrong with it",
                            "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
+            "WebhookInput": {"type": "object", "required": ["name", "url", "secret"], "properties": {
+                "name": {"type": "string", "maxLength": 200},
+                "url": {"type": "string", "description": "an http:// or https:// URL"},
+                "secret": {"type": "string", "minLength": 16, "maxLength": 256, "description": "the HMAC-SHA256 key"},
+                "event_types": {"type": "array", "items": {"enum": ["run.succeeded", "run.failed", "run.cancelled"]}},
+                "pipelines": {"type": "array", "items": {"type": "string"}, "description": "only these pipelines' outcomes (empty: all)"},
+                "active": {"type": "boolean"},
+                "max_consecutive_failures": {"type": "integer", "minimum": 1, "default": 5},
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 6, "default": 6}}},
+            "Webhook": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
+                "event_types": {"type": "array", "items": {"type": "string"}}, "pipelines": {"type": "array", "items": {"type": "string"}},
+                "active": {"type": "boolean"}, "consecutive_failures": {"type": "integer"},
+                "max_consecutive_failures": {"type": "integer"}, "max_attempts": {"type": "integer"},
+                "disabled_at": _TIME, "disabled_reason": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"}}},
             "EventInput": {"type": "object", "required": ["type", "payload"], "properties": {
                 "type": {"type": "string", "examples": ["order.placed"]},
                 "payload": {"type": "object", "description": "validated against the event type's schema"},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import ValidationError
@@ -34,17 +34,22 @@ def _validate_order(body: dict) -> dict:
     return body
 
 
+def _create_order(body: dict) -> tuple[Order, str]:
+    with transaction.atomic():
+        order = Order.objects.create(
+            customer_email=body["customer_email"], items=body["items"], total_cents=body["total_cents"]
+        )
+        event_id = emit("order.placed", {**body, "order_id": order.pk}, source=f"shop:order:{order.pk}")
+        Order.objects.filter(pk=order.pk).update(event_id=event_id)
+    return order, event_id
+
+
 @csrf_exempt  # a JSON endpoint for the demo's curl line; it takes no cookie-based authority
 @require_http_methods(["POST"])
 def place_order(request: HttpRequest) -> JsonResponse:
     try:
         body = _validate_order(json_object(request))
-        with transaction.atomic():
-            order = Order.objects.create(
-                customer_email=body["customer_email"], items=body["items"], total_cents=body["total_cents"]
-            )
-            event_id = emit("order.placed", {**body, "order_id": order.pk}, source=f"shop:order:{order.pk}")
-            Order.objects.filter(pk=order.pk).update(event_id=event_id)
+        order, event_id = _create_order(body)
     except BadRequest as exc:
         return exc.response()
     except EventError as exc:
@@ -57,3 +62,66 @@ def order_page(request: HttpRequest, order_id: int):
     order = get_object_or_404(Order, pk=order_id)
     runs = Run.objects.filter(event_id=order.event_id).prefetch_related("stages") if order.event_id else []
     return render(request, "shop/order.html", {"order": order, "runs": runs})
+
+
+def _fulfilment_run_id(order: Order) -> str | None:
+    if not order.event_id:
+        return None
+    run_id = (Run.objects.filter(event_id=order.event_id, pipeline="fulfil_order", replay_of__isnull=True)
+              .values_list("id", flat=True).first())
+    return str(run_id) if run_id else None
+
+
+@require_http_methods(["GET"])
+def order_json(request: HttpRequest, order_id: int) -> JsonResponse:
+    """The order page's polling fallback (browsers without EventSource): the order and its runs."""
+    order = get_object_or_404(Order, pk=order_id)
+    runs = Run.objects.filter(event_id=order.event_id).prefetch_related("stages") if order.event_id else []
+    return JsonResponse({
+        "order_id": order.pk, "status": order.status,
+        "runs": [{"run_id": str(run.id), "pipeline": run.pipeline, "status": run.status,
+                  "stages": [{"stage": s.stage, "status": s.status, "attempts": s.attempts,
+                              "duration_ms": s.duration_ms, "error": s.error} for s in run.stages.all()]}
+                 for run in runs],
+    })
+
+
+@require_http_methods(["GET"])
+def order_events(request: HttpRequest, order_id: int):
+    """`GET /shop/orders/<id>/events`: the order's fulfilment as server-sent events (public, like the page)."""
+    from . import live
+
+    order = get_object_or_404(Order, pk=order_id)
+    run_id = _fulfilment_run_id(order)
+    live._release_connection()
+    if run_id is None:
+        return JsonResponse({"error": f"order {order_id} has no fulfilment run"}, status=404)
+
+    def order_status() -> dict:
+        return {"order_status": Order.objects.filter(pk=order_id).values_list("status", flat=True).first()}
+
+    return live.sse_response(request, run_id, extra=order_status)
+
+
+@require_http_methods(["GET", "POST"])
+def shop_home(request: HttpRequest):
+    """A small form to place an order from a browser (a normal POST with its CSRF token); on
+    success, the order's page, which follows its fulfilment live."""
+    values = {"customer_email": "", "sku": "BOOK-1", "quantity": "1", "total_cents": "1000"}
+    error = None
+    if request.method == "POST":
+        values = {key: request.POST.get(key, "").strip() for key in values}
+        try:
+            try:
+                quantity, total = int(values["quantity"]), int(values["total_cents"])
+            except ValueError:
+                raise BadRequest("quantity and total must be whole numbers", field="quantity") from None
+            body = _validate_order({"customer_email": values["customer_email"],
+                                    "items": [{"sku": values["sku"], "quantity": quantity}], "total_cents": total})
+            order, _ = _create_order(body)
+            return redirect("shop-order", order_id=order.pk)
+        except BadRequest as exc:
+            error = str(exc)
+        except EventError as exc:
+            error = exc.as_dict().get("error", str(exc))
+    return render(request, "shop/home.html", {"values": values, "error": error}, status=400 if error else 200)

@@ -1,0 +1,202 @@
+"""Live run updates over server-sent events (`GET /api/runs/<id>/events`, `GET /shop/orders/<id>/events`):
+the transitions of a run, derived from the run store, in order, each once, ending with the run;
+a client that disconnects mid-run and reconnects with `Last-Event-ID` misses none."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.broker
+
+
+def read_events(response, limit: int | None = None) -> list[dict]:
+    """Parses an SSE response into [{"id", "event", "data"}], stopping after `limit` events."""
+    events, current = [], {}
+    for line in response.iter_lines(chunk_size=1, decode_unicode=True):  # no read-ahead: events as they come
+        if line == "":
+            if "data" in current:
+                events.append({**current, "data": json.loads(current["data"])})
+                if limit is not None and len(events) >= limit:
+                    break
+            current = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            current[field] = value[1:] if value.startswith(" ") else value
+    return events
+
+
+def emit_over_api(base: str, token: str, event_type: str, payload: dict) -> str:
+    auth = {"Authorization": f"Bearer {token}"}
+    posted = requests.post(f"{base}/api/events", json={"type": event_type, "payload": payload}, headers=auth, timeout=10)
+    assert posted.status_code == 202, posted.text
+    event = requests.get(f"{base}/api/events/{posted.json()['event_id']}", headers=auth, timeout=10).json()
+    return event["runs"][0]["run_id"]
+
+
+def stream(base: str, token: str, run_id: str, last_event_id: str | None = None):
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    return requests.get(f"{base}/api/runs/{run_id}/events", headers=headers, stream=True, timeout=30)
+
+
+def test_a_run_is_streamed_transition_by_transition_and_the_stream_ends_with_the_run(live_worker, live_server, api_token):
+    run_id = emit_over_api(live_server.url, api_token, "test.flaky", {"fail_times": 1})
+    with stream(live_server.url, api_token, run_id) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = read_events(response)  # returns only because the server ends the stream with the run
+    assert [e["data"]["key"] for e in events] == [
+        "run:started",
+        "prepare:1:started", "prepare:1:succeeded",
+        "unreliable:1:started", "unreliable:1:retrying",
+        "unreliable:2:started", "unreliable:2:succeeded",
+        "finish:1:started", "finish:1:succeeded",
+        "run:succeeded",
+    ]
+    assert [e["event"] for e in events][:5] == [
+        "run.started", "stage.started", "stage.succeeded", "stage.started", "stage.retrying"]
+    assert events[4]["data"]["error"] == "RuntimeError: attempt 1 failed on purpose"
+    assert [e["id"] for e in events] == [f"{n}|{e['data']['key']}" for n, e in enumerate(events, 1)]
+    assert all(e["data"]["run_id"] == run_id for e in events)
+
+    # Reconnecting after the last event of a finished run: 204, which tells EventSource to stop.
+    again = stream(live_server.url, api_token, run_id, last_event_id=events[-1]["id"])
+    assert again.status_code == 204
+
+
+def test_a_client_that_disconnects_mid_run_resumes_with_last_event_id_without_missing_a_transition(
+    live_worker, live_server, api_token
+):
+    from pipeline.models import Run
+
+    # `cancellable` waits in its first stage until the run is cancelled: the run is surely still
+    # running when the client goes away.
+    run_id = emit_over_api(live_server.url, api_token, "test.cancellable", {})
+    with stream(live_server.url, api_token, run_id) as first:
+        before = read_events(first, limit=2)
+    assert [e["data"]["key"] for e in before] == ["run:started", "wait_for_cancel:1:started"]
+    assert Run.objects.get(id=run_id).status == "running"  # disconnected mid-run
+
+    cancelled = requests.post(f"{live_server.url}/api/runs/{run_id}/cancel",
+                              headers={"Authorization": f"Bearer {api_token}"}, timeout=10)
+    assert cancelled.status_code == 202
+    with stream(live_server.url, api_token, run_id, last_event_id=before[-1]["id"]) as second:
+        after = read_events(second)
+
+    with stream(live_server.url, api_token, run_id) as whole:
+        everything = read_events(whole)
+    resumed = before + after
+    assert [e["data"]["key"] for e in resumed] == [e["data"]["key"] for e in everything]  # no gap, no repeat
+    assert [e["id"] for e in resumed] == [e["id"] for e in everything]  # numbering continues across the reconnect
+    # The run ends cancelled at once; its running stage notices and ends after it: the stream waits for that.
+    assert Run.objects.get(id=run_id).status == "cancelled"
+    assert [e["data"]["key"] for e in after] == ["run:cancelled", "wait_for_cancel:1:succeeded"]
+
+
+def test_the_shop_streams_an_orders_fulfilment_with_the_order_status(live_worker, live_server):
+    order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}], "total_cents": 100}
+    order_id = requests.post(f"{live_server.url}/shop/orders", json=order, timeout=10).json()["order_id"]
+    with requests.get(f"{live_server.url}/shop/orders/{order_id}/events", stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        events = read_events(response)
+    assert [e["event"] for e in events][-1] == "run.succeeded"
+    assert events[-1]["data"]["order_status"] == "fulfilled"
+    assert {e["data"]["stage"] for e in events if "stage" in e["data"]} == {"reserve_stock", "charge_payment", "ship_order"}
+    snapshot = requests.get(f"{live_server.url}/shop/orders/{order_id}.json", timeout=10).json()
+    assert snapshot["status"] == "fulfilled"
+    assert [s["status"] for s in snapshot["runs"][0]["stages"]] == ["succeeded"] * 3
+
+
+def test_the_run_stream_needs_a_token_and_an_existing_run(live_server, api_token, transactional_db):
+    url = f"{live_server.url}/api/runs/00000000-0000-0000-0000-000000000000/events"
+    assert requests.get(url, timeout=10).status_code == 401
+    missing = requests.get(url, headers={"Authorization": f"Bearer {api_token}"}, timeout=10)
+    assert missing.status_code == 404 and "no run" in missing.json()["error"]
+    assert requests.get(f"{live_server.url}/shop/orders/999999/events", timeout=10).status_code == 404
+
+
+def test_an_idle_stream_holds_no_database_connection_between_polls(transactional_db):
+    from django.db import connection
+    from django.utils import timezone
+
+    from pipeline.models import Event, Run
+    from web.shop.live import event_stream
+
+    now = timezone.now()
+    event = Event.objects.create(type="test.started", payload={"value": 1}, occurred_at=now, trace_id="0" * 32)
+    run = Run.objects.create(event=event, pipeline="three_stages", status="running", created_at=now, started_at=now)
+    chunks = event_stream(str(run.id), poll_seconds=0.01, heartbeat_seconds=0.05)
+    assert next(chunks).startswith("retry:")
+    first = next(chunks)
+    assert "id: 1|run:started" in first and "event: run.started" in first
+    assert connection.connection is None  # released before the stream waits
+    assert next(chunks) == ": keep-alive\n\n"  # a quiet run: heartbeats only
+    assert connection.connection is None
+    Run.objects.filter(id=run.id).update(status="failed", finished_at=timezone.now())
+    rest = "".join(chunks)  # ends by itself with the run
+    assert "event: run.failed" in rest and "id: 2|run:failed" in rest
+
+
+@pytest.mark.parametrize("server", ["runserver", "gunicorn-gthread"])
+def test_the_stream_works_under_the_development_server_and_gunicorn_threads(live_worker, test_database_url, server):
+    """The two ways the README serves it: `manage.py runserver`, and gunicorn's threaded workers."""
+    import socket
+    import sys
+
+    from tests.conftest import ManagedProcess, child_env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if server == "runserver":
+        args = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+    else:
+        args = [sys.executable, "-m", "gunicorn", "web.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                "--worker-class", "gthread", "--workers", "1", "--threads", "4", "--timeout", "0"]
+    web = ManagedProcess(f"web-{server}", args, child_env(test_database_url, PIPELINE_PROCESS="web"))
+    base = f"http://127.0.0.1:{port}"
+    order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}], "total_cents": 100}
+    try:
+        def post():
+            try:
+                return requests.post(f"{base}/shop/orders", json=order, timeout=5)
+            except requests.ConnectionError:
+                return None
+
+        placed = wait_for(post, 30, f"{server} to answer")
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["order_id"]
+        with requests.get(f"{base}/shop/orders/{order_id}/events", stream=True, timeout=30) as response:
+            assert response.status_code == 200
+            events = read_events(response)
+        assert events[0]["event"] == "run.started" and events[-1]["event"] == "run.succeeded"
+        assert events[-1]["data"]["order_status"] == "fulfilled"
+        assert len({e["id"] for e in events}) == len(events) == 8  # run + 3 stages x 2 + run end
+    finally:
+        web.stop()
+
+
+def test_a_stage_seen_started_before_its_run_still_comes_after_run_started(transactional_db):
+    """The engine claims a stage, then marks its run started (same timestamp): a poll between the
+    two writes still derives `run:started` first, under the key it keeps afterwards."""
+    from django.utils import timezone
+
+    from pipeline.models import Event, Run, StageRun
+    from web.shop.live import derive_transitions
+
+    now = timezone.now()
+    event = Event.objects.create(type="test.started", payload={"value": 1}, occurred_at=now, trace_id="0" * 32)
+    run = Run.objects.create(event=event, pipeline="three_stages", status="pending", created_at=now)
+    StageRun.objects.create(run=run, stage="first", status="running", attempts=1, started_at=now)
+    between, _ = derive_transitions(str(run.id))
+    assert [t["key"] for t in between] == ["run:started", "first:1:started"]
+    Run.objects.filter(id=run.id).update(status="running", started_at=now)
+    after, _ = derive_transitions(str(run.id))
+    assert [t["key"] for t in after] == ["run:started", "first:1:started"]
