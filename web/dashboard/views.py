@@ -73,10 +73,9 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 # --- runs -----------------------------------------------------------------------------------------
 
-@staff_member_required
-@require_GET
-def runs(request: HttpRequest) -> HttpResponse:
-    filters = queries.RunFilters.from_params(request.GET, strict=False)
+def _filtered_page(request: HttpRequest, filters: "queries.RunFilters"):
+    """The page of runs the request asks for (keyset cursor), the filter errors to show, and the
+    capped count of matching runs."""
     query = queries.runs_queryset(filters)
     errors = list(filters.errors)
     try:
@@ -85,6 +84,14 @@ def runs(request: HttpRequest) -> HttpResponse:
         errors.append(str(exc))
         page = queries.page_of(query)
     count, more = queries.count_capped(query)
+    return page, errors, count, more
+
+
+@staff_member_required
+@require_GET
+def runs(request: HttpRequest) -> HttpResponse:
+    filters = queries.RunFilters.from_params(request.GET, strict=False)
+    page, errors, count, more = _filtered_page(request, filters)
     params = filters.as_params()
     context = {
         "nav": "runs", "page": page, "filters": filters, "errors": errors, "count": count, "count_more": more,
@@ -246,14 +253,7 @@ def event_detail(request: HttpRequest, event_id: str) -> HttpResponse:
 def failed(request: HttpRequest) -> HttpResponse:
     params = {k: v for k, v in request.GET.items() if k in ("pipeline", "event_type", "range", "since", "until")}
     filters = queries.RunFilters.from_params({**params, "status": RunStatus.FAILED}, strict=False)
-    query = queries.runs_queryset(filters)
-    errors = list(filters.errors)
-    try:
-        page = queries.page_of(query, before=request.GET.get("before", ""), after=request.GET.get("after", ""))
-    except queries.FilterError as exc:
-        errors.append(str(exc))
-        page = queries.page_of(query)
-    count, more = queries.count_capped(query)
+    page, errors, count, more = _filtered_page(request, filters)
     shown = {k: v for k, v in filters.as_params().items() if k != "status"}
     return render(request, "dashboard/failed.html", {
         "nav": "failed", "page": page, "filters": filters, "errors": errors, "count": count, "count_more": more,
