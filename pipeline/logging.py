@@ -60,9 +60,6 @@ def redact(value: Any, depth: int = 0) -> Any:
     return value
 
 
-_inline_secret_re = None
-
-
 _CARD_RE = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 
 

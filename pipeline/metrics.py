@@ -183,8 +183,6 @@ def observe(_logger: Any, _method: str, event_dict: dict) -> dict:
             handler(_get(), event_dict)
         except Exception:  # pragma: no cover - metrics must never break logging
             pass
-    if _server_started_in != os.getpid() and scheduler_port() is not None:
-        _maybe_start_scheduler_server()
     return event_dict
 
 
@@ -342,18 +340,17 @@ class _SchedulerExposition:
         yield from SystemCollector(close_db=True).collect()
 
 
-def _maybe_start_scheduler_server() -> None:
-    """Starts the scheduler's endpoint once per process, in a scheduler process only."""
+def start_scheduler_server() -> None:
+    """Starts the scheduler's endpoint (once per process) when PIPELINE_SCHEDULER_METRICS_PORT
+    is set; `runscheduler` calls it as it starts."""
     global _server_started_in
-    from .logging import process_name
-
+    port = scheduler_port()
+    if port is None:
+        return
     with _lock:
         if _server_started_in == os.getpid():
             return
         _server_started_in = os.getpid()
-        if process_name() != "scheduler":
-            return
-    port = scheduler_port()
     try:
         start_http_server(port, _SchedulerExposition())  # type: ignore[arg-type]
     except OSError as exc:

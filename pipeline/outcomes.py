@@ -49,10 +49,13 @@ def wanted(outcome_type: str, pipeline: str) -> bool:
     return registry.listens_to_outcome(outcome_type, pipeline) or any(w(outcome_type, pipeline) for w in _listeners)
 
 
-def emit_outcome(run_id: str, status: str) -> str | None:
-    """Emits the run's outcome if anyone listens; call inside the transaction that ended the run."""
+def emit_outcome(run_id: str, status: str, pipeline: str | None = None) -> str | None:
+    """Emits the run's outcome if anyone listens; call inside the transaction that ended the run.
+    With the run's `pipeline` known, a run nobody listens to costs no query at all."""
     from .models import Run
 
+    if pipeline is not None and not wanted(f"run.{status}", pipeline):
+        return None
     run = Run.objects.filter(id=run_id).values_list(
         "pipeline", "event_id", "trigger", "duration_ms", "error", "finished_at", "event__trace_id"
     ).first()

@@ -64,7 +64,7 @@ def move_run(
         if target in RUN_FINAL:
             from .outcomes import emit_outcome
 
-            emit_outcome(str(run_id), target)
+            emit_outcome(str(run_id), target, (log_fields or {}).get("pipeline"))
     else:
         current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
         log.warning("run.transition_refused", run_id=str(run_id), from_status=current, to_status=target)

@@ -3,6 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pipeline.metrics import start_scheduler_server
 from schedules.registry import schedules
 from schedules.runner import SchedulerProcess
 
@@ -24,6 +25,7 @@ class Command(BaseCommand):
         if unknown:
             raise CommandError(f"unknown schedule(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})",
                                returncode=2)
+        start_scheduler_server()
         process = SchedulerProcess(only=only, lease_ttl=options["lease_seconds"])
         signal.signal(signal.SIGTERM, lambda *_: process.stop())
         signal.signal(signal.SIGINT, lambda *_: process.stop())
