@@ -1,6 +1,7 @@
 """The engine's settings, each with its default, read through one accessor."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,14 @@ DEFAULTS: dict[str, Any] = {
     # A stage enqueued but not started after this long is enqueued again (its claim stops doubles).
     "PIPELINE_STALLED_AFTER_SECONDS": 60.0,
     "PIPELINE_REDACT_KEYS": (),
+    # Worker processes batch the run store's writes of all their threads into one transaction.
+    "PIPELINE_GROUP_COMMIT": True,
+    # A stage whose only child is ready runs that child in the same worker thread right after
+    # its outcome is committed (one broker message per linear chain, not per stage).
+    "PIPELINE_INLINE_CHAINS": os.environ.get("PIPELINE_INLINE_CHAINS", "1") not in ("0", "false", "no", ""),
+    # Stage messages carry the event's payload and the parents' results up to this size
+    # (JSON bytes), so a stage reads nothing it could be handed; larger ones are read from the store.
+    "PIPELINE_MESSAGE_CARRY_BYTES": 8192,
 }
 
 

@@ -5,6 +5,7 @@ its first stages are published only after that transaction commits."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, Callable, TypeVar
 
 import pydantic
@@ -107,49 +108,60 @@ def _record(
     source: str,
     trigger: str,
 ) -> str:
-    from .models import Event
-    from .runs import create_runs
+    from django.db import connection
+
+    from . import writer
 
     trace_id = trace_id or tracing.current_trace_id() or tracing.new_trace_id()
+    event_id = uuid.uuid4()
+    now = timezone.now()
+    runs = [(uuid.uuid4(), p) for p in pipelines]
+
+    def write(tx: writer.Tx) -> None:
+        # The event (the outbox row), its runs and their first stages, in the caller's transaction.
+        q, d = tx.q, tx.d
+        key, when = d.uuid(event_id), d.dt(now)
+        tx.execute(q.insert_event, (key, type_name, d.json(data), when, trace_id, idempotency_key, source))
+        if runs:
+            tx.executemany(q.insert_run, [(d.uuid(r), key, type_name, p.name, trigger, when) for r, p in runs])
+            tx.executemany(q.insert_root, [(d.uuid(r), s.name, when) for r, p in runs for s in p.roots])
+
     try:
-        with transaction.atomic():
-            event = Event.objects.create(
-                type=type_name,
-                payload=data,
-                occurred_at=timezone.now(),
-                trace_id=trace_id,
-                idempotency_key=idempotency_key,
-                source=source,
-            )
-            runs = create_runs(event, pipelines, trigger=trigger)
-    except IntegrityError:
+        writer.run_direct(write)
+    except (IntegrityError, connection.Database.IntegrityError):
         if idempotency_key is None:
             raise
+        from .models import Event
+
         first = Event.objects.filter(idempotency_key=idempotency_key).values_list("id", flat=True).first()
         if first is None:
             raise
         log.info("event.deduplicated", event_id=str(first), event_type=type_name, idempotency_key=idempotency_key)
         return str(first)
-    event_id = str(event.id)
+    event_id_text = str(event_id)
     payload_size = len(json.dumps(data, separators=(",", ":")))
     info_on_commit(
         log,
         "event.emitted",
-        event_id=event_id,
+        event_id=event_id_text,
         event_type=type_name,
         trace_id=trace_id,
         # The payload (secrets masked) makes a run findable from a business id such as an order id.
         payload=data if payload_size <= 4096 else {"truncated_bytes": payload_size},
-        runs=[{"run_id": str(r.id), "pipeline": r.pipeline} for r in runs],
+        runs=[{"run_id": str(r), "pipeline": p.name} for r, p in runs],
         runs_started=len(runs),
         source=source,
     )
-    first_stages = [(stage, str(run.id)) for run in runs for stage in registry.get(run.pipeline).roots]
-    transaction.on_commit(lambda: _publish_after_commit(event_id, trace_id, first_stages))
-    return event_id
+    first_stages = [(stage, str(r)) for r, p in runs for stage in p.roots]
+    # What the first stages would otherwise read back: the event, and its payload when small.
+    carried: dict[str, Any] = {"event_type": type_name, "occurred_at": now.isoformat()}
+    if payload_size <= conf.get("PIPELINE_MESSAGE_CARRY_BYTES"):
+        carried["payload"] = data
+    transaction.on_commit(lambda: _publish_after_commit(event_id_text, trace_id, first_stages, carried))
+    return event_id_text
 
 
-def _publish_after_commit(event_id: str, trace_id: str, first_stages: list) -> None:
+def _publish_after_commit(event_id: str, trace_id: str, first_stages: list, carried: dict) -> None:
     from .publisher import publish_first_stages
 
-    publish_first_stages(event_id, trace_id, first_stages)
+    publish_first_stages(event_id, trace_id, first_stages, carried)

@@ -135,6 +135,8 @@ class StageRun(models.Model):
     message_id = models.CharField(max_length=64, blank=True, default="")
     lease_until = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, default="")
+    # A fan-in waits for this many more parents to succeed (each decrements it); 0 once ready.
+    parents_remaining = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]

@@ -13,7 +13,8 @@ from .definitions import registry
 from .errors import PipelineError
 from .logging import get_logger
 from .models import Run, RunStatus, StageRun, StageStatus
-from .runs import create_runs, enqueue_stage
+from .publisher import publish_ready
+from .runs import create_runs
 
 log = get_logger("pipeline.operations")
 
@@ -68,7 +69,8 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
                 StageRun.objects.create(run=run, stage=stage.name, enqueued_at=now)
             else:
                 states.move_stage(run.id, stage.name, StageStatus.PENDING, attempts=0, enqueued_at=now,
-                                  finished_at=None, message_id="", lease_until=None, quiet_refusal=True)
+                                  finished_at=None, message_id="", lease_until=None, parents_remaining=0,
+                                  quiet_refusal=True)
         if not states.move_run(run.id, RunStatus.RUNNING, sources=list(REPLAYABLE), log_name="run.replayed",
                                finished_at=None, error="", duration_ms=None,
                                log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),
@@ -80,12 +82,7 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
 
 
 def _enqueue(stages: list, target: Run, source: Run) -> None:
-    for stage in stages:
-        try:
-            enqueue_stage(stage, run_id=str(target.id), event_id=str(source.event_id), trace_id=source.event.trace_id)
-        except Exception as exc:  # left pending: the relay publishes it
-            log.warning("stage.publish_failed", run_id=str(target.id), stage=stage.name,
-                        error=f"{type(exc).__name__}: {exc}")
+    publish_ready(stages, str(target.id), str(source.event_id), source.event.trace_id)
 
 
 def cancel(run_id: str) -> None:

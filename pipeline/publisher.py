@@ -1,22 +1,61 @@
-"""Publishing committed work to the broker, and the relay that re-publishes what a crash or a
-broker outage left behind. Publishing twice is harmless: a stage message that finds its stage
-already claimed or done is dropped (see `states.claim_stage`)."""
+"""Publishing to the broker, in one place: the first stages after an emit commits, the stages a
+finished stage made ready, replays, and the relay that re-publishes what a crash or a broker
+outage left behind. Every caller publishes only what is already committed, and a publish that
+fails leaves the row waiting for the relay (a warning says so). Publishing twice is harmless: a
+stage message that finds its stage already claimed or done is dropped (see `stage_store.claim`)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, Iterable
 
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import conf
+from . import conf, writer
 from .definitions import DefinitionError, Stage, registry
 from .logging import get_logger
 from .models import Event, RunStatus, StageRun, StageStatus
-from .runs import enqueue_stage
 
 log = get_logger("pipeline.publisher")
 
 _ACTIVE_RUN = Q(run__status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+
+
+def message_options(*, run_id: str, event_id: str, trace_id: str, pipeline: str) -> dict:
+    """What every stage message carries besides its argument: the ids that logs are bound to."""
+    return {"trace_id": trace_id, "event_id": event_id, "run_id": run_id, "pipeline": pipeline}
+
+
+def enqueue_stage(
+    stage: Stage, *, run_id: str, event_id: str, trace_id: str, delay_ms: int | None = None,
+    carried: dict[str, Any] | None = None,
+) -> str:
+    """Publishes one stage message; returns its message id. `carried`: what the stage would
+    otherwise read from the store (event type, payload, parents' results, the run's start)."""
+    options = message_options(run_id=run_id, event_id=event_id, trace_id=trace_id, pipeline=stage.pipeline.name)
+    if carried:
+        options.update(carried)
+    message = stage.actor.message_with_options(args=(run_id,), **options)
+    stage.actor.broker.enqueue(message, delay=delay_ms)
+    return message.message_id
+
+
+def publish_ready(
+    stages: Iterable[Stage], run_id: str, event_id: str, trace_id: str, carried: dict[str, Any] | None = None,
+    delay_ms: int | None = None,
+) -> int:
+    """Publishes committed, ready stages; one that cannot be published stays pending in the
+    store, where the relay finds it. Returns how many were published."""
+    published = 0
+    for stage in stages:
+        try:
+            enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id, carried=carried,
+                          delay_ms=delay_ms)
+            published += 1
+        except Exception as exc:  # left pending: the relay publishes it again
+            log.warning("stage.publish_failed", run_id=run_id, next_stage=stage.name,
+                        error=f"{type(exc).__name__}: {exc}")
+    return published
 
 
 def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
@@ -35,16 +74,26 @@ def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
     return len(items)
 
 
-def publish_first_stages(event_id: str, trace_id: str, first_stages: list[tuple[Stage, str]]) -> bool:
+def publish_first_stages(
+    event_id: str, trace_id: str, first_stages: list[tuple[Stage, str]], carried: dict[str, Any] | None = None,
+) -> bool:
     """Right after the emitting transaction commits: publishes the first stages of its runs
-    (known already, no need to read them back) and marks the event published. A broker that
-    cannot be reached leaves the event for the relay, with one warning line."""
+    (known already, no need to read them back) and marks the event published, in a coming
+    group commit (lost in a crash, the mark only makes the relay publish again, harmlessly). A
+    broker that cannot be reached leaves the event for the relay, with one warning line."""
     try:
         for stage, run_id in first_stages:
-            enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id)
+            enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id, carried=carried)
     except Exception as exc:  # the broker is down or refused: the relay will try again
         return _publish_failed(event_id, exc)
-    return _published(event_id, len(first_stages))
+    now = timezone.now()
+
+    def mark(tx: writer.Tx) -> None:
+        tx.execute(tx.q.mark_published, (tx.d.dt(now), tx.d.uuid(event_id)))
+
+    writer.submit(mark)
+    log.info("event.published", event_id=event_id, stages_published=len(first_stages))
+    return True
 
 
 def publish_event(event_id: str) -> bool:

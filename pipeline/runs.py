@@ -1,11 +1,11 @@
-"""Creating runs and handing their ready stages to the broker."""
+"""Creating runs (with the ORM: replays and tests; `emit` writes its rows with `pipeline.sql`)."""
 from __future__ import annotations
 
 from typing import Iterable
 
 from django.utils import timezone
 
-from .definitions import Pipeline, Stage, registry
+from .definitions import Pipeline, registry
 from .logging import get_logger
 from .models import Event, Run, StageRun
 
@@ -30,18 +30,3 @@ def create_runs(
         ]
     )
     return runs
-
-
-def message_options(*, run_id: str, event_id: str, trace_id: str, pipeline: str) -> dict:
-    """What every stage message carries besides its argument: the ids that logs are bound to."""
-    return {"trace_id": trace_id, "event_id": event_id, "run_id": run_id, "pipeline": pipeline}
-
-
-def enqueue_stage(stage: Stage, *, run_id: str, event_id: str, trace_id: str, delay_ms: int | None = None) -> str:
-    """Publishes one stage message; returns its message id."""
-    message = stage.actor.message_with_options(
-        args=(run_id,),
-        **message_options(run_id=run_id, event_id=event_id, trace_id=trace_id, pipeline=stage.pipeline.name),
-    )
-    stage.actor.broker.enqueue(message, delay=delay_ms)
-    return message.message_id

@@ -1,14 +1,18 @@
-"""Running one stage attempt: claim it, call the user's function, record the outcome, and
-move the run forward (enqueue the stages now ready, or end the run).
+"""Running one stage message: claim the stage, call the user's function, record the outcome,
+move the run forward (publish the stages now ready, or end the run), and, for a linear chain,
+go on with the next stage in the same thread.
 
-This runs for every stage message, so it keeps to a few statements: a claim that returns the
-attempt number, one read of the run and its event, the parents' results when there are
-parents, and one short transaction for the outcome."""
+This runs for every stage message, so its reads and writes are a few precompiled statements
+(`pipeline.stage_store`) batched with the other threads' by the process's group-commit writer,
+and what a stage needs of its run (event, payload, parents' results, when the run started)
+travels in the message when it is small. Every guarantee stays: a stage is claimed before it
+runs, its outcome is committed before its message is acknowledged or anything is published or
+logged, and a worker killed at any point leaves the store saying what to do again."""
 from __future__ import annotations
 
-import json
 import os
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -16,82 +20,128 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 from django.db import transaction
-from django.utils import timezone
 from dramatiq.common import compute_backoff
 from dramatiq.errors import Retry
-from dramatiq.middleware import CurrentMessage
+from dramatiq.middleware import CurrentMessage, TimeLimit
 from dramatiq.middleware.threading import Interrupt
 
-from . import states
+from . import conf, outcomes, stage_store, states, writer
 from .context import EventView, StageContext
 from .definitions import Stage
 from .logging import get_logger, redact_text
-from .models import Run, RunStatus, StageRun, StageStatus
-from .runs import enqueue_stage
+from .models import StageStatus
+from .publisher import publish_ready
+from .sql import now as utcnow
 
 log = get_logger("pipeline.runtime")
 
 LEASE_MARGIN_SECONDS = 30
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-_RUN_FIELDS = ("status", "pipeline", "started_at", "created_at", "event_id", "event__type", "event__payload",
-               "event__occurred_at", "event__trace_id")
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_local = threading.local()
 
 
 @dataclass
-class _Run:
-    id: str
-    status: str
-    pipeline: str
-    started_at: datetime | None
-    created_at: datetime
-    event_id: str
-    event_type: str
-    payload: dict
-    occurred_at: datetime
-    trace_id: str
+class RunInfo:
+    """What a stage needs of its run and event: carried in the message, or read once."""
 
-    def elapsed_ms(self, now: datetime) -> float:
-        return (now - (self.started_at or self.created_at)).total_seconds() * 1000
+    run_id: str
+    pipeline: str
+    event_id: str
+    trace_id: str
+    event_type: str | None = None
+    payload: dict | None = None
+    occurred_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @classmethod
+    def from_message(cls, run_id: str, pipeline: str, options: dict) -> "RunInfo":
+        occurred = options.get("occurred_at")
+        started = options.get("run_started_at")
+        return cls(
+            run_id=str(run_id), pipeline=pipeline, event_id=options.get("event_id", ""),
+            trace_id=options.get("trace_id", ""), event_type=options.get("event_type"),
+            payload=options.get("payload"),
+            occurred_at=datetime.fromisoformat(occurred) if occurred else None,
+            started_at=datetime.fromisoformat(started) if started else None,
+        )
+
+    def carried(self, results: dict | None) -> dict[str, Any]:
+        """The options a next stage message carries, the payload and results only when small."""
+        limit = conf.get("PIPELINE_MESSAGE_CARRY_BYTES")
+        out: dict[str, Any] = {"event_type": self.event_type}
+        if self.occurred_at is not None:
+            out["occurred_at"] = self.occurred_at.isoformat()
+        if self.started_at is not None:
+            out["run_started_at"] = self.started_at.isoformat()
+        budget = limit
+        if self.payload is not None:
+            size = len(orjson.dumps(self.payload, option=_JSON_OPTIONS))
+            if size <= budget:
+                out["payload"] = self.payload
+                budget -= size
+        if results is not None:
+            size = len(orjson.dumps(results, option=_JSON_OPTIONS))
+            if size <= budget:
+                out["results"] = results
+        return out
+
+
+def runs_ended() -> list[tuple[str, str, str]]:
+    """(run id, pipeline, status) of the runs the current message's processing ended, once
+    committed. For Dramatiq middleware that acts when a run is over (the benchmark's signal)."""
+    return getattr(_local, "ended", [])
 
 
 def execute_stage(stage: Stage, run_id: str) -> None:
     message = CurrentMessage.get_current_message()
+    options = message.options if message is not None else {}
     message_id = message.message_id if message is not None else str(uuid.uuid4())
-    now = timezone.now()
-    lease_until = now + timedelta(seconds=stage.timeout + LEASE_MARGIN_SECONDS)
-    attempt = states.claim_stage(run_id, stage.name, message_id, now, lease_until, WORKER_ID)
-    if attempt is None:
-        _not_claimed(stage, run_id)
-        return
-    row = Run.objects.filter(id=run_id).values_list(*_RUN_FIELDS).first()
-    if row is None:
-        log.warning("stage.orphan_message", reason="the run was deleted")
-        return
-    run = _Run(str(run_id), *row[:4], str(row[4]), *row[5:])
-    structlog.contextvars.bind_contextvars(attempt=attempt, event_id=run.event_id, trace_id=run.trace_id)
+    _local.ended = []
+    info = RunInfo.from_message(run_id, stage.pipeline.name, options)
+    claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"))
+    if claimed is None:
+        stage = _not_claimed(stage, info, message_id)
+        if stage is None:
+            return
+        # A redelivery of a message whose worker died in the middle of a chain it was running
+        # inline: go on from the stage it held.
+        claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None)
+        if claimed is None:
+            return
+    attempt, results, started_run = claimed
+    carrier = True  # the stage this message was published for (not one continued inline)
+    while True:
+        structlog.contextvars.bind_contextvars(stage=stage.name, attempt=attempt, event_id=info.event_id,
+                                               trace_id=info.trace_id, pipeline=info.pipeline)
+        if started_run:
+            log.info("run.started", run_id=info.run_id, pipeline=info.pipeline)
+            started_run = False
+        log.info("stage.started", attempt=attempt, worker=WORKER_ID)
+        following = _attempt(stage, info, message, message_id, attempt, results, carrier)
+        if following is None:
+            return
+        stage, results = following
+        attempt, carrier = 1, False
+        _restart_time_limit(stage)
 
-    if run.status not in states.RUN_ACTIVE:
-        # Cancelled or already failed: this stage must not start.
-        states.move_stage(run_id, stage.name, StageStatus.CANCELLED, holder=message_id, attempt=attempt,
-                          log_fields={"attempt": attempt, "reason": f"run {run.status}"}, finished_at=now)
-        return
-    if run.status == RunStatus.PENDING:
-        if states.move_run(run_id, RunStatus.RUNNING, sources=[RunStatus.PENDING], started_at=now,
-                           log_fields={"pipeline": run.pipeline}):
-            run.started_at = now
-    results = (
-        dict(StageRun.objects.filter(run_id=run_id, stage__in=stage.after).values_list("stage", "result"))
-        if stage.after else {}
-    )
 
-    log.info("stage.started", attempt=attempt, worker=WORKER_ID)
+def _lease(stage: Stage) -> datetime:
+    return utcnow() + timedelta(seconds=stage.timeout + LEASE_MARGIN_SECONDS)
+
+
+def _attempt(
+    stage: Stage, info: RunInfo, message: Any, message_id: str, attempt: int, results: dict, carrier: bool,
+) -> tuple[Stage, dict] | None:
+    """One attempt of a claimed stage; returns the next stage to run inline, if any."""
     ctx = StageContext(
-        event=EventView(id=run.event_id, type=run.event_type, payload=run.payload, occurred_at=run.occurred_at,
-                        trace_id=run.trace_id),
-        run_id=run.id,
-        pipeline=run.pipeline,
+        event=EventView(id=info.event_id, type=info.event_type or "", payload=info.payload or {},
+                        occurred_at=info.occurred_at, trace_id=info.trace_id),
+        run_id=info.run_id,
+        pipeline=info.pipeline,
         stage=stage.name,
         attempt=attempt,
         results=results,
@@ -100,122 +150,151 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     started = time.perf_counter()
     try:
         result = stage.fn(ctx)
-        json.dumps(result)  # results are stored and handed to later stages: they must be JSON
+        # Results are stored and handed to later stages: they must be JSON.
+        result_json = orjson.dumps(result, option=_JSON_OPTIONS).decode()
     except (Exception, Interrupt) as exc:  # Interrupt: the time limit or a worker shutdown
-        _failed(stage, run, message, message_id, attempt, exc, (time.perf_counter() - started) * 1000)
-        return
-    _succeeded(stage, run, message_id, attempt, result, (time.perf_counter() - started) * 1000)
+        _failed(stage, info, message, message_id, attempt, exc, (time.perf_counter() - started) * 1000, carrier)
+        return None
+    return _succeeded(stage, info, message_id, attempt, result, result_json,
+                      (time.perf_counter() - started) * 1000)
 
 
-def _not_claimed(stage: Stage, run_id: str) -> None:
-    """A duplicate or stale message: the stage is done, or another message holds it right now."""
-    row = StageRun.objects.filter(run_id=run_id, stage=stage.name).values("status", "lease_until").first()
-    if row is None:
-        log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
-        return
-    if row["status"] == StageStatus.RUNNING and row["lease_until"] is not None:
-        # Held by another live message: come back when its lease ends, in case its worker died.
-        delay_ms = max(1000, int((row["lease_until"] - timezone.now()).total_seconds() * 1000) + 1000)
-        log.info("stage.deferred", reason="held by another message", retry_in_ms=delay_ms)
-        raise Retry(delay=delay_ms)
-    log.info("stage.duplicate_skipped", status=row["status"])
+def _inline_child(stage: Stage, children: list[Stage]) -> Stage | None:
+    """The child to run in this thread right after this stage, if the chain is linear here."""
+    if len(children) != 1 or not conf.get("PIPELINE_INLINE_CHAINS"):
+        return None
+    child = children[0]
+    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name:
+        return None
+    from .middleware.drain import draining
+
+    return None if draining() else child
 
 
-def _succeeded(stage: Stage, run: _Run, message_id: str, attempt: int, result: Any, duration_ms: float) -> None:
-    now = timezone.now()
+def _succeeded(
+    stage: Stage, info: RunInfo, message_id: str, attempt: int, result: Any, result_json: str, duration_ms: float,
+) -> tuple[Stage, dict] | None:
     pipeline = stage.pipeline
     children = pipeline.children(stage.name)
-    # Only a fan-in after this stage, or the end of a pipeline with several last stages, needs
-    # to see the other stages' states; then the run row is locked so that siblings finishing at
-    # once see each other's success and exactly one of them starts what comes next.
-    needs_view = any(len(c.after) > 1 for c in children) or (not children and len(pipeline.sinks) > 1)
-    canonical = {"attempt": attempt, "duration_ms": round(duration_ms, 3), "outcome": "succeeded"}
-    with transaction.atomic():
-        run_status = None
-        if needs_view:
-            run_status = Run.objects.select_for_update().filter(id=run.id).values_list("status", flat=True).first()
-        if not states.move_stage(run.id, stage.name, StageStatus.SUCCEEDED, holder=message_id, attempt=attempt,
-                                 result=result,
-                                 finished_at=now, duration_ms=duration_ms, lease_until=None, error="", traceback="",
-                                 log_fields=canonical):
-            return  # another message took the stage over; it records the outcome
-        if needs_view:
-            if run_status not in states.RUN_ACTIVE:
-                return
-            statuses = dict(StageRun.objects.filter(run_id=run.id).values_list("stage", "status"))
-            ready = [c for c in children
-                     if c.name not in statuses and all(statuses.get(p) == StageStatus.SUCCEEDED for p in c.after)]
-            finished = not ready and sum(s == StageStatus.SUCCEEDED for s in statuses.values()) == len(pipeline.stages)
-        else:
-            # Every child has this stage as its only parent: all of them are ready now, unless the
-            # run was cancelled (or failed in another branch) while this stage ran.
-            active = not children or (
-                Run.objects.filter(id=run.id).values_list("status", flat=True).first() in states.RUN_ACTIVE
-            )
-            ready = children if active else []
-            finished = not children  # the single last stage: every other stage precedes it
-        if ready:
-            StageRun.objects.bulk_create([StageRun(run_id=run.id, stage=c.name, enqueued_at=now) for c in ready],
-                                        ignore_conflicts=True)
-            transaction.on_commit(lambda: _enqueue_ready(ready, run.id, run.event_id, run.trace_id))
-        if finished:
-            total_ms = run.elapsed_ms(now)
-            states.move_run(
-                run.id, RunStatus.SUCCEEDED, finished_at=now, duration_ms=total_ms,
-                log_fields={"pipeline": run.pipeline, "duration_ms": round(total_ms, 3),
-                            "stages": len(pipeline.stages), "outcome": "succeeded"},
-            )
-
-
-def _enqueue_ready(ready: list[Stage], run_id: str, event_id: str, trace_id: str) -> None:
-    for child in ready:
-        try:
-            enqueue_stage(child, run_id=run_id, event_id=event_id, trace_id=trace_id)
-        except Exception as exc:  # left pending: the relay publishes it again
-            log.warning("stage.publish_failed", next_stage=child.name, error=f"{type(exc).__name__}: {exc}")
+    inline = _inline_child(stage, children)
+    record = stage_store.SuccessRecord(
+        stage=stage, info=info, message_id=message_id, attempt=attempt, result_json=result_json,
+        duration_ms=duration_ms, children=children, inline=inline, worker=WORKER_ID,
+        inline_lease=_lease(inline) if inline is not None else None,
+    )
+    may_end = not children
+    if may_end and outcomes.wanted("run.succeeded", pipeline.name):
+        # Someone listens to this pipeline's outcome: the outcome event is written in the same
+        # transaction as the run's end, on this thread's connection.
+        with transaction.atomic():
+            done = writer.run_direct(record)
+            if done is not None and done.finished:
+                outcomes.emit_outcome(info.run_id, "succeeded", pipeline.name)
+    else:
+        done = writer.run(record)
+    if done is None:
+        return None  # another message took the stage over; it records the outcome
+    log.info("stage.succeeded", attempt=attempt, duration_ms=round(duration_ms, 3), outcome="succeeded")
+    if done.finished:
+        total_ms = round(record.total_ms, 3)
+        log.info("run.succeeded", run_id=info.run_id, pipeline=info.pipeline, duration_ms=total_ms,
+                 stages=len(pipeline.stages), outcome="succeeded")
+        _local.ended.append((info.run_id, info.pipeline, "succeeded"))
+    if done.ready:
+        single = [c for c in done.ready if len(c.after) == 1]
+        joins = [c for c in done.ready if len(c.after) > 1]
+        if single:
+            publish_ready(single, info.run_id, info.event_id, info.trace_id, info.carried({stage.name: result}))
+        if joins:  # a fan-in reads its parents' results from the store
+            publish_ready(joins, info.run_id, info.event_id, info.trace_id, info.carried(None))
+    if done.inline:
+        return inline, {stage.name: result}
+    return None
 
 
 def _failed(
-    stage: Stage, run: _Run, message: Any, message_id: str, attempt: int, exc: BaseException, duration_ms: float,
+    stage: Stage, info: RunInfo, message: Any, message_id: str, attempt: int, exc: BaseException,
+    duration_ms: float, carrier: bool,
 ) -> None:
-    now = timezone.now()
+    now = utcnow()
     error = redact_text(f"{type(exc).__name__}: {exc}")
     trace_text = redact_text("".join(traceback.format_exception(exc, limit=30)))
-    entry = {
-        "attempt": attempt,
-        "error_type": type(exc).__name__,
-        "error": error,
-        "traceback": trace_text,
-        "finished_at": now.isoformat(),
-        "duration_ms": round(duration_ms, 3),
-    }
-    previous = StageRun.objects.filter(run_id=run.id, stage=stage.name).values_list("attempt_log", flat=True).first()
-    attempt_log = [*(previous or []), entry]
     final = bool(stage.throws and isinstance(exc, stage.throws)) or attempt > stage.retries
-    common = dict(error=error, traceback=trace_text, attempt_log=attempt_log, finished_at=now,
-                  duration_ms=duration_ms, lease_until=None)
-    canonical = {"attempt": attempt, "duration_ms": round(duration_ms, 3), "error_type": type(exc).__name__,
-                 "error": error, "max_attempts": stage.retries + 1}
+    delay_ms = None
     if not final:
         _, delay_ms = compute_backoff(
             attempt - 1, factor=max(1, int(stage.backoff[0] * 1000)), max_backoff=int(stage.backoff[1] * 1000)
         )
-        if states.move_stage(run.id, stage.name, StageStatus.RETRYING, holder=message_id, attempt=attempt,
-                             next_attempt_at=now + timedelta(milliseconds=delay_ms),
-                             log_fields={**canonical, "outcome": "retrying", "retry_in_ms": delay_ms}, **common):
+    record = stage_store.FailureRecord(
+        stage=stage, info=info, message_id=message_id, attempt=attempt, error=error, traceback=trace_text,
+        error_type=type(exc).__name__, duration_ms=duration_ms, now=now, final=final, delay_ms=delay_ms,
+    )
+    canonical = {"attempt": attempt, "duration_ms": round(duration_ms, 3), "error_type": type(exc).__name__,
+                 "error": error, "max_attempts": stage.retries + 1}
+    if final and outcomes.wanted("run.failed", info.pipeline):
+        with transaction.atomic():
+            done = writer.run_direct(record)
+            if done and done.run_ended:
+                outcomes.emit_outcome(info.run_id, "failed", info.pipeline)
+    else:
+        done = writer.run(record)
+    if not done:
+        return  # another message took the stage over; it records the outcome
+    if not final:
+        log.info("stage.retrying", **canonical, outcome="retrying", retry_in_ms=delay_ms)
+        if carrier:
             raise Retry(delay=delay_ms)
+        # A stage continued inline retries as a message of its own (the carrier's stage succeeded).
+        publish_ready([stage], info.run_id, info.event_id, info.trace_id, info.carried(None), delay_ms=delay_ms)
         return
-    with transaction.atomic():
-        if not states.move_stage(run.id, stage.name, StageStatus.FAILED, holder=message_id, attempt=attempt,
-                                 log_fields={**canonical, "outcome": "failed"}, **common):
-            return
-        total_ms = run.elapsed_ms(now)
-        states.move_run(
-            run.id, RunStatus.FAILED, finished_at=now, duration_ms=total_ms,
-            error=f"stage {stage.name}: {error}",
-            log_fields={"pipeline": run.pipeline, "failed_stage": stage.name, "error": error,
-                        "duration_ms": round(total_ms, 3), "outcome": "failed",
-                        "stages": len(stage.pipeline.stages)},
-        )
-    if message is not None:
+    log.info("stage.failed", **canonical, outcome="failed")
+    if done.run_ended:
+        total_ms = round(record.total_ms, 3)
+        log.info("run.failed", run_id=info.run_id, pipeline=info.pipeline, failed_stage=stage.name, error=error,
+                 duration_ms=total_ms, outcome="failed", stages=len(stage.pipeline.stages))
+        _local.ended.append((info.run_id, info.pipeline, "failed"))
+    if message is not None and carrier:
         message.fail()  # dead-lettered too; the database keeps the failure for as long as the run
+
+
+def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
+    """A duplicate or stale message, a stage of a run that stopped, or the redelivery of a chain
+    cut short. Returns the stage to go on with, if this message still holds one."""
+    from .models import Run, StageRun
+
+    row = StageRun.objects.filter(run_id=info.run_id, stage=stage.name).values("status", "lease_until").first()
+    if row is None:
+        log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
+        return None
+    run_status = Run.objects.filter(id=info.run_id).values_list("status", flat=True).first()
+    if run_status not in states.RUN_ACTIVE:
+        if row["status"] in (*states.STAGE_WAITING, StageStatus.RUNNING):
+            # Cancelled, or failed in another branch: this stage must not start.
+            states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED,
+                              log_fields={"reason": f"run {run_status}"}, finished_at=utcnow(), quiet_refusal=True)
+        else:
+            log.info("stage.duplicate_skipped", status=row["status"])
+        return None
+    if row["status"] == StageStatus.SUCCEEDED:
+        held = StageRun.objects.filter(run_id=info.run_id, message_id=message_id,
+                                       status=StageStatus.RUNNING).values_list("stage", flat=True).first()
+        if held is not None and held in stage.pipeline.stages:
+            log.info("stage.resumed", resumed_stage=held, reason="redelivered while running a chain inline")
+            return stage.pipeline.stages[held]
+    if row["status"] == StageStatus.RUNNING and row["lease_until"] is not None:
+        # Held by another live message: come back when its lease ends, in case its worker died.
+        delay_ms = max(1000, int((row["lease_until"] - utcnow()).total_seconds() * 1000) + 1000)
+        log.info("stage.deferred", reason="held by another message", retry_in_ms=delay_ms)
+        raise Retry(delay=delay_ms)
+    log.info("stage.duplicate_skipped", status=row["status"])
+    return None
+
+
+def _restart_time_limit(stage: Stage) -> None:
+    """A stage continued inline gets its own time limit, counted from its start."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return
+    for middleware in stage.actor.broker.middleware:
+        if isinstance(middleware, TimeLimit):
+            middleware.manager.add_timeout(threading.get_ident(), stage.timeout * 1000)

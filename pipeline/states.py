@@ -9,7 +9,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import connections, router
 
 from . import fastsql
 from .logging import get_logger, info_on_commit
@@ -106,29 +105,22 @@ def claim_stage(
     run_id: Any, stage: str, message_id: str, now: datetime, lease_until: datetime, worker: str
 ) -> int | None:
     """Takes a stage to run it and returns its attempt number, or None if it cannot be taken.
-    Exactly one message wins: a waiting stage, a stage whose holder's lease ran out, or a
-    redelivery of the very message that held it (its consumer died).
+    Exactly one message wins: a waiting stage (a fan-in once all its parents succeeded), a stage
+    whose holder's lease ran out, or a redelivery of the very message that held it (its
+    consumer died); never a stage of a run that is no longer pending or running.
 
-    One `UPDATE ... RETURNING` (SQLite >= 3.35, PostgreSQL): this runs for every stage message."""
-    connection = connections[router.db_for_write(StageRun)]
-    table = connection.ops.quote_name(StageRun._meta.db_table)
-    stamp = StageRun._meta.get_field("started_at")
-    when = stamp.get_db_prep_value(now, connection)
-    sql = (
-        f"UPDATE {table} SET status = %s, attempts = attempts + 1, message_id = %s, lease_until = %s, "
-        "started_at = %s, worker = %s, next_attempt_at = NULL "
-        "WHERE run_id = %s AND stage = %s AND (status IN (%s, %s) OR (status = %s AND (message_id = %s OR lease_until < %s))) "
-        "RETURNING attempts"
-    )
-    params = [
-        StageStatus.RUNNING, message_id, stamp.get_db_prep_value(lease_until, connection), when, worker,
-        Run._meta.pk.get_db_prep_value(_uuid(run_id), connection), stage,
-        StageStatus.PENDING, StageStatus.RETRYING, StageStatus.RUNNING, message_id, when,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return row[0] if row else None
+    One `UPDATE ... RETURNING` (SQLite >= 3.35, PostgreSQL); the message path runs the same
+    statement through the group-commit writer (`pipeline.stage_store.claim`)."""
+    from . import writer
+
+    def op(tx: Any) -> int | None:
+        d = tx.d
+        key = d.uuid(run_id)
+        rows = tx.execute(tx.q.claim, (message_id, d.dt(lease_until), d.dt(now), worker, key, stage, message_id,
+                                       d.dt(now), key)).fetchall()
+        return rows[0][0] if rows else None
+
+    return writer.run_direct(op)
 
 
 def _uuid(value: Any) -> uuid.UUID:

@@ -179,3 +179,13 @@ def read_log_lines(pattern: str = "*.jsonl") -> list[dict]:
             except json.JSONDecodeError:
                 pass
     return lines
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _group_commit_writer_closed_at_the_end(django_db_setup):
+    """The test process's group-commit writer holds a connection of its own: closed before the
+    test database is dropped (PostgreSQL refuses to drop a database somebody is connected to)."""
+    yield
+    from pipeline import writer
+
+    writer.close()

@@ -76,7 +76,7 @@ def test_a_worker_killed_mid_stage_reruns_that_stage_and_nothing_that_had_succee
 
 def test_a_duplicate_stage_message_does_not_run_a_succeeded_stage_again(live_worker):
     from pipeline.definitions import registry
-    from pipeline.runs import enqueue_stage
+    from pipeline.publisher import enqueue_stage
 
     event_id = emit("test.started", {"value": 1})
     run = finished("three_stages", 1, 30)[0]

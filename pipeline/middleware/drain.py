@@ -25,6 +25,14 @@ log = get_logger("pipeline.drain")
 
 DEFAULT_GRACE_MS = 600_000  # Dramatiq's default --worker-shutdown-timeout
 
+_draining = threading.Event()
+
+
+def draining() -> bool:
+    """True once this worker process started draining: linear chains stop continuing inline
+    and publish their next stage instead, so the drain does not wait for whole chains."""
+    return _draining.is_set()
+
 
 def grace_period_ms(argv: list[str] | None = None) -> int:
     """The `--worker-shutdown-timeout` the master was started with (worker processes are forked
@@ -59,6 +67,7 @@ class Drain(Middleware):
     after_skip_message = after_process_message
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        _draining.set()
         with self._lock:
             self._draining_since = time.monotonic()
             self._at_start = set(self._in_flight)

@@ -1,0 +1,244 @@
+"""Group commit: one writer per worker process executes what every stage thread hands it, in one
+transaction per batch.
+
+Why: a commit is the expensive part of durability (a WAL sync on SQLite, a round trip and a
+flush on PostgreSQL), and with 8 threads per process all taking SQLite's single write lock,
+threads mostly waited on each other. Here a thread hands over an operation (a function of a
+`Tx`) and waits; the writer takes everything queued, runs it in one transaction, commits, and
+only then wakes each thread with its result, so nothing a thread goes on to do (log, publish,
+let Dramatiq ack its message) happens before its write is durable. A batch is as large as what
+arrived during the previous commit: no timer, so an idle system waits for nothing.
+
+If a batch fails, its operations are run again one by one, each in its own transaction, so one
+bad operation fails alone. Code already inside a Django transaction (emit in a view's atomic
+block, tests) runs its operations on that connection instead (`run_direct`)."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Any, Callable
+
+from django.db import connections, router, transaction
+
+from .sql import Dialect, Statements, dialect_for, statements_for
+
+MAX_BATCH = 256
+IDLE_CLOSE_SECONDS = 5.0
+
+# Counted for the hot-path tool (tests/bench/hotpath.py): statements and commits of the run store.
+counters = {"statements": 0, "commits": 0, "batches": 0}
+
+
+class Tx:
+    """What an operation sees: `execute` on the batch's cursor, and the backend's statements."""
+
+    __slots__ = ("cursor", "d", "q")
+
+    def __init__(self, cursor: Any, dialect: Dialect, statements: Statements) -> None:
+        self.cursor = cursor
+        self.d = dialect
+        self.q = statements
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        counters["statements"] += 1
+        return self.cursor.execute(sql, params)
+
+    def executemany(self, sql: str, rows: list) -> Any:
+        counters["statements"] += 1
+        return self.cursor.executemany(sql, rows)
+
+
+Operation = Callable[[Tx], Any]
+
+
+class _Pending:
+    __slots__ = ("op", "done", "result", "error")
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_CLOSE = _Pending(lambda tx: None)
+
+
+class GroupCommitWriter:
+    """One thread and one connection of its own; see the module's docstring."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._wrapper: Any = None
+        self._tx: Tx | None = None
+        self._thread = threading.Thread(target=self._loop, name="pipeline-group-commit", daemon=True)
+        self._thread.start()
+
+    def run(self, op: Operation) -> Any:
+        """Runs `op` in the next batch; returns its result once the batch has committed."""
+        pending = _Pending(op)
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    def close(self) -> None:
+        """Closes the writer's connection once what is queued before has run."""
+        self._queue.put(_CLOSE)
+        _CLOSE.done.wait(10)
+        _CLOSE.done.clear()
+
+    def submit(self, op: Operation) -> None:
+        """Runs `op` in a coming batch without waiting (bookkeeping that may be lost in a crash,
+        such as marking an event published: the relay then publishes it again, harmlessly)."""
+        self._queue.put(_Pending(op))
+
+    # --- the writer thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_CLOSE_SECONDS if self._tx is not None else None)
+            except queue.Empty:
+                # Idle: give the connection back (a test database can then be dropped, a
+                # PostgreSQL server counts one connection fewer); the next batch reconnects.
+                self._disconnect()
+                continue
+            if first is _CLOSE:
+                self._disconnect()
+                first.done.set()
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._execute(batch)
+
+    def _connect(self) -> Tx:
+        if self._tx is None:
+            wrapper = connections.create_connection(self.alias)
+            wrapper.ensure_connection()
+            dialect = dialect_for(wrapper.vendor)
+            self._wrapper = wrapper
+            self._tx = Tx(dialect.prepare(wrapper.connection), dialect, statements_for(wrapper.vendor))
+        return self._tx
+
+    def _disconnect(self) -> None:
+        wrapper, self._wrapper, self._tx = self._wrapper, None, None
+        if wrapper is not None:
+            try:
+                wrapper.close()
+            except Exception:
+                pass
+
+    def _execute(self, batch: list[_Pending]) -> None:
+        try:
+            results = self._transaction([p.op for p in batch])
+        except BaseException:
+            self._one_by_one(batch)
+            return
+        for pending, result in zip(batch, results):
+            pending.result = result
+            pending.done.set()
+
+    def _one_by_one(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            try:
+                (pending.result,) = self._transaction([pending.op])
+            except BaseException as exc:  # handed to the waiting thread, which raises it
+                pending.error = exc
+            pending.done.set()
+
+    def _transaction(self, ops: list[Operation]) -> list[Any]:
+        try:
+            tx = self._connect()
+            tx.cursor.execute(tx.d.begin)
+        except BaseException:
+            self._disconnect()  # the database went away: reconnect for the next batch
+            raise
+        try:
+            results = [op(tx) for op in ops]
+            tx.cursor.execute("COMMIT")
+        except BaseException:
+            try:
+                tx.cursor.execute("ROLLBACK")
+            except BaseException:
+                self._disconnect()
+            raise
+        counters["commits"] += 1
+        counters["batches"] += 1
+        return results
+
+
+_writer: GroupCommitWriter | None = None
+_writer_pid = 0
+_writer_lock = threading.Lock()
+_enabled: bool | None = None
+
+
+def _group_commit_enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        from . import conf
+
+        _enabled = bool(conf.get("PIPELINE_GROUP_COMMIT"))
+    return _enabled
+
+
+def writer() -> GroupCommitWriter:
+    """This process's writer (a forked worker process starts its own)."""
+    global _writer, _writer_pid
+    if _writer is None or _writer_pid != os.getpid():
+        with _writer_lock:
+            if _writer is None or _writer_pid != os.getpid():
+                _writer = GroupCommitWriter(router.db_for_write(_model()))
+                _writer_pid = os.getpid()
+    return _writer
+
+
+def close() -> None:
+    """Closes this process's writer connection, if any (tests, before their database is dropped)."""
+    if _writer is not None and _writer_pid == os.getpid():
+        _writer.close()
+
+
+def _model() -> Any:
+    from .models import StageRun
+
+    return StageRun
+
+
+def run_direct(op: Operation) -> Any:
+    """Runs `op` on this thread's Django connection, inside its current transaction if any."""
+    connection = connections[router.db_for_write(_model())]
+    with transaction.atomic(using=connection.alias):
+        raw = connection.connection
+        dialect = dialect_for(connection.vendor)
+        cursor = raw.cursor()
+        try:
+            result = op(Tx(cursor, dialect, statements_for(connection.vendor)))
+        finally:
+            cursor.close()
+    return result
+
+
+def run(op: Operation) -> Any:
+    """Runs `op` durably: in the group-commit writer, or on the caller's connection when the
+    caller is inside a transaction (its writes must commit or roll back with the caller's)."""
+    connection = connections[router.db_for_write(_model())]
+    if connection.in_atomic_block or not _group_commit_enabled():
+        return run_direct(op)
+    return writer().run(op)
+
+
+def submit(op: Operation) -> None:
+    """Runs `op` later, in a batch, without waiting for it."""
+    connection = connections[router.db_for_write(_model())]
+    if connection.in_atomic_block or not _group_commit_enabled():
+        transaction.on_commit(lambda: run_direct(op), using=connection.alias)
+        return
+    writer().submit(op)
