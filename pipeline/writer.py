@@ -46,7 +46,8 @@ class Tx:
 
     def executemany(self, sql: str, rows: list) -> Any:
         counters["statements"] += 1
-        return self.cursor.executemany(sql, rows)
+        self.cursor.executemany(sql, rows)  # psycopg returns None, sqlite3 the cursor
+        return self.cursor
 
 
 Operation = Callable[[Tx], Any]
