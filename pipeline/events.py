@@ -126,8 +126,14 @@ def _record(
             tx.executemany(q.insert_run, [(d.uuid(r), key, type_name, p.name, trigger, when) for r, p in runs])
             tx.executemany(q.insert_root, [(d.uuid(r), s.name, when) for r, p in runs for s in p.roots])
 
+    # Inside the caller's transaction, the rows commit (or roll back) with the caller's work;
+    # otherwise they go in the process's next group commit, shared with other threads' emits.
+    in_caller_transaction = writer.in_transaction()
     try:
-        writer.run_direct(write)
+        if in_caller_transaction:
+            writer.run_direct(write)
+        else:
+            writer.run(write)
     except (IntegrityError, connection.Database.IntegrityError):
         if idempotency_key is None:
             raise
@@ -157,7 +163,10 @@ def _record(
     carried: dict[str, Any] = {"event_type": type_name, "occurred_at": now.isoformat()}
     if payload_size <= conf.get("PIPELINE_MESSAGE_CARRY_BYTES"):
         carried["payload"] = data
-    transaction.on_commit(lambda: _publish_after_commit(event_id_text, trace_id, first_stages, carried))
+    if in_caller_transaction:
+        transaction.on_commit(lambda: _publish_after_commit(event_id_text, trace_id, first_stages, carried))
+    else:
+        _publish_after_commit(event_id_text, trace_id, first_stages, carried)
     return event_id_text
 
 

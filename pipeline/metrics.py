@@ -109,6 +109,19 @@ def _get() -> _Metrics:
     return _metrics
 
 
+_children: dict[tuple, Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, remembered: prometheus_client validates and locks on every call
+    (about 1 µs), and this runs on every transition line. Label sets are few (pipelines x stages)."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def _seconds(event: dict, key: str = "duration_ms") -> float | None:
     value = event.get(key)
     return float(value) / 1000 if isinstance(value, (int, float)) else None
@@ -119,16 +132,16 @@ def _label(event: dict, key: str) -> str:
 
 
 def _run_started(m: _Metrics, e: dict) -> None:
-    m.runs_started.labels(_label(e, "pipeline")).inc()
+    _child(m.runs_started, _label(e, "pipeline")).inc()
 
 
 def _run_finished(outcome: str) -> Callable[[_Metrics, dict], None]:
     def handle(m: _Metrics, e: dict) -> None:
         pipeline = _label(e, "pipeline")
-        m.runs_finished.labels(pipeline, outcome).inc()
+        _child(m.runs_finished, pipeline, outcome).inc()
         seconds = _seconds(e)
         if seconds is not None:
-            m.run_duration.labels(pipeline, outcome).observe(seconds)
+            _child(m.run_duration, pipeline, outcome).observe(seconds)
 
     return handle
 
@@ -139,24 +152,24 @@ def _stage_finished(outcome: str) -> Callable[[_Metrics, dict], None]:
         if seconds is None:  # e.g. `stage.failed` of a cancelled run: no attempt behind it
             return
         pipeline, stage = _label(e, "pipeline"), _label(e, "stage")
-        m.stage_duration.labels(pipeline, stage, outcome).observe(seconds)
+        _child(m.stage_duration, pipeline, stage, outcome).observe(seconds)
         if outcome == "retrying":
-            m.stage_retries.labels(pipeline, stage).inc()
+            _child(m.stage_retries, pipeline, stage).inc()
 
     return handle
 
 
 def _event_emitted(m: _Metrics, e: dict) -> None:
-    m.events_emitted.labels(_label(e, "event_type")).inc()
+    _child(m.events_emitted, _label(e, "event_type")).inc()
 
 
 def _schedule_fired(m: _Metrics, e: dict) -> None:
     schedule, reason = _label(e, "schedule_id"), _label(e, "reason")
-    m.schedule_fires.labels(schedule, reason).inc()
+    _child(m.schedule_fires, schedule, reason).inc()
     seconds = _seconds(e, "fire_delay_ms")
     # Catch-up, buffered, manual and backfill fires are late on purpose: they would drown the signal.
     if seconds is not None and reason == "schedule":
-        m.fire_delay.labels(schedule).observe(max(0.0, seconds))
+        _child(m.fire_delay, schedule).observe(max(0.0, seconds))
 
 
 _HANDLERS: dict[str, Callable[[_Metrics, dict], None]] = {
@@ -173,11 +186,11 @@ _HANDLERS: dict[str, Callable[[_Metrics, dict], None]] = {
 
 
 def observe(_logger: Any, _method: str, event_dict: dict) -> dict:
-    """structlog processor: counts the transitions that log lines announce; never raises."""
-    if event_dict.get("_from_structlog") is False:
-        # A standard-library record seen by a formatter's pre-chain (once per handler): not ours.
-        return event_dict
-    handler = _HANDLERS.get(event_dict.get("event"))  # type: ignore[arg-type]
+    """structlog processor: counts the transitions that log lines announce; never raises. One dict
+    lookup per line. It sits in our native chain only (pipeline/logging.py), never in the chain of
+    third-party stdlib records, so a library line that happens to say `run.started` is not counted."""
+    event = event_dict.get("event")
+    handler = _HANDLERS.get(event) if type(event) is str else None
     if handler is not None:
         try:
             handler(_get(), event_dict)

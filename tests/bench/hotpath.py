@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         BENCH_OURS_QUEUE="bench_hotpath", PIPELINE_PROCESS="hotpath", DJANGO_DEBUG="0",
         BENCH_BROKER_URL=args.broker_url, BENCH_DONE_QUEUE="bench_hotpath.done",
     )
+    if args.no_console_log:
+        os.environ["PIPELINE_LOG_FORMAT"] = "none"
     import django
 
     django.setup()
@@ -71,11 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.conn_max_age is not None:
         settings.DATABASES["default"]["CONN_MAX_AGE"] = args.conn_max_age
         connection.settings_dict["CONN_MAX_AGE"] = args.conn_max_age
-    root = logging.getLogger()
-    if args.no_console_log:
-        for h in list(root.handlers):
-            if type(h) is logging.StreamHandler:
-                root.removeHandler(h)
 
     counts: collections.Counter = collections.Counter()
     log_events: collections.Counter = collections.Counter()
@@ -85,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         counts["sql:" + sql.lstrip().split(None, 1)[0].upper()] += 1
         return execute(sql, params, many, context)
 
-    class CountingHandler(logging.Handler):
-        def emit(self, record):
-            counts["log_lines"] += 1
-            msg = record.msg
-            log_events[msg.get("event") if isinstance(msg, dict) else str(msg)[:40]] += 1
+    from pipeline import logging as pipeline_logging
 
-    root.addHandler(CountingHandler())
+    def count_line(event_dict: dict) -> None:
+        counts["log_lines"] += 1
+        log_events[str(event_dict.get("event"))[:40]] += 1
+
+    pipeline_logging.line_observers.append(count_line)
     connection.execute_wrappers.append(count_sql)
     holder = None
     if connection.vendor == "sqlite":
@@ -214,21 +211,19 @@ COSTS = [
     ("ORM: QuerySet.get/first (model rows)", "django/db/models/query.py", "get"),
     ("ORM: bulk_create", "django/db/models/query.py", "bulk_create"),
     ("ORM: SQL compile", "django/db/models/sql/compiler.py", "as_sql"),
-    ("logging: stdlib Logger.handle", "logging/__init__.py", "handle"),
-    ("logging: JSON formatter", "structlog/stdlib.py", "format"),
-    ("logging: JSON render", "structlog/processors.py", "__call__"),
+    ("logging: structlog native (processors, render, write)", "structlog/_base.py", "_process_event"),
+    ("logging: stdlib Logger.handle (third-party lines)", "logging/__init__.py", "handle"),
     ("logging: console render", "structlog/dev.py", "__call__"),
-    ("logging: file write", "pipeline/logging.py", "emit"),
+    ("logging: file write", "pipeline/logging.py", "write"),
     ("broker publish (dramatiq enqueue)", "dramatiq/brokers/rabbitmq.py", "enqueue"),
     ("pydantic validate (emit)", "pipeline/events.py", "validate"),
     ("emit", "pipeline/events.py", "emit"),
-    ("publish_event (outbox, after commit)", "pipeline/publisher.py", "publish_event"),
-    ("execute_stage (whole stage)", "pipeline/runtime.py", "execute_stage"),
-    ("claim_stage", "pipeline/states.py", "claim_stage"),
-    ("move_stage", "pipeline/states.py", "move_stage"),
-    ("move_run", "pipeline/states.py", "move_run"),
-    ("_succeeded", "pipeline/runtime.py", "_succeeded"),
-    ("_enqueue_ready", "pipeline/runtime.py", "_enqueue_ready"),
+    ("publish_first_stages (after commit)", "pipeline/publisher.py", "publish_first_stages"),
+    ("execute_stage (whole message: claim, 3 stages inline)", "pipeline/runtime.py", "execute_stage"),
+    ("claim (hand-over + wait for the group commit)", "pipeline/stage_store.py", "claim"),
+    ("_succeeded (hand-over + wait for the group commit)", "pipeline/runtime.py", "_succeeded"),
+    ("writer: one batch transaction (writer thread)", "pipeline/writer.py", "_transaction"),
+    ("publish_ready", "pipeline/publisher.py", "publish_ready"),
 ]
 
 
