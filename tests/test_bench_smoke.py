@@ -30,16 +30,23 @@ def test_bench_smoke_writes_results(tmp_path):
     assert "ours_vs_dramatiq" in completed.stdout  # the table was printed
 
     result = json.loads(out.read_text())
-    assert set(result["ratios"]) >= {"ours_vs_dramatiq", "ours_vs_celery"}
+    assert set(result["ratios"]) >= {"ours_vs_dramatiq", "ours_vs_celery", "ours_vs_celery_results",
+                                     "ours_vs_django_dramatiq_admin", "rss_vs_django_dramatiq"}
     assert result["ratios"]["ours_vs_dramatiq"] > 0
     for key in ("cores", "python", "rabbitmq", "packages", "date"):
         assert key in result["machine"], key
     shape = result["results"]["2x8"]
-    expected = {"floor", "dramatiq", "dramatiq_confirm", "ours_sqlite"}
+    expected = {"floor", "dramatiq", "dramatiq_confirm", "ours_sqlite", "ours_sqlite_noinline", "dj_dramatiq_admin"}
     try:
         import celery  # noqa: F401
 
         expected |= {"celery_prefork", "celery_threads"}
+        try:
+            import django_celery_results  # noqa: F401
+
+            expected.add("celery_results")
+        except ImportError:
+            assert "celery_results" in result["config"]["skipped"]
     except ImportError:
         assert result["ratios"]["ours_vs_celery"] is None
         assert "celery_threads" in result["config"]["skipped"]
@@ -53,5 +60,21 @@ def test_bench_smoke_writes_results(tmp_path):
             assert summary["latency_ms"]["n"] > 0 and summary["latency_ms"]["p50"] > 0, key
             assert summary["worker_rss_mb_per_process"]["median"] > 0, key
     assert {t["target"] for t in result["targets"]}
-    check = result["run_store_check"]["ours_sqlite"]
-    assert check["runs_by_status"] == {"succeeded": check["runs_started"]}
+    assert result["ratios"]["rss_vs_django_dramatiq"] > 0
+    for key in ("ours_sqlite", "ours_sqlite_noinline", "ours_sqlite_empty", "ours_sqlite_1m"):
+        check = result["run_store_check"][key]
+        assert check["runs_by_status"] == {"succeeded": check["runs_started"]}, (key, check)
+
+    # The scaling figures, at toy size: every one measured, every fan-in stage started once.
+    scaling = result["scaling"]
+    assert not scaling["errors"], scaling["errors"]
+    for key in ("ours_sqlite", "ours_sqlite_noinline"):
+        assert set(scaling["chains"][key]) == {"3", "10", "30"}, key
+        assert all(f["cpu_ms_per_stage"]["median"] > 0 for f in scaling["chains"][key].values())
+    assert scaling["payload_64k"]["runs_per_s"]["median"] > 0
+    assert len(scaling["fan_out"]) == 2
+    assert all(f["fanin_started_exactly_once"] for f in scaling["fan_out"].values()), scaling["fan_out"]
+    assert scaling["stored_runs"]["stored"]["cpu_ms_per_run"]["median"] > 0
+    assert scaling["stored_runs"]["empty"]["cpu_ms_per_run"]["median"] > 0
+    assert {"chain30_vs_chain3_cpu_per_stage", "fanin_large_vs_small_cpu_per_branch",
+            "stored_vs_empty_cpu_per_run"} <= set(scaling["ratios"])

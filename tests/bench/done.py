@@ -24,8 +24,8 @@ def _channel():
     return channel
 
 
-def signal_done(body: bytes = b"1") -> None:
-    queue = os.environ["BENCH_DONE_QUEUE"]
+def signal_done(body: bytes = b"1", queue: str | None = None) -> None:
+    queue = queue or os.environ["BENCH_DONE_QUEUE"]
     for attempt in (1, 2):
         try:
             _channel().basic_publish(exchange="", routing_key=queue, body=body)

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conn-max-age", type=float, default=None, help="override CONN_MAX_AGE (what-if)")
     p.add_argument("--no-console-log", action="store_true", help="drop the console log handler (what-if)")
     p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--no-group-commit", action="store_true",
+                   help="run the store's operations on this thread (what the profile then sees) instead of the writer thread")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--show-sql", action="store_true", help="print every SQL statement of one run, by step")
     args = p.parse_args(argv)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     from tests.bench.payload import make_payload
 
     call_command("migrate", verbosity=0, interactive=False)
+    if args.no_group_commit:
+        settings.PIPELINE_GROUP_COMMIT = False
     if args.conn_max_age is not None:
         settings.DATABASES["default"]["CONN_MAX_AGE"] = args.conn_max_age
         connection.settings_dict["CONN_MAX_AGE"] = args.conn_max_age

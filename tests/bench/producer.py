@@ -9,9 +9,18 @@ prints goes to stderr):
                                              seconds) persistent messages with pipelined publisher
                                              confirms, then consume and ack them all
                                              -> {"messages", "publish_s", "consume_s"}
-  {"cmd": "check"}                           ours: runs in the run store by status
+  {"cmd": "fanout", "variant": V, "n": N, "warmup": W}   ours: one run of a fan-out pipeline in
+                                             flight at a time: emit, wait for its fan-in stage's
+                                             start-signal and its done-signal, repeat
+                                             -> {"emit_to_fanin_start_ms", "emit_to_done_ms", "fanin_starts"}
+  {"cmd": "check"}                           ours: runs in the run store by status (those made since
+                                             this producer started); peers: their task records
+  {"cmd": "fanin_check", "pipeline": P}      ours: the fan-in stage rows of P's runs (status, attempts)
   {"cmd": "quit"}
-SYSTEM is `dramatiq`, `celery`, `ours` or `floor`; the environment says which queue, broker, database."""
+`produce` and `latency` take an optional "variant" (ours only): which bench pipeline to start
+(`chain_10`, `fanout_100`, `payload_64k`, ...; see VARIANTS), default the 3-stage `bench_noop`.
+SYSTEM is `dramatiq`, `celery`, `celery_results`, `django_dramatiq`, `ours` or `floor`; the
+environment says which queue, broker, database."""
 from __future__ import annotations
 
 import collections
@@ -24,7 +33,7 @@ from typing import Any, Callable
 
 import pika
 
-from tests.bench.payload import make_payload
+from tests.bench.payload import make_big_payload, make_payload
 
 FLOOR_BODY = b"x" * 400  # about the size of one of Dramatiq's stage messages carrying the payload
 
@@ -44,6 +53,17 @@ def setup(system: str) -> tuple[Callable[[dict], Any] | None, dict]:
         from tests.bench import celery_app
 
         return celery_app.trigger, {}
+    if system == "celery_results":
+        from tests.bench import celery_results_app
+
+        return celery_results_app.trigger, {}
+    if system == "django_dramatiq":
+        import django
+
+        django.setup()
+        from tests.bench.djdramatiq import tasks
+
+        return tasks.trigger, {}
     if system == "ours":
         import django
 
@@ -52,8 +72,8 @@ def setup(system: str) -> tuple[Callable[[dict], Any] | None, dict]:
 
         from pipeline import emit
 
-        def trigger(payload: dict) -> None:
-            emit("bench.started", payload, source="bench")
+        def trigger(payload: dict, event_type: str = "bench.started") -> None:
+            emit(event_type, payload, source="bench")
 
         connection.ensure_connection()
         info = {"db_vendor": connection.vendor}
@@ -71,14 +91,78 @@ def setup(system: str) -> tuple[Callable[[dict], Any] | None, dict]:
     raise SystemExit(f"unknown system {system!r}")
 
 
-def produce(trigger: Callable[[dict], Any], n: int, start: int) -> dict:
+# ours: variant -> (event type, payload maker); the pipelines are in tests/bench/benchapp/pipelines.py
+VARIANTS: dict[str, tuple[str, Callable[[int], dict]]] = {
+    **{f"chain_{n}": (f"bench.chain{n}", make_payload) for n in (3, 10, 30)},
+    **{f"fanout_{n}": (f"bench.fanout{n}", make_payload) for n in (10, 100, 1000)},
+    "payload_64k": ("bench.big", make_big_payload),
+}
+
+
+def for_variant(system: str, trigger: Callable[..., Any], variant: str | None) -> tuple[Callable[[dict], Any], Callable]:
+    if not variant:
+        return trigger, make_payload
+    if system != "ours" or variant not in VARIANTS:
+        raise ValueError(f"no variant {variant!r} for {system}")
+    event_type, maker = VARIANTS[variant]
+    return (lambda payload: trigger(payload, event_type)), maker
+
+
+def produce(trigger: Callable[[dict], Any], n: int, start: int, make: Callable[[int], dict] = make_payload) -> dict:
     t0 = time.perf_counter()
     for seq in range(start, start + n):
-        trigger(make_payload(seq))
+        trigger(make(seq))
     return {"seconds": time.perf_counter() - t0}
 
 
-def latency(trigger: Callable[[dict], Any], n: int, warmup: int, timeout: float = 30.0) -> dict:
+def fanout(trigger: Callable[[dict], Any], make: Callable[[int], dict], n: int, warmup: int,
+           timeout: float = 300.0) -> dict:
+    """One fan-out run at a time: the time from emit to its fan-in stage starting (the stage
+    sends its wall-clock start time) and to the run's done-signal. Afterwards listens a little
+    longer, so that a second start of a fan-in stage is counted too."""
+    from tests.bench.benchapp.pipelines import FANIN_QUEUE_SUFFIX
+
+    done_queue = os.environ["BENCH_DONE_QUEUE"]
+    fanin_queue = done_queue + FANIN_QUEUE_SUFFIX
+    connection = pika.BlockingConnection(_broker_params())
+    channel = connection.channel()
+    starts: list[dict] = []
+    dones: list[float] = []
+    for queue in (done_queue, fanin_queue):
+        channel.queue_declare(queue=queue, durable=False, auto_delete=False)
+        channel.queue_purge(queue)
+    channel.basic_consume(fanin_queue, lambda _c, _m, _p, body: starts.append(json.loads(body)), auto_ack=True)
+    channel.basic_consume(done_queue, lambda _c, _m, _p, _b: dones.append(time.time()), auto_ack=True)
+    to_start: list[float] = []
+    to_done: list[float] = []
+    try:
+        for i in range(warmup + n):
+            s0, d0 = len(starts), len(dones)
+            t0 = time.time()
+            trigger(make(30_000_000 + i))
+            while len(starts) <= s0 or len(dones) <= d0:
+                connection.process_data_events(time_limit=0.02)
+                if time.time() - t0 > timeout:
+                    raise TimeoutError(f"fan-out run {i}: {'no fan-in start' if len(starts) <= s0 else 'not done'} "
+                                       f"after {timeout:.0f}s")
+            if i >= warmup:
+                to_start.append((starts[s0]["t"] - t0) * 1000)
+                to_done.append((dones[d0] - t0) * 1000)
+        linger = time.time() + 1.0
+        while time.time() < linger:
+            connection.process_data_events(time_limit=0.1)
+    finally:
+        connection.close()
+    per_run = collections.Counter(s["run_id"] for s in starts)
+    return {"emit_to_fanin_start_ms": to_start, "emit_to_done_ms": to_done, "runs": warmup + n,
+            "fanin_starts": {"runs_started": len(per_run), "total": sum(per_run.values()),
+                             "max_per_run": max(per_run.values(), default=0),
+                             "runs_started_more_than_once": sum(1 for c in per_run.values() if c > 1),
+                             "extra_done_signals": len(dones) - (warmup + n)}}
+
+
+def latency(trigger: Callable[[dict], Any], n: int, warmup: int, timeout: float = 30.0,
+            make: Callable[[int], dict] = make_payload) -> dict:
     queue = os.environ["BENCH_DONE_QUEUE"]
     connection = pika.BlockingConnection(_broker_params())
     channel = connection.channel()
@@ -89,7 +173,7 @@ def latency(trigger: Callable[[dict], Any], n: int, warmup: int, timeout: float 
         messages = channel.consume(queue, auto_ack=True, inactivity_timeout=0.2)
         for i in range(warmup + n):
             t0 = time.perf_counter()
-            trigger(make_payload(10_000_000 + i))
+            trigger(make(10_000_000 + i))
             while True:
                 method, _props, _body = next(messages)
                 if method is not None:
@@ -197,15 +281,55 @@ def floor(messages: int, seconds: float | None = None) -> dict:
         connection.close()
 
 
-def check() -> dict:
+STARTED = time.time()
+
+
+def check(system: str) -> dict:
     from django.db.models import Count
+
+    if system == "celery_results":
+        from django_celery_results.models import TaskResult
+
+        return {"task_results_by_status": dict(TaskResult.objects.values_list("status").annotate(n=Count("id")).order_by())}
+    if system == "django_dramatiq":
+        from django_dramatiq.models import Task
+
+        return {"tasks_by_status": dict(Task.tasks.values_list("status").annotate(n=Count("id")).order_by())}
+    if system != "ours":
+        return {}
+    import datetime as dt
 
     from pipeline.models import Event, Run, StageRun
 
+    # Runs made since this producer started: a store seeded with older runs counts only the bench's.
+    since = dt.datetime.fromtimestamp(STARTED - 600, dt.timezone.utc)
+    runs = Run.objects.filter(created_at__gte=since)
+    by_pipeline: dict[str, dict[str, int]] = {}
+    for pipeline, status, n in runs.values_list("pipeline", "status").annotate(n=Count("id")).order_by():
+        by_pipeline.setdefault(pipeline, {})[status] = n
     return {
-        "runs_by_status": dict(Run.objects.values_list("status").annotate(n=Count("id")).order_by()),
-        "stages_by_status": dict(StageRun.objects.values_list("status").annotate(n=Count("id")).order_by()),
-        "events_unpublished": Event.objects.filter(published_at__isnull=True).count(),
+        "runs_by_status": dict(runs.values_list("status").annotate(n=Count("id")).order_by()),
+        "runs_by_pipeline": by_pipeline,
+        "stages_by_status": dict(StageRun.objects.filter(run__created_at__gte=since).values_list("status")
+                                 .annotate(n=Count("id")).order_by()),
+        "events_unpublished": Event.objects.filter(published_at__isnull=True, occurred_at__gte=since).count(),
+        "runs_before": Run.objects.filter(created_at__lt=since).count() if os.environ.get("BENCH_SEEDED") else 0,
+    }
+
+
+def fanin_check(pipeline: str, stage: str = "join") -> dict:
+    """The fan-in stage of every run of `pipeline`: how many there are, by status and attempts
+    (a fan-in started twice shows as attempts 2, or two rows)."""
+    from django.db.models import Count
+
+    from pipeline.models import Run, StageRun
+
+    rows = StageRun.objects.filter(run__pipeline=pipeline, stage=stage)
+    return {
+        "runs": Run.objects.filter(pipeline=pipeline).count(),
+        "fanin_rows": rows.count(),
+        "fanin_by_status_attempts": {f"{status}/{attempts}": n for status, attempts, n in
+                                     rows.values_list("status", "attempts").annotate(n=Count("id")).order_by()},
     }
 
 
@@ -231,13 +355,21 @@ def main() -> None:
         name = command.get("cmd")
         try:
             if name == "produce":
-                result = produce(trigger, int(command["n"]), int(command.get("start", 0)))
+                fn, make = for_variant(system, trigger, command.get("variant"))
+                result = produce(fn, int(command["n"]), int(command.get("start", 0)), make)
             elif name == "latency":
-                result = latency(trigger, int(command["n"]), int(command.get("warmup", 0)))
+                fn, make = for_variant(system, trigger, command.get("variant"))
+                result = latency(fn, int(command["n"]), int(command.get("warmup", 0)), make=make)
+            elif name == "fanout":
+                fn, make = for_variant(system, trigger, command["variant"])
+                result = fanout(fn, make, int(command["n"]), int(command.get("warmup", 0)),
+                                float(command.get("timeout", 300)))
+            elif name == "fanin_check":
+                result = fanin_check(command["pipeline"])
             elif name == "floor":
                 result = floor(int(command["messages"]), command.get("seconds"))
             elif name == "check":
-                result = check() if system == "ours" else {}
+                result = check(system)
             elif name == "quit":
                 reply({"ok": True})
                 break
