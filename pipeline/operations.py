@@ -71,6 +71,13 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
                 states.move_stage(run.id, stage.name, StageStatus.PENDING, attempts=0, enqueued_at=now,
                                   finished_at=None, message_id="", lease_until=None, parents_remaining=0,
                                   quiet_refusal=True)
+        ready_names = {stage.name for stage in ready}
+        for name, row in rows.items():
+            if name not in ready_names and row.status in (StageStatus.CANCELLED, StageStatus.FAILED):
+                # A fan-in some of whose parents had succeeded: waiting again, its count kept; the
+                # last parent to succeed makes it ready (and publishes it).
+                states.move_stage(run.id, name, StageStatus.PENDING, attempts=0, enqueued_at=None,
+                                  finished_at=None, message_id="", lease_until=None, quiet_refusal=True)
         if not states.move_run(run.id, RunStatus.RUNNING, sources=list(REPLAYABLE), log_name="run.replayed",
                                finished_at=None, error="", duration_ms=None,
                                log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),

@@ -90,6 +90,16 @@ class RunInfo:
         return out
 
 
+# message id -> actor name of the stage a message is running now, when it is not the message's own
+# stage (a linear chain continued inline): what Drain and Heartbeat report as in flight.
+running_inline: dict[str, str] = {}
+
+
+def stage_running(message_id: str, actor_name: str) -> str:
+    """The actor name of the stage the message `message_id` is running now."""
+    return running_inline.get(message_id, actor_name)
+
+
 def runs_ended() -> list[tuple[str, str, str]]:
     """(run id, pipeline, status) of the runs the current message's processing ended, once
     committed. For Dramatiq middleware that acts when a run is over (the benchmark's signal)."""
@@ -113,7 +123,21 @@ def execute_stage(stage: Stage, run_id: str) -> None:
         if claimed is None:
             return
     attempt, results, started_run = claimed
-    carrier = True  # the stage this message was published for (not one continued inline)
+    # Whether this is the stage the message was published for (not one continued inline, nor one
+    # resumed after a redelivery): only then do its retries and dead-lettering use this message.
+    carrier = message is None or stage.actor_name == message.actor_name
+    try:
+        _run_chain(stage, info, message, message_id, attempt, results, started_run, carrier)
+    finally:
+        running_inline.pop(message_id, None)
+
+
+def _run_chain(
+    stage: Stage, info: RunInfo, message: Any, message_id: str, attempt: int, results: dict, started_run: bool,
+    carrier: bool,
+) -> None:
+    if not carrier:
+        running_inline[message_id] = stage.actor_name
     while True:
         structlog.contextvars.bind_contextvars(stage=stage.name, attempt=attempt, event_id=info.event_id,
                                                trace_id=info.trace_id, pipeline=info.pipeline)
@@ -126,6 +150,7 @@ def execute_stage(stage: Stage, run_id: str) -> None:
             return
         stage, results = following
         attempt, carrier = 1, False
+        running_inline[message_id] = stage.actor_name
         _restart_time_limit(stage)
 
 

@@ -133,7 +133,7 @@ class Statements:
             "ON CONFLICT (run_id, stage) DO NOTHING"
         )
         # A linear child continued in the same worker: created already claimed by the message that
-        # carries its parent, unless the run stopped meanwhile (then it is made ready instead).
+        # carries its parent, unless the run stopped meanwhile (then it is not created at all).
         # (PostgreSQL types a SELECT list's parameters as text unless told.)
         cast = ("?::uuid", "?", "?::timestamptz", "?::timestamptz", "?", "?::timestamptz", "?") \
             if d.vendor == "postgresql" else ("?",) * 7

@@ -67,7 +67,8 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-_CLOSE = _Pending(lambda tx: None)
+def _close_marker(tx: Tx) -> None:  # queued by close(): the writer closes its connection
+    return None
 
 
 class GroupCommitWriter:
@@ -94,9 +95,9 @@ class GroupCommitWriter:
 
     def close(self) -> None:
         """Closes the writer's connection once what is queued before has run."""
-        self._queue.put(_CLOSE)
-        _CLOSE.done.wait(10)
-        _CLOSE.done.clear()
+        closing = _Pending(_close_marker)
+        self._queue.put(closing)
+        closing.done.wait(10)
 
     def submit(self, op: Operation) -> None:
         """Runs `op` in a coming batch without waiting (bookkeeping that may be lost in a crash,
@@ -113,7 +114,7 @@ class GroupCommitWriter:
                 # PostgreSQL server counts one connection fewer); the next batch reconnects.
                 self._disconnect()
                 continue
-            if first is _CLOSE:
+            if first.op is _close_marker:
                 self._disconnect()
                 first.done.set()
                 continue
@@ -123,7 +124,14 @@ class GroupCommitWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._execute(batch)
+            closing = [p for p in batch if p.op is _close_marker]
+            if closing:
+                batch = [p for p in batch if p.op is not _close_marker]
+            if batch:
+                self._execute(batch)
+            for pending in closing:
+                self._disconnect()
+                pending.done.set()
 
     def _connect(self) -> Tx:
         if self._tx is None:

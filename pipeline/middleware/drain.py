@@ -21,6 +21,13 @@ from dramatiq.middleware import Middleware
 
 from ..logging import get_logger
 
+
+def stage_running(message_id: str, actor_name: str) -> str:
+    """The stage a message is running now (a linear chain may have moved on from its own)."""
+    from ..runtime import stage_running as running
+
+    return running(message_id, actor_name)
+
 log = get_logger("pipeline.drain")
 
 DEFAULT_GRACE_MS = 600_000  # Dramatiq's default --worker-shutdown-timeout
@@ -71,7 +78,7 @@ class Drain(Middleware):
         with self._lock:
             self._draining_since = time.monotonic()
             self._at_start = set(self._in_flight)
-            running = sorted(actor for actor, _run in self._in_flight.values())
+            running = sorted(stage_running(mid, actor) for mid, (actor, _run) in self._in_flight.items())
         prefetched = _qsize(getattr(worker, "work_queue", None))
         delayed = sum(_qsize(getattr(c, "delay_queue", None)) for c in getattr(worker, "consumers", {}).values())
         log.info(
@@ -98,7 +105,8 @@ class Drain(Middleware):
             # Past the grace period: their messages were never acknowledged, so the broker hands
             # them to another worker once this connection closes, and the stage is claimed again.
             log.warning("worker.drained", **fields, returned_to_queue=[
-                {"actor": actor, "run_id": run_id, "message_id": mid} for mid, (actor, run_id) in sorted(left.items())
+                {"actor": stage_running(mid, actor), "run_id": run_id, "message_id": mid}
+                for mid, (actor, run_id) in sorted(left.items())
             ][:50])
         else:
             log.info("worker.drained", **fields)

@@ -13,6 +13,13 @@ from dramatiq.middleware import Middleware
 
 from ..logging import get_logger
 
+
+def stage_running(message_id: str, actor_name: str) -> str:
+    """The stage a message is running now (a linear chain may have moved on from its own)."""
+    from ..runtime import stage_running as running
+
+    return running(message_id, actor_name)
+
 log = get_logger("pipeline.heartbeat")
 
 # Rows of workers silent for this long are deleted at the next worker start.
@@ -57,7 +64,7 @@ class Heartbeat(Middleware):
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            current = sorted(self._in_flight.values())
+            current = sorted(stage_running(mid, actor) for mid, actor in self._in_flight.items())
             return {"in_flight": len(current), "current": current[:50], "processed": self._processed}
 
     # --- the worker's life --------------------------------------------------------------------

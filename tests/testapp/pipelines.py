@@ -251,3 +251,120 @@ alert_on_failure = Pipeline("alert_on_failure", on="run.failed", of=["fixable"])
 def alert(ctx: StageContext) -> dict:
     _record(ctx)
     return {"failed_run": ctx.event.payload["run_id"], "error": ctx.event.payload["error"]}
+
+
+# --- Linear chains continued inline (tests/test_inline_chains.py). On queues of their own, so the
+# workers those tests start consume nothing else and no other test's worker takes their messages.
+INLINE_QUEUE = "inline_chains"
+INLINE_KILL_QUEUE = "inline_kill"
+
+
+def _sleep_for(seconds: float) -> None:
+    """Sleeps in short steps (a stage's time limit interrupts Python code between steps)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
+@event_type("test.inline_chain")
+class TestInlineChain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fail_times: int = 0  # how many attempts of `chain_middle` fail before one succeeds
+
+
+inline_chain = Pipeline("inline_chain", on="test.inline_chain", queue=INLINE_QUEUE)
+
+
+@inline_chain.stage(retries=0, timeout=30)
+def chain_start(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"n": 1}
+
+
+@inline_chain.stage(retries=2, backoff=(0.1, 0.5), timeout=30)
+def chain_middle(ctx: StageContext) -> dict:
+    _record(ctx)
+    if ctx.attempt <= ctx.event.payload["fail_times"]:
+        raise RuntimeError(f"chain_middle attempt {ctx.attempt} failed on purpose")
+    return {"n": ctx.results["chain_start"]["n"] + 1}
+
+
+@inline_chain.stage(retries=0, timeout=30)
+def chain_end(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"n": ctx.results["chain_middle"]["n"] + 1}
+
+
+@event_type("test.inline_long_stages")
+class TestInlineLongStages(BaseModel):
+    pass
+
+
+# Two stages of 2 s each under a 3 s limit each: the chain takes longer than one stage's limit.
+inline_long_stages = Pipeline("inline_long_stages", on="test.inline_long_stages", queue=INLINE_QUEUE)
+
+
+@inline_long_stages.stage(retries=0, timeout=3)
+def long_first(ctx: StageContext) -> dict:
+    _record(ctx)
+    _sleep_for(2)
+    return {}
+
+
+@inline_long_stages.stage(retries=0, timeout=3)
+def long_second(ctx: StageContext) -> dict:
+    _record(ctx)
+    _sleep_for(2)
+    return {}
+
+
+@event_type("test.inline_tight_child")
+class TestInlineTightChild(BaseModel):
+    pass
+
+
+# A roomy first stage, then a child whose own limit (1 s) is far shorter than its parent's (30 s).
+inline_tight_child = Pipeline("inline_tight_child", on="test.inline_tight_child", queue=INLINE_QUEUE)
+
+
+@inline_tight_child.stage(retries=0, timeout=30)
+def roomy_parent(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
+
+
+@inline_tight_child.stage(retries=0, timeout=1)
+def tight_child(ctx: StageContext) -> dict:
+    _record(ctx)
+    _sleep_for(10)
+    return {}
+
+
+@event_type("test.inline_killable")
+class TestInlineKillable(BaseModel):
+    sleep: float = 30.0  # how long the first attempt of `kill_slow` sleeps (the test kills it meanwhile)
+
+
+inline_killable = Pipeline("inline_killable", on="test.inline_killable", queue=INLINE_KILL_QUEUE)
+
+
+@inline_killable.stage(retries=3, backoff=(0.1, 1), timeout=60)
+def kill_before(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
+
+
+@inline_killable.stage(retries=3, backoff=(0.1, 1), timeout=60)
+def kill_slow(ctx: StageContext) -> dict:
+    _record(ctx)
+    if ctx.attempt == 1:
+        _sleep_for(ctx.event.payload["sleep"])
+    return {"attempt": ctx.attempt}
+
+
+@inline_killable.stage(retries=3, backoff=(0.1, 1), timeout=60)
+def kill_after(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {}
