@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid as _uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import writer
@@ -95,8 +95,12 @@ class SuccessRecord:
         done = Done()
         if self.inline is not None:
             # Claimed for this message right away, unless the run stopped meanwhile.
-            done.inline = tx.execute(q.insert_claimed, (run_key, self.inline.name, when, when, self.message_id,
-                                                        d.dt(self.inline_lease), self.worker, run_key)).rowcount == 1
+            # It starts after its parent finished: a microsecond later, so that every reader that
+            # orders transitions by time (the live stream, the waterfall) sees them in that order.
+            child_start = d.dt(now + timedelta(microseconds=1))
+            done.inline = tx.execute(q.insert_claimed, (run_key, self.inline.name, when, child_start,
+                                                        self.message_id, d.dt(self.inline_lease), self.worker,
+                                                        run_key)).rowcount == 1
             return done
         single = [c for c in self.children if len(c.after) == 1]
         if len(single) == 1:
@@ -146,8 +150,6 @@ class FailureRecord:
     total_ms: float = 0.0
 
     def __call__(self, tx: writer.Tx) -> Failed | None:
-        from datetime import timedelta
-
         q, d = tx.q, tx.d
         run_key = d.uuid(self.info.run_id)
         row = tx.execute(q.attempt_log, (run_key, self.stage.name)).fetchone()

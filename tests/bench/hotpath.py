@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conn-max-age", type=float, default=None, help="override CONN_MAX_AGE (what-if)")
     p.add_argument("--no-console-log", action="store_true", help="drop the console log handler (what-if)")
     p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="runs emitted and handled by this many threads at once (commits per run then show the group commit)")
     p.add_argument("--no-group-commit", action="store_true",
                    help="run the store's operations on this thread (what the profile then sees) instead of the writer thread")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -112,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     BaseDatabaseWrapper._commit = counting_commit
     broker = noop.stages["first"].actor.broker
     original_enqueue = broker.enqueue
-    published: list = []
+    import threading
+
+    local = threading.local()  # each thread handles the messages its own runs publish
 
     def counting_enqueue(message, *, delay=None):
         counts["publishes"] += 1
-        published.append(message)
+        local.published.append(message)
         return original_enqueue(message, delay=delay)
 
     broker.enqueue = counting_enqueue
@@ -130,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     def one_run(seq: int) -> None:
         """Emits, then handles each message the run publishes the way a worker does (the real
         message, with what it carries), until the run publishes no more."""
+        published = local.__dict__.setdefault("published", [])
         t = time.perf_counter()
         emit("bench.started", make_payload(seq), source="bench")
         timings["emit"].append(time.perf_counter() - t)
@@ -169,8 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
-    for i in range(args.runs):
-        one_run(1000 + i)
+    if args.threads == 1:
+        for i in range(args.runs):
+            one_run(1000 + i)
+    else:
+        # Several threads at once, as a worker's threads: what the group commit amortises.
+        def part(k: int) -> None:
+            for i in range(k, args.runs, args.threads):
+                one_run(1000 + i)
+
+        workers = [threading.Thread(target=part, args=(k,)) for k in range(args.threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - t0
@@ -183,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "database": connection.vendor,
         "runs": n,
+        "threads": args.threads,
         "conn_max_age": connection.settings_dict.get("CONN_MAX_AGE"),
         "console_log": not args.no_console_log,
         "ms_per_run_wall": round(elapsed / n * 1000, 3),
@@ -260,7 +278,7 @@ def _cleanup_queue(url: str) -> None:
 
 
 def _format(r: dict) -> str:
-    lines = [f"{r['database']}: {r['runs']} runs in-process, one thread: {r['ms_per_run_wall']} ms per run "
+    lines = [f"{r['database']}: {r['runs']} runs in-process, {r['threads']} thread(s): {r['ms_per_run_wall']} ms per run "
              f"(CONN_MAX_AGE={r['conn_max_age']}, console log {'on' if r['console_log'] else 'off'})",
              "per run: " + ", ".join(f"{k}={v}" for k, v in r["per_run"].items()),
              "log lines per run: " + ", ".join(f"{k}={v}" for k, v in r["log_events_per_run"].items()),

@@ -119,16 +119,28 @@ def produce(trigger: Callable[[dict], Any], n: int, start: int, make: Callable[[
         for seq in range(start, start + n):
             trigger(make(seq))
         return {"seconds": time.perf_counter() - t0}
-    from concurrent.futures import ThreadPoolExecutor
-
     def part(k: int) -> None:
         for seq in range(start + k, start + n, PRODUCER_THREADS):
             trigger(make(seq))
 
-    with ThreadPoolExecutor(PRODUCER_THREADS, thread_name_prefix="producer") as pool:
-        for future in [pool.submit(part, k) for k in range(PRODUCER_THREADS)]:
-            future.result()
+    pool = _pool()
+    for future in [pool.submit(part, k) for k in range(PRODUCER_THREADS)]:
+        future.result()
     return {"seconds": time.perf_counter() - t0}
+
+
+_threads = None
+
+
+def _pool():
+    """The same threads for every measurement: each keeps its broker connection (and database
+    connection), as a web server's threads do."""
+    global _threads
+    if _threads is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _threads = ThreadPoolExecutor(PRODUCER_THREADS, thread_name_prefix="producer")
+    return _threads
 
 
 def fanout(trigger: Callable[[dict], Any], make: Callable[[int], dict], n: int, warmup: int,
