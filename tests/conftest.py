@@ -189,3 +189,14 @@ def _group_commit_writer_closed_at_the_end(django_db_setup):
     from pipeline import writer
 
     writer.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite twice, on SQLite then on PostgreSQL; a test that brings its own
+    database (the multi-host test, the benchmark smoke run) proves nothing more the second time."""
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        return
+    skip = pytest.mark.skip(reason="independent of the run store: run in the SQLite pass of make test")
+    for item in items:
+        if item.get_closest_marker("store_independent"):
+            item.add_marker(skip)

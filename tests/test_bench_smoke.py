@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.broker
+@pytest.mark.store_independent
 @pytest.mark.timeout(120)
 def test_bench_smoke_writes_results(tmp_path):
     out = tmp_path / "latest.json"

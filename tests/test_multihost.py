@@ -29,7 +29,7 @@ import pytest
 
 from tests.conftest import ROOT, ManagedProcess, log_dir, read_log_lines, wait_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.store_independent]
 
 SUBNET = "10.231.7"  # exists only inside the namespaces this test makes
 HOST_A, HOST_B, HOST_C = f"{SUBNET}.1", f"{SUBNET}.2", f"{SUBNET}.3"
