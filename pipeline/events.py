@@ -121,6 +121,12 @@ def _record(
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
         q, d = tx.q, tx.d
         key, when = d.uuid(event_id), d.dt(now)
+        if q.fused and len(runs) == 1 and len(runs[0][1].roots) == 1:  # one statement (PostgreSQL)
+            run_id, pipeline = runs[0]
+            tx.execute(q.emit_one, (key, type_name, d.json(data), when, trace_id, idempotency_key, source,
+                                    d.uuid(run_id), type_name, pipeline.name, trigger, when,
+                                    pipeline.roots[0].name, when))
+            return
         tx.execute(q.insert_event, (key, type_name, d.json(data), when, trace_id, idempotency_key, source))
         if runs:
             tx.executemany(q.insert_run, [(d.uuid(r), key, type_name, p.name, trigger, when) for r, p in runs])

@@ -121,7 +121,7 @@ class Statements:
             "lease_until = NULL, error = '', traceback = '' "
             "WHERE run_id = ? AND stage = ? AND status = 'running' AND message_id = ? AND attempts = ?"
         )
-        _columns = ("run_id, stage, status, attempts, enqueued_at, started_at, message_id, lease_until, worker, "
+        self._columns = _columns = ("run_id, stage, status, attempts, enqueued_at, started_at, message_id, lease_until, worker, "
                     "parents_remaining, result, error, traceback, attempt_log")
         # A child made ready, unless its run stopped meanwhile (a cancelled run gets no new stage).
         ready_cast = ("?::uuid", "?", "?::timestamptz") if d.vendor == "postgresql" else ("?",) * 3
@@ -190,6 +190,59 @@ class Statements:
         self.mark_published = d.sql(
             "UPDATE pipeline_event SET published_at = ?, publish_attempts = publish_attempts + 1 WHERE id = ?"
         )
+
+        # PostgreSQL runs data-modifying statements inside WITH: the commonest pairs of the message
+        # path then take one round trip instead of two (SQLite has no such CTEs, and its
+        # statements cost no round trip anyway). Each later part runs only if the first one did.
+        self.fused = d.vendor == "postgresql"
+        if self.fused:
+            succeed_cte = (
+                "WITH s AS (UPDATE pipeline_stagerun SET status = 'succeeded', result = ?::jsonb, finished_at = ?, "
+                "duration_ms = ?, lease_until = NULL, error = '', traceback = '' "
+                "WHERE run_id = ? AND stage = ? AND status = 'running' AND message_id = ? AND attempts = ? "
+                "RETURNING 1)"
+            )
+            self.succeed_then_claim = d.sql(
+                f"{succeed_cte}, c AS (INSERT INTO pipeline_stagerun ({_columns}) "
+                "SELECT ?::uuid, ?, 'running', 1, ?::timestamptz, ?::timestamptz, ?, ?::timestamptz, ?, 0, NULL, "
+                "'', '', '[]' WHERE EXISTS (SELECT 1 FROM s) "
+                f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
+                "ON CONFLICT (run_id, stage) DO NOTHING RETURNING 1) "
+                "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM c)"
+            )
+            self.succeed_then_ready = d.sql(
+                f"{succeed_cte}, c AS (INSERT INTO pipeline_stagerun ({_columns}) "
+                "SELECT ?::uuid, ?, 'pending', 0, ?::timestamptz, NULL, '', NULL, '', 0, NULL, '', '', '[]' "
+                "WHERE EXISTS (SELECT 1 FROM s) "
+                f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
+                "ON CONFLICT (run_id, stage) DO NOTHING RETURNING 1) "
+                "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM c)"
+            )
+            self.succeed_then_end = d.sql(
+                f"{succeed_cte}, e AS (UPDATE pipeline_run SET status = 'succeeded', finished_at = ?, "
+                f"duration_ms = ?, error = '' WHERE id = ? AND status IN {active} AND EXISTS (SELECT 1 FROM s) "
+                "RETURNING 1) SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM e)"
+            )
+            self.claim_then_start = d.sql(
+                "WITH c AS (UPDATE pipeline_stagerun SET status = 'running', attempts = attempts + 1, "
+                "message_id = ?, lease_until = ?, started_at = ?, worker = ?, next_attempt_at = NULL "
+                "WHERE run_id = ? AND stage = ? AND parents_remaining = 0 "
+                "AND (status IN ('pending', 'retrying') OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
+                f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) RETURNING attempts), "
+                "r AS (UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending' "
+                "AND EXISTS (SELECT 1 FROM c) RETURNING 1) "
+                "SELECT (SELECT attempts FROM c), (SELECT count(*) FROM r)"
+            )
+            self.emit_one = d.sql(
+                "WITH e AS (INSERT INTO pipeline_event (id, type, version, payload, occurred_at, trace_id, "
+                "idempotency_key, source, published_at, publish_attempts) "
+                "VALUES (?, ?, 1, ?::jsonb, ?, ?, ?, ?, NULL, 0) RETURNING id), "
+                "r AS (INSERT INTO pipeline_run (id, event_id, event_type, pipeline, status, trigger, replay_of_id, "
+                "created_at, started_at, finished_at, duration_ms, error) "
+                "SELECT ?, e.id, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '' FROM e RETURNING id) "
+                f"INSERT INTO pipeline_stagerun ({_columns}) "
+                "SELECT r.id, ?, 'pending', 0, ?, NULL, '', NULL, '', 0, NULL, '', '', '[]' FROM r"
+            )
 
     def in_list(self, template: str, n: int, d: Dialect) -> str:
         marks = ", ".join(["%s" if d.vendor == "postgresql" else "?"] * n)

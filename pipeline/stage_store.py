@@ -33,15 +33,23 @@ def claim(
         q, d = tx.q, tx.d
         now = utcnow()
         run_key = d.uuid(info.run_id)
-        rows = tx.execute(q.claim, (message_id, d.dt(lease_until), d.dt(now), worker, run_key, stage.name,
-                                    message_id, d.dt(now), run_key)).fetchall()
-        if not rows:
-            return None
+        params = (message_id, d.dt(lease_until), d.dt(now), worker, run_key, stage.name, message_id, d.dt(now),
+                  run_key)
         started_run = False
-        if root:
-            started_run = tx.execute(q.start_run, (d.dt(now), run_key)).rowcount == 1
-            if started_run:
-                info.started_at = now
+        if root and q.fused:  # the claim and the run's start in one statement
+            attempts, started = tx.execute(q.claim_then_start, (*params, d.dt(now), run_key)).fetchone()
+            if attempts is None:
+                return None
+            rows = [(attempts,)]
+            started_run = started == 1
+        else:
+            rows = tx.execute(q.claim, params).fetchall()
+            if not rows:
+                return None
+            if root:
+                started_run = tx.execute(q.start_run, (d.dt(now), run_key)).rowcount == 1
+        if started_run:
+            info.started_at = now
         if info.started_at is None:  # not carried: a relay's or a replay's message, or a second root
             started, created, _status = tx.execute(q.run_times, (run_key,)).fetchone()
             info.started_at = d.load_dt(started) or d.load_dt(created)
@@ -89,6 +97,10 @@ class SuccessRecord:
         when = d.dt(now)
         run_key = d.uuid(self.info.run_id)
         stage = self.stage
+        if q.fused:
+            fused = self._fused(tx, now, run_key)
+            if fused is not _NOT_FUSED:
+                return fused
         if tx.execute(q.succeed, (self.result_json, when, self.duration_ms, run_key, stage.name, self.message_id,
                                   self.attempt)).rowcount != 1:
             return None
@@ -125,6 +137,37 @@ class SuccessRecord:
             self.total_ms = (now - started).total_seconds() * 1000
             done.finished = tx.execute(q.end_run, ("succeeded", when, self.total_ms, "", run_key)).rowcount == 1
         return done
+
+
+    def _fused(self, tx: writer.Tx, now: datetime, run_key: Any) -> Any:
+        """The success and its one consequence in a single statement (PostgreSQL), for the
+        shapes most stages have: a linear child (inline or published), or the run's only end."""
+        q, d = tx.q, tx.d
+        when = d.dt(now)
+        head = (self.result_json, when, self.duration_ms, run_key, self.stage.name, self.message_id, self.attempt)
+        done = Done()
+        if self.inline is not None:
+            child_start = d.dt(now + timedelta(microseconds=1))
+            succeeded, claimed = tx.execute(q.succeed_then_claim, (
+                *head, run_key, self.inline.name, when, child_start, self.message_id, d.dt(self.inline_lease),
+                self.worker, run_key)).fetchone()
+            done.inline = claimed == 1
+        elif len(self.children) == 1 and len(self.children[0].after) == 1:
+            child = self.children[0]
+            succeeded, created = tx.execute(q.succeed_then_ready, (*head, run_key, child.name, when,
+                                                                   run_key)).fetchone()
+            if created == 1:
+                done.ready.append(child)
+        elif not self.children and len(self.stage.pipeline.sinks) == 1:
+            self.total_ms = (now - (self.info.started_at or now)).total_seconds() * 1000
+            succeeded, ended = tx.execute(q.succeed_then_end, (*head, when, self.total_ms, run_key)).fetchone()
+            done.finished = ended == 1
+        else:
+            return _NOT_FUSED
+        return done if succeeded == 1 else None
+
+
+_NOT_FUSED = object()
 
 
 @dataclass
