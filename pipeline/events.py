@@ -4,10 +4,10 @@ An emitted event is written together with its runs in the caller's transaction (
 its first stages are published only after that transaction commits."""
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, Callable, TypeVar
 
+import orjson
 import pydantic
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -55,7 +55,7 @@ def validate(type_name: str, payload: Any) -> dict[str, Any]:
             type_name,
             [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]} for e in exc.errors()],
         ) from None
-    size = len(json.dumps(data, separators=(",", ":")).encode())
+    size = len(orjson.dumps(data))  # compact JSON, UTF-8 bytes
     limit = conf.get("PIPELINE_MAX_PAYLOAD_BYTES")
     if size > limit:
         raise PayloadTooLarge(size, limit)
@@ -151,7 +151,7 @@ def _record(
         log.info("event.deduplicated", event_id=str(first), event_type=type_name, idempotency_key=idempotency_key)
         return str(first)
     event_id_text = str(event_id)
-    payload_size = len(json.dumps(data, separators=(",", ":")))
+    payload_size = len(orjson.dumps(data))
     info_on_commit(
         log,
         "event.emitted",

@@ -280,7 +280,7 @@ def writer() -> GroupCommitWriter:
     if _writer is None or _writer_pid != os.getpid():
         with _writer_lock:
             if _writer is None or _writer_pid != os.getpid():
-                _writer = GroupCommitWriter(router.db_for_write(_model()))
+                _writer = GroupCommitWriter(_alias())
                 _writer_pid = os.getpid()
     return _writer
 
@@ -291,6 +291,17 @@ def close() -> None:
         _writer.close()
 
 
+_store_alias: str | None = None
+
+
+def _alias() -> str:
+    """The database the run store lives in (the router's answer does not change at run time)."""
+    global _store_alias
+    if _store_alias is None:
+        _store_alias = router.db_for_write(_model())
+    return _store_alias
+
+
 def _model() -> Any:
     from .models import StageRun
 
@@ -299,7 +310,7 @@ def _model() -> Any:
 
 def run_direct(op: Operation) -> Any:
     """Runs `op` on this thread's Django connection, inside its current transaction if any."""
-    connection = connections[router.db_for_write(_model())]
+    connection = connections[_alias()]
     with transaction.atomic(using=connection.alias):
         raw = connection.connection
         dialect = dialect_for(connection.vendor)
@@ -313,13 +324,13 @@ def run_direct(op: Operation) -> Any:
 
 def in_transaction() -> bool:
     """Whether this thread's Django connection is inside a transaction (then writes join it)."""
-    return connections[router.db_for_write(_model())].in_atomic_block
+    return connections[_alias()].in_atomic_block
 
 
 def run(op: Operation) -> Any:
     """Runs `op` durably: in the group-commit writer, or on the caller's connection when the
     caller is inside a transaction (its writes must commit or roll back with the caller's)."""
-    connection = connections[router.db_for_write(_model())]
+    connection = connections[_alias()]
     if connection.in_atomic_block or not _group_commit_enabled():
         return run_direct(op)
     return writer().run(op)
@@ -327,7 +338,7 @@ def run(op: Operation) -> Any:
 
 def submit(op: Operation) -> None:
     """Runs `op` later, in a batch, without waiting for it."""
-    connection = connections[router.db_for_write(_model())]
+    connection = connections[_alias()]
     if connection.in_atomic_block or not _group_commit_enabled():
         transaction.on_commit(lambda: run_direct(op), using=connection.alias)
         return
