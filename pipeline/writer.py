@@ -85,6 +85,7 @@ class GroupCommitWriter:
         self._tx: Tx | None = None
         self._checkpointer: threading.Thread | None = None
         self._lock_fd: int | None = None
+        self._lock_path = _lock_path(connections.settings[alias])
         self._thread = threading.Thread(target=self._loop, name="pipeline-group-commit", daemon=True)
         self._thread.start()
 
@@ -122,17 +123,24 @@ class GroupCommitWriter:
                 self._disconnect()
                 first.done.release()
                 continue
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            closing = [p for p in batch if p.op is _close_marker]
-            if closing:
-                batch = [p for p in batch if p.op is not _close_marker]
-            if batch:
-                self._execute(batch)
+            # The batch is gathered once the cross-process lock is ours (SQLite), so everything
+            # handed over while other processes held it goes into this one transaction.
+            self._lock()
+            closing: list[_Pending] = []
+            try:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                closing = [p for p in batch if p.op is _close_marker]
+                if closing:
+                    batch = [p for p in batch if p.op is not _close_marker]
+                if batch:
+                    self._execute(batch)
+            finally:
+                self._unlock()
             for pending in closing:
                 self._disconnect()
                 pending.done.release()
@@ -144,17 +152,11 @@ class GroupCommitWriter:
             dialect = dialect_for(wrapper.vendor)
             if wrapper.vendor == "sqlite":
                 wrapper.connection.execute("PRAGMA busy_timeout = 0")  # see _begin
-                self._open_lock_file(wrapper.settings_dict["NAME"])
                 # Most of the WAL checkpointing moves out of the commit path (see _checkpoints).
                 self._start_checkpoints()
             self._wrapper = wrapper
             self._tx = Tx(dialect.prepare(wrapper.connection), dialect, statements_for(wrapper.vendor))
         return self._tx
-
-    def _open_lock_file(self, name: Any) -> None:
-        path = str(name)
-        if self._lock_fd is None and path and ":memory:" not in path and not path.startswith("file:"):
-            self._lock_fd = os.open(path + "-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def _start_checkpoints(self) -> None:
         if self._checkpointer is None:
@@ -218,8 +220,6 @@ class GroupCommitWriter:
         if tx.d.vendor != "sqlite":
             tx.cursor.execute(tx.d.begin)
             return
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         delay, deadline = 0.00005, time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
         while True:
             try:
@@ -227,14 +227,27 @@ class GroupCommitWriter:
                 return
             except Exception as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                    self._unlock()
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.0005)
 
+    def _lock(self) -> None:
+        """SQLite: the writers of all processes queue on an flock(2) of a lock file beside the
+        database, and the kernel wakes the next one the moment it is free (see _begin)."""
+        try:
+            if self._lock_fd is None and self._lock_path is not None:
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        except OSError:  # no lock file (its folder went away): SQLite's own lock still holds
+            self._lock_fd = None
+
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            except OSError:
+                self._lock_fd = None
 
     def _transaction(self, ops: list[Operation]) -> list[Any]:
         try:
@@ -252,8 +265,6 @@ class GroupCommitWriter:
             except BaseException:
                 self._disconnect()
             raise
-        finally:
-            self._unlock()
         counters["commits"] += 1
         counters["batches"] += 1
         return results
@@ -289,6 +300,15 @@ def close() -> None:
     """Closes this process's writer connection, if any (tests, before their database is dropped)."""
     if _writer is not None and _writer_pid == os.getpid():
         _writer.close()
+
+
+def _lock_path(settings_dict: dict) -> str | None:
+    if "sqlite" not in settings_dict.get("ENGINE", ""):
+        return None
+    name = str(settings_dict.get("NAME") or "")
+    if not name or ":memory:" in name or name.startswith("file:"):
+        return None
+    return name + "-writer.lock"
 
 
 _store_alias: str | None = None
