@@ -116,6 +116,8 @@ def _record(
     event_id = uuid.uuid4()
     now = timezone.now()
     runs = [(uuid.uuid4(), p) for p in pipelines]
+    payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
+    payload_text, payload_size = payload_json.decode(), len(payload_json)
 
     def write(tx: writer.Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
@@ -123,11 +125,11 @@ def _record(
         key, when = d.uuid(event_id), d.dt(now)
         if q.fused and len(runs) == 1 and len(runs[0][1].roots) == 1:  # one statement (PostgreSQL)
             run_id, pipeline = runs[0]
-            tx.execute(q.emit_one, (key, type_name, d.json(data), when, trace_id, idempotency_key, source,
+            tx.execute(q.emit_one, (key, type_name, payload_text, when, trace_id, idempotency_key, source,
                                     d.uuid(run_id), type_name, pipeline.name, trigger, when,
                                     pipeline.roots[0].name, when))
             return
-        tx.execute(q.insert_event, (key, type_name, d.json(data), when, trace_id, idempotency_key, source))
+        tx.execute(q.insert_event, (key, type_name, payload_text, when, trace_id, idempotency_key, source))
         if runs:
             tx.executemany(q.insert_run, [(d.uuid(r), key, type_name, p.name, trigger, when) for r, p in runs])
             tx.executemany(q.insert_root, [(d.uuid(r), s.name, when) for r, p in runs for s in p.roots])
@@ -151,7 +153,6 @@ def _record(
         log.info("event.deduplicated", event_id=str(first), event_type=type_name, idempotency_key=idempotency_key)
         return str(first)
     event_id_text = str(event_id)
-    payload_size = len(orjson.dumps(data))
     info_on_commit(
         log,
         "event.emitted",

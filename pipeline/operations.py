@@ -77,7 +77,9 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
                 # A fan-in some of whose parents had succeeded: waiting again, its count kept; the
                 # last parent to succeed makes it ready (and publishes it).
                 states.move_stage(run.id, name, StageStatus.PENDING, attempts=0, enqueued_at=None,
-                                  finished_at=None, message_id="", lease_until=None, quiet_refusal=True)
+                                  finished_at=None, message_id="", lease_until=None, quiet_refusal=True,
+                                  log_fields={"pipeline": run.pipeline, "reason": "replayed: waits for its other parents",
+                                              "parents_remaining": row.parents_remaining})
         if not states.move_run(run.id, RunStatus.RUNNING, sources=list(REPLAYABLE), log_name="run.replayed",
                                finished_at=None, error="", duration_ms=None,
                                log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),

@@ -31,7 +31,9 @@ from dramatiq.middleware.threading import Interrupt
 from . import conf, outcomes, stage_store, states, writer
 from .context import EventView, StageContext
 from .definitions import Stage
+from .inflight import running_inline
 from .logging import get_logger, redact_text
+from .middleware.drain import draining
 from .models import StageStatus
 from .publisher import publish_ready
 from .sql import now as utcnow
@@ -88,16 +90,6 @@ class RunInfo:
             if size <= budget:
                 out["results"] = results
         return out
-
-
-# message id -> actor name of the stage a message is running now, when it is not the message's own
-# stage (a linear chain continued inline): what Drain and Heartbeat report as in flight.
-running_inline: dict[str, str] = {}
-
-
-def stage_running(message_id: str, actor_name: str) -> str:
-    """The actor name of the stage the message `message_id` is running now."""
-    return running_inline.get(message_id, actor_name)
 
 
 def runs_ended() -> list[tuple[str, str, str]]:
@@ -191,8 +183,6 @@ def _inline_child(stage: Stage, children: list[Stage]) -> Stage | None:
     child = children[0]
     if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name:
         return None
-    from .middleware.drain import draining
-
     return None if draining() else child
 
 
@@ -207,16 +197,7 @@ def _succeeded(
         duration_ms=duration_ms, children=children, inline=inline, worker=WORKER_ID,
         inline_lease=_lease(inline) if inline is not None else None,
     )
-    may_end = not children
-    if may_end and outcomes.wanted("run.succeeded", pipeline.name):
-        # Someone listens to this pipeline's outcome: the outcome event is written in the same
-        # transaction as the run's end, on this thread's connection.
-        with transaction.atomic():
-            done = writer.run_direct(record)
-            if done is not None and done.finished:
-                outcomes.emit_outcome(info.run_id, "succeeded", pipeline.name)
-    else:
-        done = writer.run(record)
+    done = _write(record, info, "succeeded" if not children else None, lambda d: d.finished)
     if done is None:
         return None  # another message took the stage over; it records the outcome
     log.info("stage.succeeded", attempt=attempt, duration_ms=round(duration_ms, 3), outcome="succeeded")
@@ -235,6 +216,19 @@ def _succeeded(
     if done.inline:
         return inline, {stage.name: result}
     return None
+
+
+def _write(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> Any:
+    """Writes an outcome record through the group commit; when it may end the run and someone
+    listens to this pipeline's outcome, on this thread's connection instead, so the outcome event
+    is written in the same transaction as the run's end."""
+    if may_end_as is None or not outcomes.wanted(f"run.{may_end_as}", info.pipeline):
+        return writer.run(record)
+    with transaction.atomic():
+        done = writer.run_direct(record)
+        if done and ended(done):
+            outcomes.emit_outcome(info.run_id, may_end_as, info.pipeline)
+    return done
 
 
 def _failed(
@@ -256,13 +250,7 @@ def _failed(
     )
     canonical = {"attempt": attempt, "duration_ms": round(duration_ms, 3), "error_type": type(exc).__name__,
                  "error": error, "max_attempts": stage.retries + 1}
-    if final and outcomes.wanted("run.failed", info.pipeline):
-        with transaction.atomic():
-            done = writer.run_direct(record)
-            if done and done.run_ended:
-                outcomes.emit_outcome(info.run_id, "failed", info.pipeline)
-    else:
-        done = writer.run(record)
+    done = _write(record, info, "failed" if final else None, lambda d: d.run_ended)
     if not done:
         return  # another message took the stage over; it records the outcome
     if not final:

@@ -42,6 +42,10 @@ class Dialect:
     def load_json(self, value: Any) -> Any:
         return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
+    def load_uuid(self, value: Any) -> str:
+        """A UUID read back from the store, as text with dashes (how ids travel and are logged)."""
+        return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+
     def load_dt(self, value: Any) -> datetime | None:
         if value is None or isinstance(value, datetime):
             return value if value is None or value.tzinfo else value.replace(tzinfo=_UTC)
@@ -95,60 +99,69 @@ def now() -> datetime:
 
 
 class Statements:
-    """The text of every statement of the message path, for one dialect (compiled once)."""
+    """The text of every statement of the message path, for one dialect (compiled once).
+
+    Written with `?` (converted for PostgreSQL by `Dialect.sql`); the fused PostgreSQL forms at
+    the end are made of the same pieces, so a statement is written in one place only."""
 
     def __init__(self, d: Dialect) -> None:
         j = d.json_param()
-        active = "('pending', 'running')"
-        self.claim = d.sql(
+        pg = d.vendor == "postgresql"
+        run_active = "EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN ('pending', 'running'))"
+        self._columns = columns = (
+            "run_id, stage, status, attempts, enqueued_at, started_at, message_id, lease_until, worker, "
+            "parents_remaining, result, error, traceback, attempt_log"
+        )
+        # (PostgreSQL types a SELECT list's parameters as text unless told.)
+        uuid_, ts = ("?::uuid", "?::timestamptz") if pg else ("?", "?")
+
+        claim = (
             "UPDATE pipeline_stagerun SET status = 'running', attempts = attempts + 1, message_id = ?, "
             "lease_until = ?, started_at = ?, worker = ?, next_attempt_at = NULL "
             "WHERE run_id = ? AND stage = ? AND parents_remaining = 0 "
             "AND (status IN ('pending', 'retrying') OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
-            f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
-            "RETURNING attempts"
+            f"AND {run_active} RETURNING attempts"
         )
-        self.start_run = d.sql(
-            "UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'"
-        )
-        self.run_times = d.sql("SELECT started_at, created_at, status FROM pipeline_run WHERE id = ?")
-        self.event_fields = d.sql(
-            "SELECT e.id, e.type, e.payload, e.occurred_at, e.trace_id "
-            "FROM pipeline_run r JOIN pipeline_event e ON e.id = r.event_id WHERE r.id = ?"
-        )
-        self.succeed = d.sql(
+        start_run = "UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'"
+        succeed = (
             f"UPDATE pipeline_stagerun SET status = 'succeeded', result = {j}, finished_at = ?, duration_ms = ?, "
             "lease_until = NULL, error = '', traceback = '' "
             "WHERE run_id = ? AND stage = ? AND status = 'running' AND message_id = ? AND attempts = ?"
         )
-        self._columns = _columns = ("run_id, stage, status, attempts, enqueued_at, started_at, message_id, lease_until, worker, "
-                    "parents_remaining, result, error, traceback, attempt_log")
-        # A child made ready, unless its run stopped meanwhile (a cancelled run gets no new stage).
-        ready_cast = ("?::uuid", "?", "?::timestamptz") if d.vendor == "postgresql" else ("?",) * 3
-        self.insert_ready = d.sql(
-            f"INSERT INTO pipeline_stagerun ({_columns}) "
-            f"SELECT {ready_cast[0]}, {ready_cast[1]}, 'pending', 0, {ready_cast[2]}, NULL, '', NULL, '', 0, NULL, "
-            "'', '', '[]' "
-            f"WHERE EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
-            "ON CONFLICT (run_id, stage) DO NOTHING"
+        # A child made ready, unless its run stopped meanwhile (a cancelled run gets no new stage);
+        # `{guard}` lets the fused form add "and only if the parent's success was recorded".
+        insert_ready = (
+            f"INSERT INTO pipeline_stagerun ({columns}) "
+            f"SELECT {uuid_}, ?, 'pending', 0, {ts}, NULL, '', NULL, '', 0, NULL, '', '', '[]' "
+            f"WHERE {{guard}}{run_active} ON CONFLICT (run_id, stage) DO NOTHING"
         )
         # A linear child continued in the same worker: created already claimed by the message that
         # carries its parent, unless the run stopped meanwhile (then it is not created at all).
-        # (PostgreSQL types a SELECT list's parameters as text unless told.)
-        cast = ("?::uuid", "?", "?::timestamptz", "?::timestamptz", "?", "?::timestamptz", "?") \
-            if d.vendor == "postgresql" else ("?",) * 7
-        self.insert_claimed = d.sql(
-            f"INSERT INTO pipeline_stagerun ({_columns}) "
-            f"SELECT {cast[0]}, {cast[1]}, 'running', 1, {cast[2]}, {cast[3]}, {cast[4]}, {cast[5]}, {cast[6]}, "
-            "0, NULL, '', '', '[]' "
-            f"WHERE EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
-            "ON CONFLICT (run_id, stage) DO NOTHING"
+        insert_claimed = (
+            f"INSERT INTO pipeline_stagerun ({columns}) "
+            f"SELECT {uuid_}, ?, 'running', 1, {ts}, {ts}, ?, {ts}, ?, 0, NULL, '', '', '[]' "
+            f"WHERE {{guard}}{run_active} ON CONFLICT (run_id, stage) DO NOTHING"
         )
+        end_run = (
+            "UPDATE pipeline_run SET status = ?, finished_at = ?, duration_ms = ?, error = ? "
+            "WHERE id = ? AND status IN ('pending', 'running'){guard}"
+        )
+
+        self.claim = d.sql(claim)
+        self.start_run = d.sql(start_run)
+        self.run_times = d.sql("SELECT started_at, created_at FROM pipeline_run WHERE id = ?")
+        self.event_fields = d.sql(
+            "SELECT e.id, e.type, e.payload, e.occurred_at, e.trace_id "
+            "FROM pipeline_run r JOIN pipeline_event e ON e.id = r.event_id WHERE r.id = ?"
+        )
+        self.succeed = d.sql(succeed)
+        self.insert_ready = d.sql(insert_ready.format(guard=""))
+        self.insert_claimed = d.sql(insert_claimed.format(guard=""))
         # A fan-in counts its parents down: the first parent to finish creates the row with the
         # others still to come, each later one decrements it, and the one reaching zero makes it
         # ready. The row lock of the upsert orders racing parents, on every backend.
         self.count_down = d.sql(
-            f"INSERT INTO pipeline_stagerun ({_columns}) "
+            f"INSERT INTO pipeline_stagerun ({columns}) "
             "VALUES (?, ?, 'pending', 0, ?, NULL, '', NULL, '', ?, NULL, '', '', '[]') "
             "ON CONFLICT (run_id, stage) DO UPDATE SET "
             "parents_remaining = pipeline_stagerun.parents_remaining - 1, "
@@ -157,12 +170,8 @@ class Statements:
             "RETURNING parents_remaining"
         )
         self.parent_results = d.sql("SELECT stage, result FROM pipeline_stagerun WHERE run_id = ? AND stage IN ({})")
-        self.end_run = d.sql(
-            "UPDATE pipeline_run SET status = ?, finished_at = ?, duration_ms = ?, error = ? "
-            "WHERE id = ? AND status IN ('pending', 'running')"
-        )
-        self.lock_run = d.sql("SELECT status FROM pipeline_run WHERE id = ?" + (
-            " FOR UPDATE" if d.vendor == "postgresql" else ""))
+        self.end_run = d.sql(end_run.format(guard=""))
+        self.lock_run = d.sql("SELECT status FROM pipeline_run WHERE id = ?" + (" FOR UPDATE" if pg else ""))
         self.sinks_succeeded = d.sql(
             "SELECT count(*) FROM pipeline_stagerun WHERE run_id = ? AND status = 'succeeded' AND stage IN ({})"
         )
@@ -172,19 +181,18 @@ class Statements:
             "duration_ms = ?, lease_until = NULL, next_attempt_at = ? "
             "WHERE run_id = ? AND stage = ? AND status = 'running' AND message_id = ? AND attempts = ?"
         )
-        self.held_by = d.sql(
-            "SELECT stage FROM pipeline_stagerun WHERE run_id = ? AND message_id = ? AND status = 'running'"
-        )
-        self.insert_event = d.sql(
+        insert_event = (
             "INSERT INTO pipeline_event (id, type, version, payload, occurred_at, trace_id, idempotency_key, source, "
             f"published_at, publish_attempts) VALUES (?, ?, 1, {j}, ?, ?, ?, ?, NULL, 0)"
         )
+        run_columns = ("id, event_id, event_type, pipeline, status, trigger, replay_of_id, created_at, "
+                       "started_at, finished_at, duration_ms, error")
+        self.insert_event = d.sql(insert_event)
         self.insert_run = d.sql(
-            "INSERT INTO pipeline_run (id, event_id, event_type, pipeline, status, trigger, replay_of_id, created_at, "
-            "started_at, finished_at, duration_ms, error) VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '')"
+            f"INSERT INTO pipeline_run ({run_columns}) VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '')"
         )
         self.insert_root = d.sql(
-            f"INSERT INTO pipeline_stagerun ({_columns}) "
+            f"INSERT INTO pipeline_stagerun ({columns}) "
             "VALUES (?, ?, 'pending', 0, ?, NULL, '', NULL, '', 0, NULL, '', '', '[]')"
         )
         self.mark_published = d.sql(
@@ -194,53 +202,30 @@ class Statements:
         # PostgreSQL runs data-modifying statements inside WITH: the commonest pairs of the message
         # path then take one round trip instead of two (SQLite has no such CTEs, and its
         # statements cost no round trip anyway). Each later part runs only if the first one did.
-        self.fused = d.vendor == "postgresql"
-        if self.fused:
-            succeed_cte = (
-                "WITH s AS (UPDATE pipeline_stagerun SET status = 'succeeded', result = ?::jsonb, finished_at = ?, "
-                "duration_ms = ?, lease_until = NULL, error = '', traceback = '' "
-                "WHERE run_id = ? AND stage = ? AND status = 'running' AND message_id = ? AND attempts = ? "
-                "RETURNING 1)"
-            )
+        # Parameters: those of the first statement, then those of the second.
+        self.fused = pg
+        if pg:
+            after_s = "EXISTS (SELECT 1 FROM s) AND "
+            both = "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM c)"
             self.succeed_then_claim = d.sql(
-                f"{succeed_cte}, c AS (INSERT INTO pipeline_stagerun ({_columns}) "
-                "SELECT ?::uuid, ?, 'running', 1, ?::timestamptz, ?::timestamptz, ?, ?::timestamptz, ?, 0, NULL, "
-                "'', '', '[]' WHERE EXISTS (SELECT 1 FROM s) "
-                f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
-                "ON CONFLICT (run_id, stage) DO NOTHING RETURNING 1) "
-                "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM c)"
+                f"WITH s AS ({succeed} RETURNING 1), c AS ({insert_claimed.format(guard=after_s)} RETURNING 1) {both}"
             )
             self.succeed_then_ready = d.sql(
-                f"{succeed_cte}, c AS (INSERT INTO pipeline_stagerun ({_columns}) "
-                "SELECT ?::uuid, ?, 'pending', 0, ?::timestamptz, NULL, '', NULL, '', 0, NULL, '', '', '[]' "
-                "WHERE EXISTS (SELECT 1 FROM s) "
-                f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) "
-                "ON CONFLICT (run_id, stage) DO NOTHING RETURNING 1) "
-                "SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM c)"
+                f"WITH s AS ({succeed} RETURNING 1), c AS ({insert_ready.format(guard=after_s)} RETURNING 1) {both}"
             )
             self.succeed_then_end = d.sql(
-                f"{succeed_cte}, e AS (UPDATE pipeline_run SET status = 'succeeded', finished_at = ?, "
-                f"duration_ms = ?, error = '' WHERE id = ? AND status IN {active} AND EXISTS (SELECT 1 FROM s) "
-                "RETURNING 1) SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM e)"
+                f"WITH s AS ({succeed} RETURNING 1), "
+                f"c AS ({end_run.format(guard=' AND EXISTS (SELECT 1 FROM s)')} RETURNING 1) {both}"
             )
             self.claim_then_start = d.sql(
-                "WITH c AS (UPDATE pipeline_stagerun SET status = 'running', attempts = attempts + 1, "
-                "message_id = ?, lease_until = ?, started_at = ?, worker = ?, next_attempt_at = NULL "
-                "WHERE run_id = ? AND stage = ? AND parents_remaining = 0 "
-                "AND (status IN ('pending', 'retrying') OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
-                f"AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active}) RETURNING attempts), "
-                "r AS (UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending' "
-                "AND EXISTS (SELECT 1 FROM c) RETURNING 1) "
+                f"WITH c AS ({claim}), r AS ({start_run} AND EXISTS (SELECT 1 FROM c) RETURNING 1) "
                 "SELECT (SELECT attempts FROM c), (SELECT count(*) FROM r)"
             )
             self.emit_one = d.sql(
-                "WITH e AS (INSERT INTO pipeline_event (id, type, version, payload, occurred_at, trace_id, "
-                "idempotency_key, source, published_at, publish_attempts) "
-                "VALUES (?, ?, 1, ?::jsonb, ?, ?, ?, ?, NULL, 0) RETURNING id), "
-                "r AS (INSERT INTO pipeline_run (id, event_id, event_type, pipeline, status, trigger, replay_of_id, "
-                "created_at, started_at, finished_at, duration_ms, error) "
+                f"WITH e AS ({insert_event} RETURNING id), "
+                f"r AS (INSERT INTO pipeline_run ({run_columns}) "
                 "SELECT ?, e.id, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '' FROM e RETURNING id) "
-                f"INSERT INTO pipeline_stagerun ({_columns}) "
+                f"INSERT INTO pipeline_stagerun ({columns}) "
                 "SELECT r.id, ?, 'pending', 0, ?, NULL, '', NULL, '', 0, NULL, '', '', '[]' FROM r"
             )
 

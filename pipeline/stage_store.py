@@ -7,7 +7,6 @@ a claim takes a pending or retrying stage, or a running one whose lease ran out 
 very message held; an outcome is recorded only by the claim that still holds the stage."""
 from __future__ import annotations
 
-import uuid as _uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,12 +50,12 @@ def claim(
         if started_run:
             info.started_at = now
         if info.started_at is None:  # not carried: a relay's or a replay's message, or a second root
-            started, created, _status = tx.execute(q.run_times, (run_key,)).fetchone()
+            started, created = tx.execute(q.run_times, (run_key,)).fetchone()
             info.started_at = d.load_dt(started) or d.load_dt(created)
         if info.payload is None or info.event_type is None or info.occurred_at is None:
             event_id, type_, payload, occurred, trace_id = tx.execute(q.event_fields, (run_key,)).fetchone()
             info.event_type, info.payload, info.occurred_at = type_, d.load_json(payload), d.load_dt(occurred)
-            info.event_id = info.event_id or str(event_id if len(str(event_id)) != 32 else _uuid.UUID(event_id))
+            info.event_id = info.event_id or d.load_uuid(event_id)
             info.trace_id = info.trace_id or trace_id
         got = results or {}
         if need_results:
@@ -160,7 +159,8 @@ class SuccessRecord:
                 done.ready.append(child)
         elif not self.children and len(self.stage.pipeline.sinks) == 1:
             self.total_ms = (now - (self.info.started_at or now)).total_seconds() * 1000
-            succeeded, ended = tx.execute(q.succeed_then_end, (*head, when, self.total_ms, run_key)).fetchone()
+            succeeded, ended = tx.execute(q.succeed_then_end, (*head, "succeeded", when, self.total_ms, "",
+                                                                 run_key)).fetchone()
             done.finished = ended == 1
         else:
             return _NOT_FUSED

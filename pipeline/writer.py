@@ -119,10 +119,6 @@ class GroupCommitWriter:
                 # PostgreSQL server counts one connection fewer); the next batch reconnects.
                 self._disconnect()
                 continue
-            if first.op is _close_marker:
-                self._disconnect()
-                first.done.release()
-                continue
             # The batch is gathered once the cross-process lock is ours (SQLite), so everything
             # handed over while other processes held it goes into this one transaction.
             self._lock()
@@ -174,8 +170,12 @@ class GroupCommitWriter:
 
         path = connections[self.alias].settings_dict["NAME"]
         conn = None
+        seen = -1
         while True:
             time.sleep(CHECKPOINT_INTERVAL_SECONDS)
+            if counters["batches"] == seen:
+                continue  # nothing written since the last checkpoint
+            seen = counters["batches"]
             try:
                 if conn is None:
                     conn = sqlite3.connect(str(path), timeout=0, isolation_level=None, check_same_thread=False)
@@ -212,11 +212,9 @@ class GroupCommitWriter:
             pending.done.release()
 
     def _begin(self, tx: Tx) -> None:
-        """BEGIN. On SQLite the writers of all processes first queue on an flock(2) of a lock
-        file beside the database: the kernel wakes the next one the moment the lock is free.
-        SQLite's own busy handler sleeps 5, 10, 25... 100 ms between tries, far longer than a
-        batch holds the lock; with two worker processes and a producer, that sleeping was most
-        of the time a run took. Other connections (the ORM's) still meet the busy handler."""
+        """BEGIN. On SQLite the writer already holds the lock file (`_lock`), so the write lock
+        is normally free; another connection (the ORM's) may still hold it for a moment, so it is
+        retried in steps of at most 0.5 ms rather than left to SQLite's busy handler."""
         if tx.d.vendor != "sqlite":
             tx.cursor.execute(tx.d.begin)
             return
@@ -233,7 +231,9 @@ class GroupCommitWriter:
 
     def _lock(self) -> None:
         """SQLite: the writers of all processes queue on an flock(2) of a lock file beside the
-        database, and the kernel wakes the next one the moment it is free (see _begin)."""
+        database, and the kernel wakes the next one the moment it is free. SQLite's own busy
+        handler sleeps 5, 10, 25... 100 ms between tries, far longer than a batch holds the lock:
+        with two worker processes and a producer, that sleeping was most of the time a run took."""
         try:
             if self._lock_fd is None and self._lock_path is not None:
                 self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -273,16 +273,12 @@ class GroupCommitWriter:
 _writer: GroupCommitWriter | None = None
 _writer_pid = 0
 _writer_lock = threading.Lock()
-_enabled: bool | None = None
 
 
 def _group_commit_enabled() -> bool:
-    global _enabled
-    if _enabled is None:
-        from . import conf
+    from . import conf
 
-        _enabled = bool(conf.get("PIPELINE_GROUP_COMMIT"))
-    return _enabled
+    return bool(conf.get("PIPELINE_GROUP_COMMIT"))
 
 
 def writer() -> GroupCommitWriter:

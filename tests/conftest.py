@@ -129,13 +129,16 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 
 
 def start_worker(
-    database_url: str, name: str = "worker", processes: int = 2, threads: int = 8, queue: str = STAGE_QUEUE
+    database_url: str, name: str = "worker", processes: int = 2, threads: int = 8, queue: str = STAGE_QUEUE,
+    own_log: bool = False,
 ) -> ManagedProcess:
+    """A real `rundramatiq` on `queue`; with `own_log`, its JSON lines go to `<log dir>/<name>.jsonl`."""
+    extra = {"PIPELINE_PROCESS": name} if own_log else {}
     process = ManagedProcess(
         name,
         [PYTHON, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads),
          "--worker-shutdown-timeout", "5000", "--queues", queue],
-        child_env(database_url),
+        child_env(database_url, **extra),
     )
     try:
         wait_for(lambda: (queue_state(queue) or (0, 0))[1] >= processes, 60, f"{name} to consume from {queue}")

@@ -28,7 +28,7 @@ from pipeline.middleware import drain
 from pipeline.models import Run, StageRun
 from pipeline.operations import cancel, replay
 from pipeline.runtime import RunInfo, _inline_child, _lease, _not_claimed
-from tests.conftest import PYTHON, ManagedProcess, child_env, purge_queues, queue_state, read_log_lines, wait_for
+from tests.conftest import ManagedProcess, purge_queues, read_log_lines, start_worker, wait_for
 from tests.testapp.models import SideEffect
 from tests.testapp.pipelines import INLINE_KILL_QUEUE, INLINE_QUEUE
 
@@ -266,18 +266,7 @@ def test_a_cancelled_run_replayed_after_one_parent_of_its_fan_in_succeeded_still
 
 def start_queue_worker(database_url: str, name: str, queue: str, threads: int = 4) -> ManagedProcess:
     """One worker process consuming only `queue`, its JSON lines in `<log dir>/<name>.jsonl`."""
-    process = ManagedProcess(
-        name,
-        [PYTHON, "manage.py", "rundramatiq", "--processes", "1", "--threads", str(threads),
-         "--worker-shutdown-timeout", "5000", "--queues", queue],
-        child_env(database_url, PIPELINE_PROCESS=name),
-    )
-    try:
-        wait_for(lambda: (queue_state(queue) or (0, 0))[1] >= 1, 60, f"{name} to consume from {queue}")
-    except AssertionError:
-        process.stop()
-        raise AssertionError(f"{name} did not start; its output:\n{process.output()[-3000:]}")
-    return process
+    return start_worker(database_url, name, processes=1, threads=threads, queue=queue, own_log=True)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,8 @@ from typing import Any
 
 from dramatiq.middleware import Middleware
 
+from ..inflight import stage_running
 from ..logging import get_logger
-
-
-def stage_running(message_id: str, actor_name: str) -> str:
-    """The stage a message is running now (a linear chain may have moved on from its own)."""
-    from ..runtime import stage_running as running
-
-    return running(message_id, actor_name)
 
 log = get_logger("pipeline.heartbeat")
 
