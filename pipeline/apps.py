@@ -11,8 +11,9 @@ class PipelineConfig(AppConfig):
         # django-dramatiq finds tasks.py: the web process needs them to start runs, workers to run them.
         from django.utils.module_loading import autodiscover_modules
 
-        from . import outcomes  # noqa: F401  (registers the run.* outcome event schemas)
+        from . import conf, outcomes  # noqa: F401  (outcomes registers the run.* outcome event schemas)
         from .definitions import registry
 
+        conf.get("PIPELINE_INLINE_CHAINS")  # a bad value stops every process at start, not each message
         autodiscover_modules("pipelines")
         registry.validate()

@@ -5,6 +5,7 @@ import os
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: dict[str, Any] = {
     "PIPELINE_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
@@ -25,12 +26,28 @@ DEFAULTS: dict[str, Any] = {
     "PIPELINE_GROUP_COMMIT": True,
     # A stage whose only child is ready runs that child in the same worker thread right after
     # its outcome is committed (one broker message per linear chain, not per stage).
-    "PIPELINE_INLINE_CHAINS": os.environ.get("PIPELINE_INLINE_CHAINS", "1") not in ("0", "false", "no", ""),
+    "PIPELINE_INLINE_CHAINS": None,  # from the environment variable of that name (see _env_flag)
     # Stage messages carry the event's payload and the parents' results up to this size
     # (JSON bytes), so a stage reads nothing it could be handed; larger ones are read from the store.
     "PIPELINE_MESSAGE_CARRY_BYTES": 8192,
 }
 
 
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable; anything else is refused, naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return _FLAGS[raw.strip().lower()]
+    except KeyError:
+        raise ImproperlyConfigured(f"{name}={raw!r}: use 1 or 0 (or true/false, yes/no, on/off)") from None
+
+
 def get(name: str) -> Any:
+    if name == "PIPELINE_INLINE_CHAINS" and not hasattr(settings, name):
+        return _env_flag(name, True)
     return getattr(settings, name, DEFAULTS[name])

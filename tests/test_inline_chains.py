@@ -15,6 +15,7 @@ import dataclasses
 import signal
 import threading
 import types
+from pathlib import Path
 
 import orjson
 import pytest
@@ -409,3 +410,28 @@ def test_a_worker_killed_mid_chain_is_resumed_by_the_redelivered_message_from_th
         "kill_before": ("succeeded", 1), "kill_slow": ("succeeded", 2), "kill_after": ("succeeded", 1)}
     ran = [stage for stage in SideEffect.objects.filter(run_id=str(run_id)).values_list("stage", flat=True)]
     assert sorted(ran) == ["kill_after", "kill_before", "kill_slow", "kill_slow"]
+
+
+def test_the_inline_chains_switch_reads_yes_and_no_and_refuses_anything_else_naming_the_variable(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pipeline import conf
+
+    for value, expected in (("0", False), ("off", False), ("1", True), ("Yes", True)):
+        monkeypatch.setenv("PIPELINE_INLINE_CHAINS", value)
+        assert conf.get("PIPELINE_INLINE_CHAINS") is expected
+    monkeypatch.setenv("PIPELINE_INLINE_CHAINS", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"PIPELINE_INLINE_CHAINS='maybe': use 1 or 0"):
+        conf.get("PIPELINE_INLINE_CHAINS")
+
+
+def test_a_process_started_with_a_bad_inline_chains_value_stops_at_once_saying_why():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PIPELINE_INLINE_CHAINS": "maybe", "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    done = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode != 0
+    assert "PIPELINE_INLINE_CHAINS='maybe'" in done.stderr
