@@ -314,5 +314,5 @@ def test_gunicorn_with_this_configuration_answers_probes_and_sums_metrics_over_i
                 os.killpg(gunicorn.pid, signal.SIGKILL)
                 gunicorn.wait(10)
         purge_queues("pipeline")  # the orders' runs: their rows go with this test's database
-    assert gunicorn.returncode == 0
+    assert gunicorn.returncode == 0, (tmp_path / "gunicorn.err").read_text(errors="replace")[-3000:]
     assert not (tmp_path / "prom").exists(), "gunicorn left its metrics directory behind"
