@@ -123,16 +123,14 @@ def _record(
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
         q, d = tx.q, tx.d
         key, when = d.uuid(event_id), d.dt(now)
-        if q.fused and len(runs) == 1 and len(runs[0][1].roots) == 1:  # one statement (PostgreSQL)
-            run_id, pipeline = runs[0]
-            tx.execute(q.emit_one, (key, type_name, payload_text, when, trace_id, idempotency_key, source,
-                                    d.uuid(run_id), type_name, pipeline.name, trigger, when,
-                                    pipeline.roots[0].name, when))
-            return
-        tx.execute(q.insert_event, (key, type_name, payload_text, when, trace_id, idempotency_key, source))
-        if runs:
-            tx.executemany(q.insert_run, [(d.uuid(r), key, type_name, p.name, trigger, when) for r, p in runs])
-            tx.executemany(q.insert_root, [(d.uuid(r), s.name, when) for r, p in runs for s in p.roots])
+        # Nothing here is read back: the rows go into the batch's multi-row INSERTs.
+        tx.insert_later(q.event_head, q.event_row, (key, type_name, payload_text, when, trace_id, idempotency_key,
+                                                      source))
+        for r, p in runs:
+            run_key = d.uuid(r)
+            tx.insert_later(q.run_head, q.run_row, (run_key, key, type_name, p.name, trigger, when))
+            for s in p.roots:
+                tx.insert_later(q.root_head, q.root_row, (run_key, s.name, when))
 
     # Inside the caller's transaction, the rows commit (or roll back) with the caller's work;
     # otherwise they go in the process's next group commit, shared with other threads' emits.

@@ -187,16 +187,16 @@ class Statements:
         )
         run_columns = ("id, event_id, event_type, pipeline, status, trigger, replay_of_id, created_at, "
                        "started_at, finished_at, duration_ms, error")
-        self.insert_event = d.sql(insert_event)
-        self.insert_run = d.sql(
-            f"INSERT INTO pipeline_run ({run_columns}) VALUES (?, ?, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '')"
-        )
-        self.insert_root = d.sql(
-            f"INSERT INTO pipeline_stagerun ({columns}) "
-            "VALUES (?, ?, 'pending', 0, ?, NULL, '', NULL, '', 0, NULL, '', '', '[]')"
-        )
-        self.mark_published = d.sql(
-            "UPDATE pipeline_event SET published_at = ?, publish_attempts = publish_attempts + 1 WHERE id = ?"
+        # What emit writes and publishing marks, for `Tx.insert_later`/`update_later` (several rows
+        # in one statement): written with `?`, converted when run.
+        self.event_head = insert_event.split("VALUES ")[0] + "VALUES "
+        self.event_row = "(" + insert_event.split("VALUES (")[1]
+        self.run_head = f"INSERT INTO pipeline_run ({run_columns}) VALUES "
+        self.run_row = "(?, ?, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '')"
+        self.root_head = f"INSERT INTO pipeline_stagerun ({columns}) VALUES "
+        self.root_row = "(?, ?, 'pending', 0, ?, NULL, '', NULL, '', 0, NULL, '', '', '[]')"
+        self.mark_published_in = (
+            "UPDATE pipeline_event SET published_at = ?, publish_attempts = publish_attempts + 1 WHERE id IN ({})"
         )
 
         # PostgreSQL runs data-modifying statements inside WITH: the commonest pairs of the message
@@ -220,13 +220,6 @@ class Statements:
             self.claim_then_start = d.sql(
                 f"WITH c AS ({claim}), r AS ({start_run} AND EXISTS (SELECT 1 FROM c) RETURNING 1) "
                 "SELECT (SELECT attempts FROM c), (SELECT count(*) FROM r)"
-            )
-            self.emit_one = d.sql(
-                f"WITH e AS ({insert_event} RETURNING id), "
-                f"r AS (INSERT INTO pipeline_run ({run_columns}) "
-                "SELECT ?, e.id, ?, ?, 'pending', ?, NULL, ?, NULL, NULL, NULL, '' FROM e RETURNING id) "
-                f"INSERT INTO pipeline_stagerun ({columns}) "
-                "SELECT r.id, ?, 'pending', 0, ?, NULL, '', NULL, '', 0, NULL, '', '', '[]' FROM r"
             )
 
     def in_list(self, template: str, n: int, d: Dialect) -> str:

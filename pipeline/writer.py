@@ -26,6 +26,8 @@ from django.db import connections, router, transaction
 from .sql import Dialect, Statements, dialect_for, statements_for
 
 MAX_BATCH = 256
+GATHER_SECONDS = 0.001
+GATHER_POLL_SECONDS = 0.0001
 IDLE_CLOSE_SECONDS = 5.0
 SQLITE_LOCK_WAIT_SECONDS = 30.0
 CHECKPOINT_INTERVAL_SECONDS = 0.2
@@ -34,15 +36,21 @@ CHECKPOINT_INTERVAL_SECONDS = 0.2
 counters = {"statements": 0, "commits": 0, "batches": 0}
 
 
-class Tx:
-    """What an operation sees: `execute` on the batch's cursor, and the backend's statements."""
+DEFERRED_ROWS_PER_STATEMENT = 200
 
-    __slots__ = ("cursor", "d", "q")
+
+class Tx:
+    """What an operation sees: `execute` on the batch's cursor, the backend's statements, and
+    `insert_later`/`update_later` for writes whose outcome the operation does not need to read."""
+
+    __slots__ = ("cursor", "d", "q", "_inserts", "_updates")
 
     def __init__(self, cursor: Any, dialect: Dialect, statements: Statements) -> None:
         self.cursor = cursor
         self.d = dialect
         self.q = statements
+        self._inserts: dict[tuple[str, str], list[tuple]] = {}
+        self._updates: dict[str, tuple[tuple, list[Any]]] = {}
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         counters["statements"] += 1
@@ -53,18 +61,86 @@ class Tx:
         self.cursor.executemany(sql, rows)  # psycopg returns None, sqlite3 the cursor
         return self.cursor
 
+    def insert_later(self, head: str, row_marks: str, row: tuple) -> None:
+        """An INSERT run once for the whole batch, as one multi-row statement per table, just
+        before the commit: `head` is "INSERT INTO t (cols) VALUES ", `row_marks` "(?, ?, ...)".
+        Why: each statement lets go of the GIL and must get it back while the database's write
+        lock is held (see `_gather`); ten emits in a batch then cost one statement, not ten.
+        Tables are written in the order first asked (events before their runs). A failing row
+        fails the batch, whose operations are then run one by one: the error reaches its own."""
+        self._inserts.setdefault((head, row_marks), []).append(row)
+
+    def update_later(self, template: str, params: tuple, key: Any) -> None:
+        """`template` with `{}` for an IN list of keys, run once for the batch with the `params`
+        of the first caller (e.g. one timestamp for every event marked published)."""
+        pending = self._updates.get(template)
+        if pending is None:
+            self._updates[template] = (params, [key])
+        else:
+            pending[1].append(key)
+
+    def flush(self) -> None:
+        """Runs the deferred writes (called before the commit)."""
+        inserts, self._inserts = self._inserts, {}
+        if self.d.vendor == "postgresql" and len(inserts) > 1 and all(
+                len(rows) <= DEFERRED_ROWS_PER_STATEMENT for rows in inserts.values()):
+            # One round trip: every INSERT in one statement (WITH i0 AS (INSERT ...), ... INSERT ...);
+            # the foreign keys between them are checked at commit (Django makes them deferrable).
+            parts = [head + ", ".join([marks] * len(rows)) for (head, marks), rows in inserts.items()]
+            text = "WITH " + ", ".join(f"i{n} AS ({part})" for n, part in enumerate(parts[:-1])) + " " + parts[-1]
+            self.execute(_sql(self.d, text), [value for rows in inserts.values() for row in rows for value in row])
+            inserts = {}
+        for (head, marks), rows in inserts.items():
+            for i in range(0, len(rows), DEFERRED_ROWS_PER_STATEMENT):
+                chunk = rows[i:i + DEFERRED_ROWS_PER_STATEMENT]
+                self.execute(_sql(self.d, head + ", ".join([marks] * len(chunk))),
+                             [value for row in chunk for value in row])
+        updates, self._updates = self._updates, {}
+        for template, (params, keys) in updates.items():
+            for i in range(0, len(keys), DEFERRED_ROWS_PER_STATEMENT):
+                chunk = keys[i:i + DEFERRED_ROWS_PER_STATEMENT]
+                self.execute(_sql(self.d, template.format(", ".join(["?"] * len(chunk)))), (*params, *chunk))
+
+    def discard(self) -> None:
+        self._inserts, self._updates = {}, {}
+
+
+_SQL_TEXTS: dict[tuple[str, str], str] = {}
+
+
+def _sql(d: Dialect, text: str) -> str:
+    """A deferred statement's text in the backend's placeholders (a few distinct sizes recur)."""
+    key = (d.vendor, text)
+    converted = _SQL_TEXTS.get(key)
+    if converted is None:
+        if len(_SQL_TEXTS) > 4096:
+            _SQL_TEXTS.clear()
+        converted = _SQL_TEXTS[key] = d.sql(text)
+    return converted
+
 
 Operation = Callable[[Tx], Any]
+
+# What each thread running a stage message is doing (thread id -> BUSY | IN_USER_CODE | WAITING):
+# the writer starts a batch once no thread is BUSY in engine code, i.e. about to hand it an
+# operation (see `_gather`). Threads that run no stage message (web requests) are not listed.
+BUSY, IN_USER_CODE, WAITING = 1, 2, 3
+activity: dict[int, int] = {}
+
+
+def _no_thread_about_to_write() -> bool:
+    return BUSY not in activity.values()
 
 
 class _Pending:
     """An operation handed over, and the lock its thread waits on (held until the writer is done
     with it: the cheapest hand-over CPython has, cheaper than an Event's condition variable)."""
 
-    __slots__ = ("op", "done", "result", "error")
+    __slots__ = ("op", "done", "result", "error", "thread")
 
-    def __init__(self, op: Operation) -> None:
+    def __init__(self, op: Operation, thread: int = 0) -> None:
         self.op = op
+        self.thread = thread
         self.done = threading.Lock()
         self.done.acquire()
         self.result: Any = None
@@ -91,9 +167,15 @@ class GroupCommitWriter:
 
     def run(self, op: Operation) -> Any:
         """Runs `op` in the next batch; returns its result once the batch has committed."""
-        pending = _Pending(op)
+        thread = threading.get_ident()
+        pending = _Pending(op, thread)
+        doing = activity.get(thread)
+        if doing is not None:
+            activity[thread] = WAITING
         self._queue.put(pending)
         pending.done.acquire()
+        if doing == IN_USER_CODE:  # a stage's own code writing (an emit): still in user code
+            activity[thread] = IN_USER_CODE
         if pending.error is not None:
             raise pending.error
         return pending.result
@@ -119,12 +201,13 @@ class GroupCommitWriter:
                 # PostgreSQL server counts one connection fewer); the next batch reconnects.
                 self._disconnect()
                 continue
-            # The batch is gathered once the cross-process lock is ours (SQLite), so everything
-            # handed over while other processes held it goes into this one transaction.
+            batch = self._gather(first)
+            # The rest of the batch is gathered once the cross-process lock is ours (SQLite), so
+            # everything handed over while other processes held it goes into this transaction.
             self._lock()
             closing: list[_Pending] = []
+            done: list[_Pending] = []
             try:
-                batch = [first]
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -134,12 +217,37 @@ class GroupCommitWriter:
                 if closing:
                     batch = [p for p in batch if p.op is not _close_marker]
                 if batch:
-                    self._execute(batch)
+                    done = self._execute(batch)
             finally:
                 self._unlock()
+            # Woken only now: a woken thread competes for the GIL, and the lock other processes
+            # queue on must not wait for this thread to get it back.
+            for pending in done:
+                if pending.thread in activity:
+                    activity[pending.thread] = BUSY  # before it wakes: see `_gather`
+                pending.done.release()
             for pending in closing:
                 self._disconnect()
                 pending.done.release()
+
+    def _gather(self, first: _Pending) -> list[_Pending]:
+        """Waits (at most GATHER_SECONDS) until every thread of this process that is in engine
+        code has handed over its operation. Why: while the writer holds the database's write lock
+        (which other processes queue on), each statement lets go of the GIL and must get it back;
+        woken threads running Python meanwhile made a batch hold the lock ~4x its own CPU time.
+        Once they all wait on this batch, it runs nearly alone, and is larger."""
+        batch = [first]
+        if _no_thread_about_to_write():
+            return batch
+        deadline = time.monotonic() + GATHER_SECONDS
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get(timeout=GATHER_POLL_SECONDS))
+            except queue.Empty:
+                pass
+            if _no_thread_about_to_write() or time.monotonic() >= deadline:
+                break
+        return batch
 
     def _connect(self) -> Tx:
         if self._tx is None:
@@ -193,15 +301,16 @@ class GroupCommitWriter:
             except Exception:
                 pass
 
-    def _execute(self, batch: list[_Pending]) -> None:
+    def _execute(self, batch: list[_Pending]) -> list[_Pending]:
+        """Runs a batch; returns its operations, their results set, for the caller to wake."""
         try:
             results = self._transaction([p.op for p in batch])
         except BaseException:
             self._one_by_one(batch)
-            return
+            return []
         for pending, result in zip(batch, results):
             pending.result = result
-            pending.done.release()
+        return batch
 
     def _one_by_one(self, batch: list[_Pending]) -> None:
         for pending in batch:
@@ -258,8 +367,10 @@ class GroupCommitWriter:
             raise
         try:
             results = [op(tx) for op in ops]
+            tx.flush()
             tx.cursor.execute("COMMIT")
         except BaseException:
+            tx.discard()
             try:
                 tx.cursor.execute("ROLLBACK")
             except BaseException:
@@ -332,7 +443,9 @@ def run_direct(op: Operation) -> Any:
         dialect = dialect_for(connection.vendor)
         cursor = raw.cursor()
         try:
-            result = op(Tx(cursor, dialect, statements_for(connection.vendor)))
+            tx = Tx(cursor, dialect, statements_for(connection.vendor))
+            result = op(tx)
+            tx.flush()
         finally:
             cursor.close()
     return result

@@ -371,3 +371,79 @@ def test_on_sqlite_a_batch_waits_for_a_write_lock_another_connection_holds(own_w
     assert results == ["waited-for-the-lock"]
     assert set(Switch.objects.values_list("name", flat=True)) == {"written-by-the-other-connection",
                                                                   "waited-for-the-lock"}
+
+
+def test_emits_of_one_batch_are_written_as_one_insert_per_table(monkeypatch):
+    monkeypatch.setattr(pipeline.publisher, "publish_first_stages", lambda *args, **kwargs: True)
+    emits, event_ids = 6, []
+    target = writer.writer()
+    gate = Gate().hold(target)
+    threads = in_threads(emits, lambda i: event_ids.append(emit("test.started", {"value": i})))
+    wait_for(lambda: queued(target) >= emits, 30, "every emit to queue behind the gate")
+    statements_before = writer.counters["statements"]
+    gate.opened.set()
+    join_all(threads)
+
+    # Events, runs, first stages: one multi-row INSERT each (PostgreSQL: all three in one statement).
+    assert writer.counters["statements"] - statements_before == (1 if connection.vendor == "postgresql" else 3)
+    assert Event.objects.filter(id__in=event_ids).count() == emits
+    assert StageRun.objects.filter(run__event_id__in=event_ids, stage="first", status="pending").count() == emits
+
+
+def test_an_emit_whose_idempotency_key_is_taken_gets_the_first_event_and_the_rest_of_its_batch_is_stored(
+        monkeypatch):
+    monkeypatch.setattr(pipeline.publisher, "publish_first_stages", lambda *args, **kwargs: True)
+    first = emit("test.started", {"value": 0}, idempotency_key="order-7")
+    outcomes: dict[str, str] = {}
+    target = writer.writer()
+    gate = Gate().hold(target)
+    plan = [("fresh-1", None), ("repeat", "order-7"), ("fresh-2", None), ("fresh-3", "order-8")]
+    threads = []
+    for n, (name, key) in enumerate(plan, start=1):
+        threads += in_threads(1, lambda _, name=name, key=key: outcomes.__setitem__(
+            name, emit("test.started", {"value": n}, idempotency_key=key)))
+        wait_for(lambda n=n: queued(target) >= n, 10, f"{name} to queue")
+    gate.opened.set()
+    join_all(threads)
+
+    assert outcomes["repeat"] == first
+    fresh = [outcomes["fresh-1"], outcomes["fresh-2"], outcomes["fresh-3"]]
+    assert len(set(fresh)) == 3 and first not in fresh
+    assert Event.objects.count() == 4 and Run.objects.count() == 4
+
+
+def test_the_writer_waits_for_a_stage_thread_about_to_hand_over_its_write_and_commits_both_at_once(own_writer,
+                                                                                                     monkeypatch):
+    monkeypatch.setattr(writer, "GATHER_SECONDS", 30.0)
+    stage_thread_busy, other_committed = threading.Event(), threading.Event()
+    results = []
+
+    def stage_thread(_: int) -> None:
+        # A thread running a stage message, still in engine code (about to record an outcome).
+        writer.activity[threading.get_ident()] = writer.BUSY
+        try:
+            stage_thread_busy.set()
+            assert not other_committed.wait(0.3)
+            results.append(own_writer.run(insert_switch("from-the-stage-thread")))
+        finally:
+            writer.activity.pop(threading.get_ident(), None)
+
+    batches_before = writer.counters["batches"]
+    busy = in_threads(1, stage_thread)
+    assert stage_thread_busy.wait(10)
+    other = in_threads(1, lambda _: (results.append(own_writer.run(insert_switch("from-elsewhere"))),
+                                     other_committed.set()))
+    join_all(busy + other)
+
+    assert sorted(results) == ["from-elsewhere", "from-the-stage-thread"]
+    assert writer.counters["batches"] - batches_before == 1  # one transaction for both
+
+
+def test_a_stage_thread_busy_elsewhere_delays_a_batch_only_for_a_moment(own_writer, monkeypatch):
+    monkeypatch.setattr(writer, "GATHER_SECONDS", 0.05)
+    writer.activity[-1] = writer.BUSY  # a stage thread that does not hand anything over
+    try:
+        assert own_writer.run(insert_switch("not-held-up")) == "not-held-up"
+    finally:
+        writer.activity.pop(-1, None)
+    assert Switch.objects.filter(name="not-held-up").exists()
