@@ -102,14 +102,16 @@ def test_a_client_that_disconnects_mid_run_resumes_with_last_event_id_without_mi
 
 def test_the_shop_streams_an_orders_fulfilment_with_the_order_status(live_worker, live_server):
     order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}], "total_cents": 100}
-    order_id = requests.post(f"{live_server.url}/shop/orders", json=order, timeout=10).json()["order_id"]
-    with requests.get(f"{live_server.url}/shop/orders/{order_id}/events", stream=True, timeout=30) as response:
+    order_url = requests.post(f"{live_server.url}/shop/orders", json=order, timeout=10).json()["order_url"]
+    with requests.get(f"{live_server.url}{order_url}/events", stream=True, timeout=30) as response:
         assert response.status_code == 200
         events = read_events(response)
-    assert [e["event"] for e in events][-1] == "run.succeeded"
-    assert events[-1]["data"]["order_status"] == "fulfilled"
+    assert [e["event"] for e in events][-2:] == ["run.succeeded", "order.fulfilled"]  # the run's end, then the order's
+    assert events[-2]["data"]["order_status"] == "fulfilled"
+    assert events[-1]["data"] | {"at": None} == {"key": "order:fulfilled", "type": "order.fulfilled", "at": None,
+                                                  "order_status": "fulfilled", "reason": None, "run_id": events[0]["data"]["run_id"]}
     assert {e["data"]["stage"] for e in events if "stage" in e["data"]} == {"reserve_stock", "charge_payment", "ship_order"}
-    snapshot = requests.get(f"{live_server.url}/shop/orders/{order_id}.json", timeout=10).json()
+    snapshot = requests.get(f"{live_server.url}{order_url}.json", timeout=10).json()
     assert snapshot["status"] == "fulfilled"
     assert [s["status"] for s in snapshot["runs"][0]["stages"]] == ["succeeded"] * 3
 
@@ -120,6 +122,7 @@ def test_the_run_stream_needs_a_token_and_an_existing_run(live_server, api_token
     missing = requests.get(url, headers={"Authorization": f"Bearer {api_token}"}, timeout=10)
     assert missing.status_code == 404 and "no run" in missing.json()["error"]
     assert requests.get(f"{live_server.url}/shop/orders/999999/events", timeout=10).status_code == 404
+    assert requests.get(f"{live_server.url}/shop/orders/{'A' * 22}/events", timeout=10).status_code == 404
 
 
 def test_an_idle_stream_holds_no_database_connection_between_polls(transactional_db):
@@ -172,13 +175,13 @@ def test_the_stream_works_under_the_development_server_and_gunicorn_threads(live
 
         placed = wait_for(post, 30, f"{server} to answer")
         assert placed.status_code == 201, placed.text
-        order_id = placed.json()["order_id"]
-        with requests.get(f"{base}/shop/orders/{order_id}/events", stream=True, timeout=30) as response:
+        order_url = placed.json()["order_url"]
+        with requests.get(f"{base}{order_url}/events", stream=True, timeout=30) as response:
             assert response.status_code == 200
             events = read_events(response)
-        assert events[0]["event"] == "run.started" and events[-1]["event"] == "run.succeeded"
+        assert events[0]["event"] == "run.started" and events[-1]["event"] == "order.fulfilled"
         assert events[-1]["data"]["order_status"] == "fulfilled"
-        assert len({e["id"] for e in events}) == len(events) == 8  # run + 3 stages x 2 + run end
+        assert len({e["id"] for e in events}) == len(events) == 9  # run + 3 stages x 2 + run end + order end
     finally:
         web.stop()
 

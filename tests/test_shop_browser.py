@@ -53,7 +53,9 @@ def test_an_order_placed_on_the_shop_page_is_seen_reaching_fulfilled_without_a_r
     place_order_through_the_form(page, live_server.url)
     page.wait_for_url(f"{live_server.url}/shop/orders/*")
     order = Order.objects.get(customer_email="grace@example.com")
-    assert page.url == f"{live_server.url}/shop/orders/{order.pk}"
+    assert page.url == f"{live_server.url}/shop/orders/{order.public_token}"  # its unguessable link
+    expect(page.locator("#customer-email")).to_have_text("g***@example.com")
+    assert "grace@example.com" not in page.content()
     assert order.items == [{"sku": "LAMP-7", "quantity": 2}] and order.total_cents == 5900
     expect(page.locator("#order-status")).to_have_text("placed")  # as rendered: nothing has run yet
     expect(page.locator("#live-mode")).to_have_text("live")  # following the order over EventSource
