@@ -116,6 +116,56 @@ def test_the_shop_streams_an_orders_fulfilment_with_the_order_status(live_worker
     assert [s["status"] for s in snapshot["runs"][0]["stages"]] == ["succeeded"] * 3
 
 
+def test_the_shop_stream_of_an_order_whose_payment_exhausts_its_retries_ends_with_the_order_failed_and_why(
+    live_worker, live_server, settings
+):
+    from web.shop.models import Order
+
+    order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}],
+             "total_cents": settings.SHOP_FAILING_TOTAL_CENTS}  # every charge_payment attempt fails
+    placed = requests.post(f"{live_server.url}/shop/orders", json=order, timeout=10).json()
+    with requests.get(f"{live_server.url}{placed['order_url']}/events", stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        events = read_events(response)  # ends by itself, after the order's own ending
+    assert [e["event"] for e in events][-3:] == ["stage.failed", "run.failed", "order.failed"]
+    charge = [e["data"] for e in events if e["data"].get("stage") == "charge_payment"]
+    assert [c["type"] for c in charge if c["type"] != "stage.started"] == ["stage.retrying"] * 5 + ["stage.failed"]
+    assert charge[-1]["error"] == "ConnectionError: payment provider timed out"  # the run keeps the technical error
+    ending = events[-1]["data"]
+    assert ending["key"] == "order:failed" and ending["order_status"] == "failed"
+    assert ending["reason"].startswith("We could not take your payment") and "ConnectionError" not in ending["reason"]
+    snapshot = requests.get(f"{live_server.url}{placed['order_url']}.json", timeout=10).json()
+    assert snapshot["status"] == "failed" and snapshot["failure_reason"] == ending["reason"]
+    assert Order.objects.get(pk=placed["order_id"]).status == "failed"
+    # A reconnect after the order's end: nothing left, 204 stops EventSource.
+    again = requests.get(f"{live_server.url}{placed['order_url']}/events", headers={"Last-Event-ID": events[-1]["id"]},
+                         timeout=10)
+    assert again.status_code == 204
+
+
+def test_a_cancelled_fulfilment_sets_its_order_failed_with_the_reason(live_worker, live_server, api_token, settings):
+    from pipeline.models import Run, StageRun
+    from web.shop.models import Order
+
+    order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}],
+             "total_cents": settings.SHOP_FAILING_TOTAL_CENTS}
+    placed = requests.post(f"{live_server.url}/shop/orders", json=order, timeout=10).json()
+    run = wait_for(lambda: Run.objects.filter(event_id=placed["event_id"], pipeline="fulfil_order").first(), 10,
+                   "the fulfilment run")
+    wait_for(lambda: StageRun.objects.filter(run=run, stage="charge_payment", attempts__gte=1).exists(), 20,
+             "charge_payment to be retrying")
+    cancelled = requests.post(f"{live_server.url}/api/runs/{run.id}/cancel",
+                              headers={"Authorization": f"Bearer {api_token}"}, timeout=10)
+    assert cancelled.status_code == 202
+    with requests.get(f"{live_server.url}{placed['order_url']}/events", stream=True, timeout=60) as response:
+        events = read_events(response)
+    assert [e["event"] for e in events][-1] == "order.failed"
+    assert "run.cancelled" in [e["event"] for e in events]
+    assert events[-1]["data"]["reason"] == "Your order was cancelled before it was completed. You have not been charged."
+    saved = Order.objects.get(pk=placed["order_id"])
+    assert saved.status == "failed" and saved.failure_reason == events[-1]["data"]["reason"]
+
+
 def test_the_run_stream_needs_a_token_and_an_existing_run(live_server, api_token, transactional_db):
     url = f"{live_server.url}/api/runs/00000000-0000-0000-0000-000000000000/events"
     assert requests.get(url, timeout=10).status_code == 401
