@@ -27,8 +27,14 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000").split(",")
 worker_class = "gthread"
 workers = _int("GUNICORN_WORKERS", max(2, os.cpu_count() or 1))
 threads = _int("GUNICORN_THREADS", 8)
-# A request that takes longer than this is killed (the worker is restarted): the API and the
-# dashboard answer in milliseconds; nothing long-running belongs in a request.
+# Server-sent event streams (`/shop/orders/<token>/events`, `/api/runs/<id>/events`) each hold a
+# thread while open: a worker keeps at most half its threads for them (4 per client), and answers
+# further ones 429 / 503 with Retry-After (web/shop/stream_limits.py), so ordinary requests and the
+# probes always find a free thread. Set either variable to change it.
+os.environ.setdefault("PIPELINE_SSE_MAX_STREAMS", str(max(1, threads // 2)))
+os.environ.setdefault("PIPELINE_SSE_MAX_STREAMS_PER_CLIENT", str(min(4, max(1, threads // 2))))
+# A worker silent for longer than this is killed and restarted. gthread workers report from their
+# main loop, so an open event stream (which writes at least every 15 s) does not count against it.
 timeout = _int("GUNICORN_TIMEOUT", 30)
 # SIGTERM: stop accepting, finish requests in flight for up to this long (keep it under the
 # orchestrator's own grace period: terminationGracePeriodSeconds, TimeoutStopSec, stop_grace_period).

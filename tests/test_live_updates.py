@@ -4,6 +4,7 @@ a client that disconnects mid-run and reconnects with `Last-Event-ID` misses non
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import requests
@@ -253,3 +254,83 @@ def test_a_stage_seen_started_before_its_run_still_comes_after_run_started(trans
     Run.objects.filter(id=run.id).update(status="running", started_at=now)
     after, _ = derive_transitions(str(run.id))
     assert [t["key"] for t in after] == ["run:started", "first:1:started"]
+
+
+def test_with_the_shipped_gunicorn_config_200_streams_from_one_client_leave_healthz_answering(
+    transactional_db, test_database_url
+):
+    """Issue 15: with infra/gunicorn.conf.py as shipped (2 workers x 8 threads), 16 open streams once
+    took every thread and /healthz timed out. Now each worker keeps at most half its threads for
+    streams; the streams beyond that are refused at once with a clear status."""
+    import socket
+    import sys
+
+    from django.utils import timezone
+
+    from pipeline.models import Event, Run
+    from tests.conftest import ROOT, ManagedProcess, child_env
+    from web.shop.models import Order
+
+    now = timezone.now()  # an order whose run never moves on: its streams stay open
+    event = Event.objects.create(type="order.placed", payload={}, occurred_at=now, trace_id="0" * 32)
+    Run.objects.create(event=event, pipeline="fulfil_order", status="running", created_at=now, started_at=now)
+    order = Order.objects.create(customer_email="ada@example.com", items=[], total_cents=1, event_id=event.id)
+    port = int(os.environ.get("TEST_GUNICORN_PORT", "8734"))
+    env = child_env(test_database_url, PIPELINE_PROCESS="web", GUNICORN_BIND=f"127.0.0.1:{port}")
+    for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "PIPELINE_SSE_MAX_STREAMS", "PIPELINE_SSE_MAX_STREAMS_PER_CLIENT"):
+        env.pop(name, None)
+    web = ManagedProcess("web-gunicorn-shipped", [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "infra" / "gunicorn.conf.py")],
+                         env)
+    base = f"http://127.0.0.1:{port}"
+    streams: list[socket.socket] = []
+    try:
+        wait_for(lambda: _answers(f"{base}/healthz"), 60, "gunicorn to answer")
+        request = (f"GET /shop/orders/{order.public_token}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Accept: text/event-stream\r\n\r\n").encode()
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(request)
+            streams.append(sock)
+        answers = [_head(sock) for sock in streams]
+        for _ in range(3):  # a liveness probe's three tries: each answers within 1 s
+            assert requests.get(f"{base}/healthz", timeout=1).status_code == 200
+    finally:
+        for sock in streams:
+            sock.close()
+        web.stop()
+    opened = [a for a in answers if a["status"] == 200]
+    refused = [a for a in answers if a["status"] != 200]
+    assert 1 <= len(opened) <= 8, [a["status"] for a in answers]  # at most 4 per worker (half of 8 threads)
+    assert len(opened) + len(refused) == 200
+    assert {a["status"] for a in refused} <= {429, 503}
+    assert all(a["headers"].get("retry-after", "").isdigit() and "error" in json.loads(a["body"]) for a in refused)
+    assert any("too many open event streams from this client" in json.loads(a["body"])["error"] for a in refused)
+
+
+def _answers(url: str):
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
+def _head(sock) -> dict:
+    """Status, headers and (for a refusal) the body of a raw HTTP/1.1 answer, read up to what came."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    status = int(lines[0].split()[1])
+    if status != 200:
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return {"status": status, "headers": headers, "body": body.decode(errors="replace")}
