@@ -206,3 +206,12 @@ def test_ctrl_c_in_a_terminal_reaches_the_supervisor_alone_and_make_exits_0(tmp_
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "Error 130" not in text and "Interrupt" not in text
     assert "SIGINT: stopping sleeper" in text and "finally-ran" in text
+
+
+def test_a_bad_procfile_is_refused_with_exit_code_2_naming_the_line(tmp_path):
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("web: sleep 1\nthis line has no name\n")
+    done = subprocess.run([sys.executable, str(ROOT / "infra" / "supervise.py"), "-f", str(procfile)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "line 2: expected 'name: command'" in done.stderr
