@@ -27,8 +27,14 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000").split(",")
 worker_class = "gthread"
 workers = _int("GUNICORN_WORKERS", max(2, os.cpu_count() or 1))
 threads = _int("GUNICORN_THREADS", 8)
-# A request that takes longer than this is killed (the worker is restarted): the API and the
-# dashboard answer in milliseconds; nothing long-running belongs in a request.
+# Server-sent event streams (`/shop/orders/<token>/events`, `/api/runs/<id>/events`) each hold a
+# thread while open: a worker keeps at most half its threads for them (4 per client), and answers
+# further ones 429 / 503 with Retry-After (web/shop/stream_limits.py), so ordinary requests and the
+# probes always find a free thread. Set either variable to change it (applied through raw_env below).
+_sse_max_streams = os.environ.get("PIPELINE_SSE_MAX_STREAMS", str(max(1, threads // 2)))
+_sse_max_streams_per_client = os.environ.get("PIPELINE_SSE_MAX_STREAMS_PER_CLIENT", str(min(4, max(1, threads // 2))))
+# A worker silent for longer than this is killed and restarted. gthread workers report from their
+# main loop, so an open event stream (which writes at least every 15 s) does not count against it.
 timeout = _int("GUNICORN_TIMEOUT", 30)
 # SIGTERM: stop accepting, finish requests in flight for up to this long (keep it under the
 # orchestrator's own grace period: terminationGracePeriodSeconds, TimeoutStopSec, stop_grace_period).
@@ -46,7 +52,9 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 proc_name = "django-pipelines-web"
 preload_app = False  # each worker imports the app after PROMETHEUS_MULTIPROC_DIR is set
 
-raw_env = [f"PIPELINE_PROCESS={os.environ.get('PIPELINE_PROCESS', 'web')}"]
+raw_env = [f"PIPELINE_PROCESS={os.environ.get('PIPELINE_PROCESS', 'web')}",
+           f"PIPELINE_SSE_MAX_STREAMS={_sse_max_streams}",
+           f"PIPELINE_SSE_MAX_STREAMS_PER_CLIENT={_sse_max_streams_per_client}"]
 
 
 def _multiproc_dir() -> Path:

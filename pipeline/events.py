@@ -16,6 +16,7 @@ from . import conf, tracing
 from .definitions import Pipeline, registry
 from .errors import InvalidPayload, PayloadTooLarge, UnknownEventType
 from .logging import get_logger, info_on_commit
+from .web import linked_trace_id
 
 log = get_logger("pipeline.events")
 
@@ -140,6 +141,11 @@ def _record(
             writer.run_direct(write)
         else:
             writer.run(write)
+        linked = linked_trace_id()
+        if linked:  # an untrusted traceparent came with the request: kept as a link (pipeline.web)
+            from .models import Event
+
+            Event.objects.filter(id=event_id).update(linked_trace_id=linked)
     except (IntegrityError, connection.Database.IntegrityError):
         if idempotency_key is None:
             raise

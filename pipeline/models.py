@@ -34,6 +34,9 @@ class Event(models.Model):
     payload = models.JSONField(default=dict)
     occurred_at = models.DateTimeField(db_index=True)
     trace_id = models.CharField(max_length=32, db_index=True)
+    # A trace id received with the request that emitted this event but not trusted as its own
+    # (PIPELINE_TRUSTED_TRACEPARENT, pipeline/web.py): kept as a link, like an OpenTelemetry link.
+    linked_trace_id = models.CharField(max_length=32, null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     source = models.CharField(max_length=255, blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)

@@ -1,6 +1,7 @@
 """The demo shop in a real browser (Debian's headless Chromium driven by Playwright): an order
 placed through the shop's form is followed live on its page, without a reload, until it is
-fulfilled; a browser without EventSource follows it by polling."""
+fulfilled, or failed with the reason; a browser without EventSource, or refused a stream, follows
+it by polling."""
 from __future__ import annotations
 
 import pytest
@@ -10,12 +11,12 @@ from tests.test_dashboard_browser import browser_context, page, shot  # noqa: F4
 pytestmark = pytest.mark.broker
 
 
-def place_order_through_the_form(page, base_url: str) -> None:
+def place_order_through_the_form(page, base_url: str, email: str = "grace@example.com", total: int = 5900) -> None:
     page.goto(f"{base_url}/shop/")
-    page.fill("#customer_email", "grace@example.com")
+    page.fill("#customer_email", email)
     page.fill("#sku", "LAMP-7")
     page.fill("#quantity", "2")
-    page.fill("#total_cents", "5900")
+    page.fill("#total_cents", str(total))
     page.click("#place-order")
 
 
@@ -53,7 +54,9 @@ def test_an_order_placed_on_the_shop_page_is_seen_reaching_fulfilled_without_a_r
     place_order_through_the_form(page, live_server.url)
     page.wait_for_url(f"{live_server.url}/shop/orders/*")
     order = Order.objects.get(customer_email="grace@example.com")
-    assert page.url == f"{live_server.url}/shop/orders/{order.pk}"
+    assert page.url == f"{live_server.url}/shop/orders/{order.public_token}"  # its unguessable link
+    expect(page.locator("#customer-email")).to_have_text("g***@example.com")
+    assert "grace@example.com" not in page.content()
     assert order.items == [{"sku": "LAMP-7", "quantity": 2}] and order.total_cents == 5900
     expect(page.locator("#order-status")).to_have_text("placed")  # as rendered: nothing has run yet
     expect(page.locator("#live-mode")).to_have_text("live")  # following the order over EventSource
@@ -95,3 +98,57 @@ def test_the_shop_form_shows_a_clear_error_for_a_bad_email(live_server, page, tr
     page.click("#place-order")
     expect(page.locator("#form-error")).to_contain_text("customer_email")
     assert page.url == f"{live_server.url}/shop/"
+
+
+def test_an_order_whose_payment_exhausts_its_retries_is_seen_failed_with_its_reason_without_a_reload(
+    live_worker, live_server, page, slow_start
+):
+    """SHOP_FAILING_TOTAL_CENTS: every `charge_payment` attempt of such an order fails, the run
+    fails after the last retry, and the shop's `order_failed` pipeline sets the order `failed`."""
+    from django.conf import settings
+    from playwright.sync_api import expect
+
+    from pipeline.models import Run
+    from web.shop.models import Order
+
+    place_order_through_the_form(page, live_server.url, "ada@example.com", settings.SHOP_FAILING_TOTAL_CENTS)
+    page.wait_for_url(f"{live_server.url}/shop/orders/*")
+    expect(page.locator("#order-status")).to_have_text("placed")
+    expect(page.locator("#live-mode")).to_have_text("live")
+    expect(page.locator("#failure-reason")).to_be_hidden()
+    page.evaluate("() => { window.__sameDocument = true; }")
+
+    expect(page.locator("#order-status")).to_have_text("failed", timeout=90_000)
+    expect(page.locator("#failure-reason")).to_be_visible()
+    expect(page.locator("#failure-reason")).to_contain_text("We could not take your payment")
+    expect(page.locator("#failure-reason")).to_contain_text("You have not been charged.")
+    expect(page.locator("tr[data-stage=charge_payment] [data-status]")).to_have_text("failed")
+    expect(page.locator("tr[data-stage=charge_payment] [data-attempts]")).to_have_text("6")  # 1 + 5 retries
+    expect(page.locator("section[data-run] [data-run-status]")).to_have_text("failed")
+    expect(page.locator("#live-mode")).to_have_text("done")
+    assert page.evaluate("() => window.__sameDocument === true")  # no reload
+    shot(page, "shop-03-order-failed-live")
+
+    order = Order.objects.get(customer_email="ada@example.com")
+    assert order.status == "failed" and order.failure_reason.startswith("We could not take your payment")
+    assert Run.objects.get(event_id=order.event_id, pipeline="fulfil_order").status == "failed"
+    page.reload()  # and as rendered afterwards
+    expect(page.locator("#failure-reason")).to_contain_text("We could not take your payment")
+    expect(page.locator("#live-mode")).to_have_text("done")
+
+
+def test_a_page_refused_a_stream_follows_its_order_by_polling(live_worker, live_server, page, slow_start, settings):
+    """Beyond the open-stream limits the server answers 429 (stream_limits); the page polls instead."""
+    from playwright.sync_api import expect
+
+    from web.shop import stream_limits
+
+    settings.PIPELINE_SSE_MAX_STREAMS_PER_CLIENT = 1
+    held = stream_limits.acquire(type("R", (), {"META": {"REMOTE_ADDR": "127.0.0.1"}})())  # this client's one stream
+    try:
+        place_order_through_the_form(page, live_server.url)
+        page.wait_for_url(f"{live_server.url}/shop/orders/*")
+        expect(page.locator("#live-mode")).to_have_text("polling")
+        expect(page.locator("#order-status")).to_have_text("fulfilled")
+    finally:
+        held.release()

@@ -13,7 +13,7 @@ ORDER = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quant
 def test_an_order_placed_over_http_is_fulfilled_and_visible_through_the_api(live_worker, live_server, api_token):
     response = requests.post(f"{live_server.url}/shop/orders", json=ORDER, timeout=10)
     assert response.status_code == 201
-    event_id, order_id = response.json()["event_id"], response.json()["order_id"]
+    event_id, order_id, order_url = response.json()["event_id"], response.json()["order_id"], response.json()["order_url"]
     auth = {"Authorization": f"Bearer {api_token}"}
 
     event = requests.get(f"{live_server.url}/api/events/{event_id}", headers=auth, timeout=10).json()
@@ -27,7 +27,7 @@ def test_an_order_placed_over_http_is_fulfilled_and_visible_through_the_api(live
     assert run["status"] == "succeeded"
     assert [s["stage"] for s in run["stages"]] == ["reserve_stock", "charge_payment", "ship_order"]
     assert Order.objects.get(pk=order_id).status == "fulfilled"
-    page = requests.get(f"{live_server.url}/shop/orders/{order_id}", timeout=10)
+    page = requests.get(f"{live_server.url}{order_url}", timeout=10)
     assert page.status_code == 200 and "fulfilled" in page.text
 
     lines = wait_for(

@@ -3,7 +3,9 @@
 - `GET /healthz`: the process is up and serving (liveness); touches nothing else.
 - `GET /readyz`: the database answers `SELECT 1` and the broker accepts an AMQP connection
   (readiness): 200 when both do, 503 naming what failed otherwise.
-- `GET /metrics`: Prometheus text format (see pipeline/metrics.py for what it holds).
+- `GET /metrics`: Prometheus text format (see pipeline/metrics.py for what it holds). Run and stage
+  counters are counted where runs happen, in the workers: the body starts with comment lines
+  saying where their endpoint is (`PIPELINE_WORKER_METRICS_PORT`, 9191 under `make run`).
 
 None of them needs a login: expose them to the cluster, not to the internet."""
 from __future__ import annotations
@@ -56,4 +58,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     body, content_type = exposition()
-    return HttpResponse(body, content_type=content_type)
+    return HttpResponse(_where_run_counters_are() + body, content_type=content_type)
+
+
+def _where_run_counters_are() -> bytes:
+    """Comment lines (Prometheus ignores them) for a person who looks here for run counters."""
+    from pipeline.metrics import bind_address, scheduler_port, worker_port
+
+    try:
+        port, scheduler = worker_port(), scheduler_port()
+    except ValueError:
+        port = scheduler = None
+    worker = (f"http://{bind_address()}:{port}/metrics (PIPELINE_WORKER_METRICS_PORT)" if port
+              else "the workers' endpoint: set PIPELINE_WORKER_METRICS_PORT on the workers")
+    lines = ["# This endpoint: the web process's events emitted and the system gauges (store, outbox, queues).",
+             f"# Run and stage counters (pipeline_runs_*, pipeline_stage_*) are counted by the workers: {worker}."]
+    if scheduler:
+        lines.append(f"# Schedule fires (pipeline_schedule_*): http://{bind_address()}:{scheduler}/metrics "
+                     "(PIPELINE_SCHEDULER_METRICS_PORT).")
+    return ("\n".join(lines) + "\n").encode()

@@ -145,3 +145,6 @@ LOGGING = {"log_dir": PIPELINE_LOG_DIR, "level": os.environ.get("PIPELINE_LOG_LE
 
 # Demo shop: the fraction of `charge_payment` attempts that fail, to show retries.
 SHOP_FAILURE_RATE = float(os.environ.get("SHOP_FAILURE_RATE", "0.2"))
+# Demo shop: an order of exactly this total always fails its payment (like a payment sandbox's
+# test amounts), to show a failed order's ending on demand; 0 turns it off.
+SHOP_FAILING_TOTAL_CENTS = int(os.environ.get("SHOP_FAILING_TOTAL_CENTS", "99999"))

@@ -8,6 +8,8 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from pipeline.web import trust_received_trace
+
 from .models import ApiToken
 
 
@@ -27,6 +29,7 @@ def token_required(view: Callable) -> Callable:
             return JsonResponse({"error": "invalid or inactive API token"}, status=401)
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         request.api_token = token  # type: ignore[attr-defined]
+        trust_received_trace(request)  # an authenticated call may continue its caller's trace
         return view(request, *args, **kwargs)
 
     return wrapper

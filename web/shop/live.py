@@ -16,7 +16,9 @@ open stream never does: it remembers every key it has sent).
 Each poll closes the request thread's database connection, so an idle stream holds none; a
 comment line every 15 s keeps proxies from closing a quiet stream; the stream ends after the
 run's final event (a client reconnecting to a finished run with nothing left gets 204, which
-tells EventSource to stop)."""
+tells EventSource to stop). A stream may follow more than its run: the shop's adds the order's
+own ending after the run's (`derive`). An open stream holds a server thread, so each web process
+bounds how many it keeps open (`stream_limits`: 429 or 503 beyond)."""
 from __future__ import annotations
 
 import json
@@ -29,6 +31,10 @@ from django.utils import timezone
 from django.http import HttpResponse, StreamingHttpResponse
 
 from pipeline.models import Run, StageRun
+
+from . import stream_limits
+
+Derive = Callable[[], "tuple[list[dict], str | None]"]
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
@@ -124,11 +130,14 @@ def event_stream(
     last_event_id: str | None = None,
     *,
     extra: Callable[[], dict] | None = None,
+    derive: Derive | None = None,
     poll_seconds: float = POLL_SECONDS,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
     max_seconds: float = MAX_STREAM_SECONDS,
 ) -> Iterator[str]:
-    """The SSE text of one run's transitions, from after `last_event_id` to the run's end."""
+    """The SSE text of one run's transitions, from after `last_event_id` to the run's end (or to
+    the end of what `derive` follows: it returns (transitions, state) like `derive_transitions`)."""
+    derive = derive or (lambda: derive_transitions(run_id))
     seen: set[str] | None = None
     count = 0
     if last_event_id:
@@ -140,7 +149,7 @@ def event_stream(
     yield "retry: 1000\n\n"
     try:
         while True:
-            transitions, status = derive_transitions(run_id)
+            transitions, status = derive()
             if seen is None:
                 seen = resume_position(transitions, last_event_id)
             fresh = [t for t in transitions if t["key"] not in seen]
@@ -168,15 +177,26 @@ def event_stream(
         _release_connection()
 
 
-def sse_response(request, run_id: str, *, extra: Callable[[], dict] | None = None) -> HttpResponse:
+def sse_response(request, run_id: str, *, extra: Callable[[], dict] | None = None,
+                 derive: Derive | None = None) -> HttpResponse:
+    """The stream of a run for this request, or 204 (finished and fully seen), or 429/503 (this
+    client, or this process, has its maximum of open streams)."""
+    slot = stream_limits.acquire(request)  # first: a refusal costs no query
+    if not isinstance(slot, stream_limits.Slot):
+        return slot
     last_event_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
-    transitions, status = derive_transitions(run_id)
-    if status in FINAL and last_event_id and len(resume_position(transitions, last_event_id)) >= len(transitions):
+    try:
+        transitions, status = (derive or (lambda: derive_transitions(run_id)))()
+    except BaseException:
+        slot.release()
+        raise
+    finally:
         _release_connection()
+    if status in FINAL and last_event_id and len(resume_position(transitions, last_event_id)) >= len(transitions):
+        slot.release()
         return HttpResponse(status=204)  # finished and fully seen: EventSource stops reconnecting
-    _release_connection()
-    response = StreamingHttpResponse(event_stream(run_id, last_event_id, extra=extra),
-                                     content_type="text/event-stream")
+    body = stream_limits.HeldStream(event_stream(run_id, last_event_id, extra=extra, derive=derive), slot)
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response

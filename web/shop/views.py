@@ -1,9 +1,14 @@
-"""Placing an order emits `order.placed` in the same transaction as the order row."""
+"""Placing an order emits `order.placed` in the same transaction as the order row.
+
+The order's pages need no login, so they are addressed by the order's random `public_token`
+(`/shop/orders/<token>`), never by its sequential id, and show the email masked."""
 from __future__ import annotations
 
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import ValidationError
@@ -54,12 +59,13 @@ def place_order(request: HttpRequest) -> JsonResponse:
         return exc.response()
     except EventError as exc:
         return JsonResponse(exc.as_dict(), status=exc.status_code)
-    return JsonResponse({"order_id": order.pk, "event_id": event_id, "trace_id": request.trace_id}, status=201)
+    return JsonResponse({"order_id": order.pk, "order_url": reverse("shop-order", args=[order.public_token]),
+                         "event_id": event_id, "trace_id": request.trace_id}, status=201)
 
 
 @require_http_methods(["GET"])
-def order_page(request: HttpRequest, order_id: int):
-    order = get_object_or_404(Order, pk=order_id)
+def order_page(request: HttpRequest, token: str):
+    order = get_object_or_404(Order, public_token=token)
     runs = Run.objects.filter(event_id=order.event_id).prefetch_related("stages") if order.event_id else []
     return render(request, "shop/order.html", {"order": order, "runs": runs})
 
@@ -73,12 +79,13 @@ def _fulfilment_run_id(order: Order) -> str | None:
 
 
 @require_http_methods(["GET"])
-def order_json(request: HttpRequest, order_id: int) -> JsonResponse:
-    """The order page's polling fallback (browsers without EventSource): the order and its runs."""
-    order = get_object_or_404(Order, pk=order_id)
+def order_json(request: HttpRequest, token: str) -> JsonResponse:
+    """The order page's polling fallback (browsers without EventSource, or refused a stream): the
+    order and its runs."""
+    order = get_object_or_404(Order, public_token=token)
     runs = Run.objects.filter(event_id=order.event_id).prefetch_related("stages") if order.event_id else []
     return JsonResponse({
-        "order_id": order.pk, "status": order.status,
+        "order_id": order.pk, "status": order.status, "failure_reason": order.failure_reason or None,
         "runs": [{"run_id": str(run.id), "pipeline": run.pipeline, "status": run.status,
                   "stages": [{"stage": s.stage, "status": s.status, "attempts": s.attempts,
                               "duration_ms": s.duration_ms, "error": s.error} for s in run.stages.all()]}
@@ -87,20 +94,43 @@ def order_json(request: HttpRequest, order_id: int) -> JsonResponse:
 
 
 @require_http_methods(["GET"])
-def order_events(request: HttpRequest, order_id: int):
-    """`GET /shop/orders/<id>/events`: the order's fulfilment as server-sent events (public, like the page)."""
+def order_events(request: HttpRequest, token: str):
+    """`GET /shop/orders/<token>/events`: the order's fulfilment as server-sent events (public, like
+    the page), ending with the order's own ending: `order.fulfilled` or `order.failed` (with the
+    reason), which for a failed run comes from the shop's `order_failed` pipeline just after it."""
     from . import live
 
-    order = get_object_or_404(Order, pk=order_id)
+    order = get_object_or_404(Order, public_token=token)
     run_id = _fulfilment_run_id(order)
     live._release_connection()
     if run_id is None:
-        return JsonResponse({"error": f"order {order_id} has no fulfilment run"}, status=404)
+        return JsonResponse({"error": "this order has no fulfilment run"}, status=404)
+    order_id = order.pk
 
     def order_status() -> dict:
         return {"order_status": Order.objects.filter(pk=order_id).values_list("status", flat=True).first()}
 
-    return live.sse_response(request, run_id, extra=order_status)
+    return live.sse_response(request, run_id, extra=order_status, derive=lambda: _order_transitions(order_id, run_id))
+
+
+def _order_transitions(order_id: int, run_id: str) -> tuple[list[dict], str | None]:
+    """The run's transitions, then the order's ending once it has one. After the run ends the
+    stream waits for it (state "ending"), at most `live.SETTLE_SECONDS`."""
+    from . import live
+
+    transitions, state = live.derive_transitions(run_id)
+    if state not in live.FINAL:
+        return transitions, state
+    order = Order.objects.filter(pk=order_id).values("status", "failure_reason").first()
+    if order and order["status"] in Order.FINAL:
+        status = order["status"]
+        transitions.append({"key": f"order:{status}", "type": f"order.{status}", "at": transitions[-1]["at"],
+                            "order_status": status, "reason": order["failure_reason"] or None})
+        return transitions, state
+    ended = next((t["at"] for t in reversed(transitions) if t["type"] == f"run.{state}"), None)
+    if ended and (timezone.now() - live._parse(ended)).total_seconds() < live.SETTLE_SECONDS:
+        return transitions, "ending"
+    return transitions, state
 
 
 @require_http_methods(["GET", "POST"])
@@ -119,7 +149,7 @@ def shop_home(request: HttpRequest):
             body = _validate_order({"customer_email": values["customer_email"],
                                     "items": [{"sku": values["sku"], "quantity": quantity}], "total_cents": total})
             order, _ = _create_order(body)
-            return redirect("shop-order", order_id=order.pk)
+            return redirect("shop-order", token=order.public_token)
         except BadRequest as exc:
             error = str(exc)
         except EventError as exc:
