@@ -119,6 +119,7 @@ def _record(
     runs = [(uuid.uuid4(), p) for p in pipelines]
     payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
     payload_text, payload_size = payload_json.decode(), len(payload_json)
+    linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.web)
 
     def write(tx: writer.Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
@@ -126,7 +127,7 @@ def _record(
         key, when = d.uuid(event_id), d.dt(now)
         # Nothing here is read back: the rows go into the batch's multi-row INSERTs.
         tx.insert_later(q.event_head, q.event_row, (key, type_name, payload_text, when, trace_id, idempotency_key,
-                                                      source))
+                                                      source, linked))
         for r, p in runs:
             run_key = d.uuid(r)
             tx.insert_later(q.run_head, q.run_row, (run_key, key, type_name, p.name, trigger, when))
@@ -141,11 +142,6 @@ def _record(
             writer.run_direct(write)
         else:
             writer.run(write)
-        linked = linked_trace_id()
-        if linked:  # an untrusted traceparent came with the request: kept as a link (pipeline.web)
-            from .models import Event
-
-            Event.objects.filter(id=event_id).update(linked_trace_id=linked)
     except (IntegrityError, connection.Database.IntegrityError):
         if idempotency_key is None:
             raise
