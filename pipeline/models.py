@@ -29,15 +29,15 @@ class StageStatus(models.TextChoices):
 
 class Event(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    type = models.CharField(max_length=200, db_index=True)
+    type = models.CharField(max_length=200)  # indexed by event_type_recent_idx
     version = models.PositiveIntegerField(default=1)
     payload = models.JSONField(default=dict)
     occurred_at = models.DateTimeField(db_index=True)
-    trace_id = models.CharField(max_length=32, db_index=True)
+    trace_id = models.CharField(max_length=32)  # indexed by event_trace_idx
     # A trace id received with the request that emitted this event but not trusted as its own
     # (PIPELINE_TRUSTED_TRACEPARENT, pipeline/web.py): kept as a link, like an OpenTelemetry link.
     linked_trace_id = models.CharField(max_length=32, null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: event_idempotency_key
     source = models.CharField(max_length=255, blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
@@ -49,7 +49,11 @@ class Event(models.Model):
                 fields=["occurred_at"], name="event_unpublished_idx", condition=Q(published_at__isnull=True)
             ),
             models.Index(fields=["type", "-occurred_at"], name="event_type_recent_idx"),  # the events page
+            models.Index(fields=["trace_id"], name="event_trace_idx"),
         ]
+        # Declared here rather than with unique=True/db_index=True on the fields: on PostgreSQL those
+        # add a second, LIKE-only index per column, which every emit pays for and no query uses.
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="event_idempotency_key")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.id}"
@@ -82,7 +86,8 @@ class Run(models.Model):
     pipeline = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     trigger = models.CharField(max_length=255, default="event")
-    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays",
+                                  db_index=False)  # run_replays_idx: only the few replays are indexed
     created_at = models.DateTimeField()  # indexed by run_recent_idx
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -106,6 +111,7 @@ class Run(models.Model):
             models.Index(fields=["event_type", "-created_at"], name="run_type_recent_idx"),
             models.Index(fields=["pipeline", "status", "-created_at"], name="run_pipeline_status_idx"),
             models.Index(fields=["event_type", "status", "-created_at"], name="run_type_status_idx"),
+            models.Index(fields=["replay_of"], name="run_replays_idx", condition=Q(replay_of__isnull=False)),
         ]
 
     objects = RunManager()
@@ -120,7 +126,8 @@ class Run(models.Model):
 
 
 class StageRun(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stages")
+    # No index of its own: stage_once_per_run (run, stage) serves every lookup by run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stages", db_index=False)
     stage = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=StageStatus.choices, default=StageStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
