@@ -409,7 +409,7 @@ show_logs() {
 }
 
 prepare_var() {
-    mkdir -p "$VAR" "$LOG_DIR" "$RABBITMQ_MNESIA_BASE"
+    private_mkdir "$VAR" "$LOG_DIR" "$RABBITMQ_MNESIA_BASE"
     printf '[].\n' > "$PLUGINS_FILE"
     : > "$ENV_CONF_FILE"
     cat > "$CONF_FILE" <<EOF
@@ -443,13 +443,24 @@ launch() {
                 eval "exec ${fd}>&-" 2>/dev/null || true
             fi
         done
+        umask 077  # the node's files: owner-only
         exec setsid nohup "$SERVER_BIN" </dev/null >"$OUT_LOG" 2>"$ERR_LOG"
     ) </dev/null >/dev/null 2>&1 &
     LAUNCH_PID=$!
 }
 
+# The node's folders are owner-only (0700, like everything of ours under var/: its logs and the
+# users' password hashes in mnesia); the folders above them keep the default mode.
+private_mkdir() {
+    local d
+    for d in "$@"; do
+        mkdir -p "$(dirname "$d")"
+        (umask 077 && mkdir -p "$d")
+    done
+}
+
 lock() {
-    mkdir -p "$VAR"
+    private_mkdir "$VAR"
     exec 9>"$VAR/.${NODE}.lock"
     if ! flock -w 180 9; then
         err "timed out waiting for another infra/rabbitmq.sh on node $NODE"

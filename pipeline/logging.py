@@ -32,6 +32,7 @@ import orjson
 import structlog
 from structlog._frames import _find_first_app_frame_and_name
 
+from .files import open_private
 from .metrics import observe as _observe_metrics
 from .redaction import add_secret_keys, redact, redact_text, redactor  # noqa: F401  (redact*: re-exported)
 
@@ -138,8 +139,7 @@ class _Output:
 
     def _open(self) -> int:
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_private(self.path, os.O_WRONLY | os.O_APPEND)  # 0600 (lines hold customer data), folder 0700
 
     def set_path(self, path: Path) -> None:
         if path == self.path and self.fd is not None:
