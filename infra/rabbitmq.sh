@@ -28,6 +28,8 @@
 # Exit codes: 0 ok, 1 failure, 2 rabbitmq-server (or python) not installed,
 #             3 status: stopped.
 set -euo pipefail
+CALLER_UMASK="$(umask)"
+umask 077  # what this script and the node create is owner-only (see private_mkdir)
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd -- "$SCRIPT_DIR/.." && pwd -P)"
@@ -443,19 +445,18 @@ launch() {
                 eval "exec ${fd}>&-" 2>/dev/null || true
             fi
         done
-        umask 077  # the node's files: owner-only
         exec setsid nohup "$SERVER_BIN" </dev/null >"$OUT_LOG" 2>"$ERR_LOG"
     ) </dev/null >/dev/null 2>&1 &
     LAUNCH_PID=$!
 }
 
-# The node's folders are owner-only (0700, like everything of ours under var/: its logs and the
-# users' password hashes in mnesia); the folders above them keep the default mode.
+# The node's folders and files are owner-only (0700/0600, like everything of ours under var/: its
+# logs, and the users' password hashes in mnesia); the folders above them keep the caller's umask.
 private_mkdir() {
     local d
     for d in "$@"; do
-        mkdir -p "$(dirname "$d")"
-        (umask 077 && mkdir -p "$d")
+        (umask "$CALLER_UMASK" && mkdir -p "$(dirname "$d")")
+        mkdir -p "$d"
     done
 }
 
