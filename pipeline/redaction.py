@@ -61,15 +61,16 @@ DESCRIPTIVE_LAST_WORDS = frozenset((
 
 _WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SCHEMES = r"(?:bearer|basic|token|digest|negotiate|bot|jwt|apikey|ntlm|hoba|mutual|vapid|scram-sha-256|aws4-hmac-sha256)"
-# `key=value`, `key: value`, `"key": "value"`, `?key=value&…`; the key is judged by `is_secret_key`.
-# The value is read in a lookahead, so a pair under an ordinary key (`ValueError: password=x`,
-# `Not Found: /x?token=y`) does not swallow the pairs inside its value.
-_PAIR_RE = re.compile(
-    r"""(?<![\w.-])(?P<q>["']?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)\s*[:=]\s*"""
-    r"""(?=(?P<scheme>""" + _SCHEMES + r"""\s+)?(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\])'"]+))""",
-    re.IGNORECASE,
-)
-_USERINFO_RE = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"]*:)(?P<password>[^\s/?#@'\"]+)@")
+# `key=value`, `key: value`, `"key": "value"`, `?key=value&…`: the key and its separator are
+# matched, and only under a secret key (`is_secret_key`) is the value read — so a pair under an
+# ordinary key (`ValueError: password=x`, `Not Found: /x?token=y`) does not swallow the pairs in
+# its value, and text made of many pairs costs linear time.
+_PAIR_RE = re.compile(r"""(?<![\w.-])(?P<q>["']?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)\s*[:=]\s*""")
+_VALUE_RE = re.compile(
+    r"""(?P<scheme>""" + _SCHEMES + r"""\s+)?(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\])'"]+)""", re.IGNORECASE)
+# Bounded repeats throughout: a crafted string (`a.a.a.a…://`) must not cost quadratic time.
+_USERINFO_RE = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s/?#@:'\"]{0,256}:)(?P<password>[^\s/?#@'\"]{1,1024})@")
 _BEARER_RE = re.compile(r"\b(?P<scheme>[Bb]earer|BEARER)(?P<space>\s+)[A-Za-z0-9._~+/-]{8,}=*")
 _TOKEN_SHAPES_RE = re.compile(
     r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"        # a JWT (header.payload.signature)
@@ -85,6 +86,7 @@ _KEPT = (datetime, date, time, uuid.UUID)  # rendered by orjson (or str()) as th
 _CLEAN_CACHE_MAX = 4096
 _CLEAN_TEXT_MAX = 160  # strings up to this long are remembered once found clean
 _KEY_CACHE_MAX = 4096
+_KEY_TEXT_MAX = 100  # keys up to this long are remembered
 
 
 def _luhn(digits: str) -> bool:
@@ -150,9 +152,10 @@ class Redactor:
         verdict = self._key_cache.get(key)
         if verdict is None:
             verdict = isinstance(key, str) and self._judge_key(key)
-            if len(self._key_cache) >= _KEY_CACHE_MAX:  # keys made up at run time: stay bounded
-                self._key_cache = {}
-            self._key_cache[key] = verdict
+            if not isinstance(key, str) or len(key) <= _KEY_TEXT_MAX:  # a payload's made-up long keys: not kept
+                if len(self._key_cache) >= _KEY_CACHE_MAX:  # keys made up at run time: stay bounded
+                    self._key_cache = {}
+                self._key_cache[key] = verdict
         return verdict
 
     def _judge_key(self, key: str) -> bool:
@@ -178,9 +181,12 @@ class Redactor:
         pieces: list[str] = []
         done = 0
         for match in _PAIR_RE.finditer(text):
-            start, end = match.span("value")
-            if start < done or not self.is_secret_key(match.group("key")):
+            if match.start() < done or not self.is_secret_key(match.group("key")):
                 continue
+            value = _VALUE_RE.match(text, match.end())
+            if value is None:
+                continue
+            start, end = value.span("value")
             pieces.append(text[done:start])
             pieces.append(text[start] + MASK + text[start] if text[start] in "\"'" else MASK)
             done = end
@@ -234,11 +240,17 @@ class Redactor:
             if id(value) in path:
                 return CIRCULAR
             path.add(id(value))
-            try:
+            try:  # plain loops, not comprehensions: one stack frame per level of nesting
                 if isinstance(value, dict):
                     is_secret = self.is_secret_key
-                    return {k: (MASK if is_secret(k) else self._value(v, depth + 1, path)) for k, v in value.items()}
-                return [self._value(v, depth + 1, path) for v in value]
+                    copy: dict = {}
+                    for k, v in value.items():
+                        copy[k] = MASK if is_secret(k) else self._value(v, depth + 1, path)
+                    return copy
+                items: list = []
+                for v in value:
+                    items.append(self._value(v, depth + 1, path))
+                return items
             finally:
                 path.discard(id(value))
         if isinstance(value, str):  # a str subclass (SafeString, …)
