@@ -79,7 +79,14 @@ _TOKEN_SHAPES_RE = re.compile(
     r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"                                        # Slack tokens
     r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"                                         # AWS access key ids
 )
-_CARD_RE = re.compile(r"(?<![\d.])[2-6](?:[ -]?\d){12,18}(?!\.?\d)")
+# A card number stands alone (not inside an id: hex trace ids and UUIDs hold digit runs), written
+# whole or in the groups cards print: 4-4-4-4(-3), or Amex's 4-6-5.
+_CARD_RE = re.compile(
+    r"(?<![\w.])(?:[2-6]\d{12,18}"
+    r"|[2-6]\d{3}(?P<sep>[ -])\d{4}(?P=sep)\d{4}(?P=sep)\d{1,7}"
+    r"|3[47]\d{2}(?P<amex>[ -])\d{6}(?P=amex)\d{5})"
+    r"(?!\w|\.\d)"
+)
 
 _PLAIN = (float, bool, type(None))
 _KEPT = (datetime, date, time, uuid.UUID)  # rendered by orjson (or str()) as they are: no secret inside
@@ -204,7 +211,9 @@ class Redactor:
         if "earer" in text or "EARER" in text:
             text = _BEARER_RE.sub(_mask_bearer, text)
         if len(text) >= 13:
-            text = _TOKEN_SHAPES_RE.sub(MASK, text)
+            if ("eyJ" in text or "_live_" in text or "_test_" in text or "gh" in text or "github_pat_" in text
+                    or "xox" in text or "AKIA" in text or "ASIA" in text):  # what _TOKEN_SHAPES_RE's shapes start with: cheaper than it
+                text = _TOKEN_SHAPES_RE.sub(MASK, text)
             text = _CARD_RE.sub(_mask_card, text)
         return text
 

@@ -74,9 +74,12 @@ MASKED_TEXT = [
     ("card 4111-1111-1111-1111", f"card {MASK}"),
     ("charged 5555555555554444", f"charged {MASK}"),
     ("amex 378282246310005", f"amex {MASK}"),
+    ("amex 3782 822463 10005.", f"amex {MASK}."),
+    ("visa,4111111111111111;", f"visa,{MASK};"),
     ("id eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJl here", f"id {MASK} here"),
     ("key sk_live_4eC39HqLyjWDarjtT1zdp7dc", f"key {MASK}"),
     ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", MASK),
+    ("pat github_pat_11ABCDEFG0123456789ABCDEF", f"pat {MASK}"),
     ("aws AKIAIOSFODNN7EXAMPLE", f"aws {MASK}"),
 ]
 KEPT_TEXT = [
@@ -87,6 +90,9 @@ KEPT_TEXT = [
     "epoch_ms=1764547200123",
     "1764547200123456",  # microseconds
     "order 4111111111111112",  # fails the Luhn check
+    "trace 0af4111111111111111b7c3d9e8f0a1b",  # a card-like digit run inside a hex id
+    "run 41111111-1111-4111-8111-111111111111",  # a UUID of digits: never a card
+    "run 12345678-4111-1111-1111-111111111111",
     "amount 0.4111111111111111",
     "bypass=1 passage=2 tokenizer=bert",
     "token_count=3 token_type=Bearer",
