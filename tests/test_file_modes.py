@@ -76,3 +76,19 @@ def test_everything_created_under_a_fresh_var_folder_is_owner_only(tmp_path, uma
             loose[path] = oct(stat.S_IMODE(mode))
     assert loose == {}
     assert report["chmods"] == []  # created with their mode: no window in which others could open them
+
+
+def test_a_private_file_is_written_whole_and_owner_only_even_over_an_older_loose_one(tmp_path):
+    from pipeline.files import create_private, write_private
+
+    loose = tmp_path / "dev-api-token"
+    loose.write_text("old\n")
+    loose.chmod(0o644)
+    write_private(loose, "new\n")  # replaced by a new file: 0600 from its first byte
+    assert loose.read_text() == "new\n" and stat.S_IMODE(loose.stat().st_mode) == 0o600
+    key = tmp_path / "deeper" / "secret-key"
+    assert create_private(key, "first") is True
+    assert create_private(key, "second") is False  # an existing key is never replaced
+    assert key.read_text() == "first" and stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deeper", "dev-api-token", "secret-key"]  # no leftovers
