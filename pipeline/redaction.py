@@ -34,7 +34,7 @@ __all__ = ["MASK", "MAX_DEPTH", "Redactor", "redactor", "redact", "redact_text",
 
 MASK = "[redacted]"
 MAX_DEPTH = 200  # containers deeper than this are replaced whole (orjson itself stops at 255)
-TOO_DEEP = "[redacted: nested deeper than 200 levels]"
+TOO_DEEP = f"[redacted: nested deeper than {MAX_DEPTH} levels]"
 CIRCULAR = "[redacted: circular reference]"
 
 # A key is secret when one of its words is one of these ...
