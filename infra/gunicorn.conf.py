@@ -68,7 +68,11 @@ def on_starting(server) -> None:
     """In the master, before any worker: a fresh multiprocess directory for this gunicorn."""
     path = _multiproc_dir()
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
+    old_umask = os.umask(0o077)  # owner-only folders, like everything under var/ (the master has one thread here)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    finally:
+        os.umask(old_umask)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 

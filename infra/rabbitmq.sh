@@ -28,6 +28,8 @@
 # Exit codes: 0 ok, 1 failure, 2 rabbitmq-server (or python) not installed,
 #             3 status: stopped.
 set -euo pipefail
+CALLER_UMASK="$(umask)"
+umask 077  # what this script and the node create is owner-only (see private_mkdir)
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd -- "$SCRIPT_DIR/.." && pwd -P)"
@@ -409,7 +411,7 @@ show_logs() {
 }
 
 prepare_var() {
-    mkdir -p "$VAR" "$LOG_DIR" "$RABBITMQ_MNESIA_BASE"
+    private_mkdir "$VAR" "$LOG_DIR" "$RABBITMQ_MNESIA_BASE"
     printf '[].\n' > "$PLUGINS_FILE"
     : > "$ENV_CONF_FILE"
     cat > "$CONF_FILE" <<EOF
@@ -448,8 +450,18 @@ launch() {
     LAUNCH_PID=$!
 }
 
+# The node's folders and files are owner-only (0700/0600, like everything of ours under var/: its
+# logs, and the users' password hashes in mnesia); the folders above them keep the caller's umask.
+private_mkdir() {
+    local d
+    for d in "$@"; do
+        (umask "$CALLER_UMASK" && mkdir -p "$(dirname "$d")")
+        mkdir -p "$d"
+    done
+}
+
 lock() {
-    mkdir -p "$VAR"
+    private_mkdir "$VAR"
     exec 9>"$VAR/.${NODE}.lock"
     if ! flock -w 180 9; then
         err "timed out waiting for another infra/rabbitmq.sh on node $NODE"

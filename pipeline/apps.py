@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.conf import settings
+
+from .files import private_sqlite_file
 
 
 class PipelineConfig(AppConfig):
@@ -15,5 +18,14 @@ class PipelineConfig(AppConfig):
         from .definitions import registry
 
         conf.get("PIPELINE_INLINE_CHAINS")  # a bad value stops every process at start, not each message
+        _private_sqlite_files()
         autodiscover_modules("pipelines")
         registry.validate()
+
+
+def _private_sqlite_files() -> None:
+    """Each SQLite database file is created 0600 here, before the first connection would create it
+    with the umask's mode; SQLite gives its -wal and -shm files the database file's mode."""
+    for database in settings.DATABASES.values():
+        if "sqlite" in database.get("ENGINE", "") and database.get("NAME"):
+            private_sqlite_file(database["NAME"])

@@ -22,7 +22,6 @@ import errno
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -33,12 +32,9 @@ import orjson
 import structlog
 from structlog._frames import _find_first_app_frame_and_name
 
+from .files import open_private
 from .metrics import observe as _observe_metrics
-
-_SECRET_KEY_PATTERN = r"pass(word|wd)?|secret|token|authorization|api[_-]?key|card[_-]?number|cvv|cvc|cookie"
-_MASK = "[redacted]"
-_secret_key_re = re.compile(_SECRET_KEY_PATTERN, re.IGNORECASE)
-_secret_key_seen: dict[str, bool] = {}  # key name -> secret?  (key names are few; saves a regex per key per line)
+from .redaction import add_secret_keys, redact, redact_text, redactor  # noqa: F401  (redact*: re-exported)
 
 # Every callable here gets each event dict just before it is rendered (after redaction), once per
 # line written, ours and third parties' alike. Empty by default: costs one truth test per line.
@@ -63,78 +59,9 @@ def process_name() -> str:
 
 
 # --- redaction ---------------------------------------------------------------------------------------
-def add_secret_keys(keys: tuple[str, ...] | list[str]) -> None:
-    """Extends the set of key names whose values never reach a log line."""
-    global _secret_key_re
-    extra = "|".join(re.escape(k) for k in keys if k)
-    _secret_key_re = re.compile(_SECRET_KEY_PATTERN + (f"|{extra}" if extra else ""), re.IGNORECASE)
-    _secret_key_seen.clear()
-
-
-def _is_secret_key(key: str) -> bool:
-    secret = _secret_key_seen.get(key)
-    if secret is None:
-        if len(_secret_key_seen) > 4096:  # keys made up at run time: stay bounded
-            _secret_key_seen.clear()
-        secret = _secret_key_seen[key] = _secret_key_re.search(key) is not None
-    return secret
-
-
-def redact(value: Any, depth: int = 0) -> Any:
-    """Masks values under secret-looking keys, at any depth of dicts and lists."""
-    if depth > 12:
-        return value
-    if isinstance(value, dict):
-        return {
-            k: (_MASK if isinstance(k, str) and _is_secret_key(k) else redact(v, depth + 1))
-            for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [redact(v, depth + 1) for v in value]
-    if isinstance(value, str) and depth > 0:
-        return redact_text(value)
-    return value
-
-
-_CARD_RE = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-
-
-def redact_text(text: str) -> str:
-    """Masks `key=value`, `key: value` and `"key": "value"` pairs, and card-like numbers, inside
-    free text such as exception messages."""
-    if not text:
-        return text
-    text = _CARD_RE.sub(_MASK, text)
-    if not _secret_key_re.search(text):
-        return text
-    pattern = re.compile(
-        r"""(?P<key>["']?[\w-]*(?:""" + _secret_key_re.pattern + r""")[\w-]*["']?\s*[:=]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\]]+)""",
-        re.IGNORECASE,
-    )
-    return pattern.sub(lambda m: m.group("key") + _MASK, text)
-
-
-_FREE_TEXT_KEYS = frozenset(("error", "exception", "traceback", "message", "stack_info"))
-
-
-def _redact_processor(_logger: Any, _name: str, event_dict: dict) -> dict:
-    """Secrets never reach a line: values under secret-looking keys, inside nested values, and
-    inside free text (errors, rendered tracebacks). On every line, so: one dict lookup per key."""
-    seen = _secret_key_seen
-    for key, value in event_dict.items():
-        secret = seen.get(key)
-        if secret is None:
-            secret = isinstance(key, str) and _is_secret_key(key)
-        if secret:
-            event_dict[key] = _MASK
-        elif type(value) is str:
-            if key in _FREE_TEXT_KEYS:
-                event_dict[key] = redact_text(value)
-        elif isinstance(value, (dict, list, tuple)):
-            event_dict[key] = redact(value, 1)
-        elif key in _FREE_TEXT_KEYS and isinstance(value, str):  # a str subclass
-            event_dict[key] = redact_text(value)
-    return event_dict
+# One implementation (pipeline/redaction.py) for log lines, stored errors and shown payloads; these
+# names stay importable from here for the code that used them before.
+_redact_processor = redactor  # runs last before rendering: on the final values, tracebacks included
 
 
 # --- the shared processors -----------------------------------------------------------------------------
@@ -190,8 +117,8 @@ def _dumps(event_dict: dict) -> bytes:
         pass
     try:
         return json.dumps(event_dict, default=str, separators=(",", ":")).encode("utf-8", "replace")
-    except Exception:  # a circular structure: every value as its repr
-        return json.dumps({str(k): repr(v) for k, v in event_dict.items()}, separators=(",", ":")).encode()
+    except Exception:  # whatever else: every value as its repr, redacted again (it is new text)
+        return json.dumps({str(k): redact_text(repr(v)) for k, v in event_dict.items()}, separators=(",", ":")).encode()
 
 
 # --- where lines go ------------------------------------------------------------------------------------
@@ -212,8 +139,7 @@ class _Output:
 
     def _open(self) -> int:
         assert self.path is not None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_private(self.path, os.O_WRONLY | os.O_APPEND)  # 0600 (lines hold customer data), folder 0700
 
     def set_path(self, path: Path) -> None:
         if path == self.path and self.fd is not None:
@@ -329,7 +255,7 @@ def _native_chain() -> list[Any]:
         _observe_metrics,  # Prometheus counters from the transition lines (pipeline/metrics.py): ours only
         # exc_info=True -> `exception` (the traceback), rendered before redaction so it is redacted too.
         structlog.processors.format_exc_info,
-        _redact_processor,
+        _redact_processor,  # last before the line is rendered: what it leaves is what is written
         _notify_observers,
         _render,
     ]

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator
 
 from dramatiq.middleware import Middleware
 
+from .files import open_private, private_dir, write_private
+
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 RUN_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600)
 FIRE_DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -400,11 +402,10 @@ def worker_metrics_dir(master_pid: int | None = None) -> Path:
 def prepare_worker_metrics_dir(master_pid: int) -> Path:
     """The directory of this master's worker processes: made fresh at the master's first worker
     boot (a directory left by a dead master, or by an earlier process with the same pid, is wiped)."""
-    base = metrics_base_dir()
-    base.mkdir(parents=True, exist_ok=True)
+    base = private_dir(metrics_base_dir())
     here = worker_metrics_dir(master_pid)
     started = _start_time(master_pid) or "unknown"
-    with open(base / ".lock", "a") as lock:
+    with os.fdopen(open_private(base / ".lock", os.O_WRONLY | os.O_APPEND), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             for old in base.glob("worker-*"):
@@ -418,8 +419,8 @@ def prepare_worker_metrics_dir(master_pid: int) -> Path:
             if here.exists() and not (marker.exists() and marker.read_text() == started):
                 shutil.rmtree(here, ignore_errors=True)
             if not here.exists():
-                here.mkdir()
-                marker.write_text(started)
+                private_dir(here)
+                write_private(marker, started)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return here

@@ -1,17 +1,22 @@
 """Rebuilding one run's timeline from JSON log lines alone: given a run, event or trace id,
 find every line about it in the log files of every process and order them into events, runs
-and stage attempts. Streams its input: memory grows with the run, not with the files."""
+and stage attempts. Streams its input: memory grows with the run, not with the files.
+
+Log files are input like any other: a line that is not JSON, is longer than `MAX_LINE_BYTES`
+(never held whole: the rest of it is read past), or whose known fields have the wrong type
+(`usable`) is skipped and counted, never a crash. The dashboard's log reader uses the same rules."""
 from __future__ import annotations
 
 import glob
 import gzip
 import io
 import json
+import math
 import os
 import re
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
@@ -25,12 +30,80 @@ class TraceUsageError(Exception):
     """Bad input: exit code 2."""
 
 
+MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is skipped unread (ours: a payload is at most 256 KiB)
+
+
 @dataclass
 class Scan:
     lines: list[dict[str, Any]] = field(default_factory=list)
     read: int = 0
-    corrupt: int = 0
+    corrupt: int = 0  # not JSON objects
+    too_long: int = 0  # longer than MAX_LINE_BYTES
+    unusable: int = 0  # JSON objects whose known fields have the wrong type
     files: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.corrupt + self.too_long + self.unusable
+
+    def skipped_text(self) -> str:
+        """`skipped 3 unusable line(s): 1 not JSON, 1 longer than 4 MiB, 1 with a field of the wrong type`"""
+        parts = [f"{n} {what}" for n, what in (
+            (self.corrupt, "not JSON"), (self.too_long, f"longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB"),
+            (self.unusable, "with a field of the wrong type")) if n]
+        return f"skipped {self.skipped} unusable line(s): {', '.join(parts)}"
+
+
+# The fields trace and the dashboard read, with the types they must have when present (null is
+# taken as absent). A stage.* line also needs its stage (text) and attempt (an integer).
+_TEXT_FIELDS = ("timestamp", "level", "logger", "process", "host", "run_id", "event_id", "trace_id", "pipeline",
+                "stage", "message_id", "event_type", "error", "error_type", "reason", "outcome")
+_INT_FIELDS = ("attempt", "pid", "runs_started")
+_NUMBER_FIELDS = ("duration_ms", "retry_in_ms")
+
+
+def _text_ok(value: Any) -> bool:
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")  # a lone surrogate (from a `\ud800` escape) cannot be printed or served
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def usable(line: Any) -> bool:
+    """Whether a parsed log line can be used: a JSON object with a text `event` and the known
+    fields of the right types."""
+    if type(line) is not dict or not _text_ok(line.get("event")):
+        return False
+    for key in _TEXT_FIELDS:
+        value = line.get(key)
+        if value is not None and not _text_ok(value):
+            return False
+    for key in _INT_FIELDS:
+        value = line.get(key)
+        if value is not None and type(value) is not int:
+            return False
+    for key in _NUMBER_FIELDS:
+        value = line.get(key)
+        if value is not None and not (type(value) in (int, float) and math.isfinite(value)):
+            return False
+    if line["event"].startswith("stage.") and (line.get("stage") is None or line.get("attempt") is None):
+        return False
+    return True
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """The line as a dict if it is a usable log line; None otherwise (not JSON, nested past what
+    the parser takes, numbers too long, wrong field types)."""
+    try:
+        line = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return line if usable(line) else None
 
 
 def log_sources(paths: list[str], default_dir: str) -> list[str]:
@@ -71,25 +144,54 @@ _CHUNK = 8 * 1024 * 1024
 _BAD_LINE = re.compile(rb"(?m)^(?![ \t\r]*$)(?![ \t]*\{.*\}[ \t\r]*$).*$")
 
 
-def _blocks(sources: Iterable[str]) -> Iterator[bytes]:
+class _Splitter:
+    """Cuts a byte stream into blocks of whole lines without ever holding more than
+    MAX_LINE_BYTES of an unfinished line: a longer one is counted and read past to its newline."""
+
+    def __init__(self, counts: Scan) -> None:
+        self.counts = counts
+        self.rest = b""
+        self.skipping = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.skipping:
+            end = chunk.find(b"\n")
+            if end == -1:
+                return b""
+            chunk = chunk[end + 1:]
+            self.skipping = False
+        data = self.rest + chunk if self.rest else chunk
+        cut = data.rfind(b"\n") + 1
+        self.rest = data[cut:]
+        if len(self.rest) > MAX_LINE_BYTES:
+            self.counts.too_long += 1
+            self.counts.read += 1
+            self.rest = b""
+            self.skipping = True
+        return data[:cut]
+
+    def end(self) -> bytes:
+        """The last line, when the stream does not end with a newline."""
+        rest, self.rest = self.rest, b""
+        return rest + b"\n" if rest else b""
+
+
+def _blocks(sources: Iterable[str], counts: Scan) -> Iterator[bytes]:
     """Whole lines, several megabytes at a time."""
     for source in sources:
         handle = _open(source)
-        rest = b""
+        splitter = _Splitter(counts)
         try:
             while True:
                 chunk = handle.read(_CHUNK)
                 if not chunk:
                     break
-                chunk = rest + chunk
-                cut = chunk.rfind(b"\n") + 1
-                if cut == 0:
-                    rest = chunk
-                    continue
-                rest = chunk[cut:]
-                yield chunk[:cut]
-            if rest:
-                yield rest + b"\n"
+                block = splitter.feed(chunk)
+                if block:
+                    yield block
+            last = splitter.end()
+            if last:
+                yield last
         except (OSError, EOFError) as exc:
             raise TraceUsageError(f"cannot read {source}: {exc}") from None
         finally:
@@ -131,11 +233,12 @@ def scan(sources: list[str], wanted: str) -> Scan:
     result = Scan(files=len(sources))
     ids = {wanted}
     if "-" not in sources and len(wanted) != 32:
-        for line in _parsed(_blocks(sources), ids, Scan()):
+        first_pass = Scan()
+        for line in _parsed(_blocks(sources, first_pass), ids, first_pass):
             if isinstance(line.get("trace_id"), str):
                 ids.add(line["trace_id"])
                 break
-    for line in _parsed(_blocks(sources), ids, result):
+    for line in _parsed(_blocks(sources, result), ids, result):
         _learn(line, ids)
         result.lines.append(line)
     result.lines.sort(key=lambda l: str(l.get("timestamp", "")))
@@ -153,20 +256,27 @@ def _parsed(blocks: Iterator[bytes], ids: set[str], counts: Scan) -> Iterator[di
             stripped = raw.strip()
             if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
                 continue  # already counted as corrupt
+            if len(stripped) > MAX_LINE_BYTES:
+                counts.too_long += 1
+                continue
             try:
                 line = json.loads(stripped)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting too deep
                 counts.corrupt += 1
                 continue
-            if isinstance(line, dict) and _mentions(line, ids):
+            if not usable(line):
+                counts.unusable += 1
+                continue
+            if _mentions(line, ids):
                 yield line
 
 
 def _ts(line: dict[str, Any]) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
     except (KeyError, ValueError):
         return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def timeline(lines: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,7 +287,10 @@ def timeline(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
     def offset(line: dict[str, Any]) -> float | None:
         t = _ts(line)
-        return round((t - origin).total_seconds() * 1000, 3) if t and origin else None
+        try:
+            return round((t - origin).total_seconds() * 1000, 3) if t and origin else None
+        except OverflowError:  # timestamps millennia apart
+            return None
 
     events: dict[str, dict[str, Any]] = {}
     runs: dict[str, dict[str, Any]] = {}
@@ -243,8 +356,8 @@ def render(data: dict[str, Any], width: int = 30) -> str:
             branch = "└─" if i == len(run["attempts"]) - 1 else "├─"
             start = a.get("start_ms") or 0.0
             duration = a.get("duration_ms") or 0.0
-            lead = int(start / span * width)
-            bar = " " * lead + "█" * max(1, int(duration / span * width))
+            lead = min(max(0, int(start / span * width)), width)  # clamped: odd offsets never cost memory
+            bar = " " * lead + "█" * min(max(1, int(duration / span * width)), width)
             detail = a["outcome"]
             if a.get("retry_in_ms") is not None:
                 detail += f", retry in {a['retry_in_ms']} ms"
@@ -259,12 +372,15 @@ def finished(data: dict[str, Any]) -> bool:
     return bool(data["runs"]) and all(r["status"] in ("succeeded", "failed", "cancelled") for r in data["runs"])
 
 
-def follow_files(sources: list[str], wanted: str) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """Yields (all lines so far, corrupt count) each time new lines about `wanted` arrive."""
+def follow_files(sources: list[str], wanted: str) -> Iterator[tuple[list[dict[str, Any]], Scan]]:
+    """Yields (all lines so far, the counts) each time new lines about `wanted` arrive (and an
+    empty list when none did). New bytes are read in blocks; an unfinished line waits, in memory,
+    for its end (up to MAX_LINE_BYTES: a longer one is skipped)."""
     offsets = {path: 0 for path in sources}
+    counts = Scan(files=len(sources))
+    splitters = {path: _Splitter(counts) for path in sources}
     ids = {wanted}
     lines: list[dict[str, Any]] = []
-    counts = Scan()
     while True:
         new = False
         for path in sources:
@@ -272,18 +388,21 @@ def follow_files(sources: list[str], wanted: str) -> Iterator[tuple[list[dict[st
                 continue
             with _open(path) as handle:
                 handle.seek(offsets[path])
-                chunk = handle.read()
-                complete = chunk[: chunk.rfind(b"\n") + 1] if b"\n" in chunk else b""
-                offsets[path] += len(complete)
-            for line in _parsed(iter([complete] if complete else []), ids, counts):
-                _learn(line, ids)
-                lines.append(line)
-                new = True
+                while True:
+                    chunk = handle.read(_CHUNK)
+                    if not chunk:
+                        break
+                    offsets[path] += len(chunk)
+                    block = splitters[path].feed(chunk)
+                    for line in _parsed(iter([block] if block else []), ids, counts):
+                        _learn(line, ids)
+                        lines.append(line)
+                        new = True
         if new:
             lines.sort(key=lambda l: str(l.get("timestamp", "")))
-            yield lines, counts.corrupt
+            yield lines, counts
         else:
-            yield [], counts.corrupt
+            yield [], counts
 
 
 def default_sources(log_dir: str) -> list[str]:

@@ -345,7 +345,7 @@ class GroupCommitWriter:
         with two worker processes and a producer, that sleeping was most of the time a run took."""
         try:
             if self._lock_fd is None and self._lock_path is not None:
-                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         except OSError:  # no lock file (its folder went away): SQLite's own lock still holds

@@ -142,7 +142,7 @@ def test_trace_skips_corrupt_lines_with_a_count_and_reads_gzip_and_stdin(tmp_pat
         handle.write(text)
     result = trace(run_id, str(tmp_path / "*.gz"), "--json")
     assert result.returncode == 0, result.stderr
-    assert "skipped 2 corrupt line(s)" in result.stderr
+    assert "skipped 2 unusable line(s): 2 not JSON" in result.stderr
     assert json.loads(result.stdout)["runs"][0]["attempts"][0]["outcome"] == "succeeded"
     piped = trace(run_id, "-", "--json", stdin=text)
     assert piped.returncode == 0 and json.loads(piped.stdout)["runs"][0]["attempts"][0]["duration_ms"] == 5.0

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import dj_database_url
 
+from pipeline.files import create_private
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
+# What we keep in var/ is created owner-only (pipeline/files.py: the database, logs, secrets, lock
+# and metrics folders); var/ itself keeps the default mode, since infra/postgres.sh, run as root,
+# hands the `postgres` user a cluster folder inside it, which that user must be able to reach.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -17,9 +22,7 @@ def _secret_key() -> str:
     if os.environ.get("DJANGO_SECRET_KEY"):
         return os.environ["DJANGO_SECRET_KEY"]
     path = VAR_DIR / "secret-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    create_private(path, secrets.token_urlsafe(50))  # 0600 from the start; a racing process reads the same key
     return path.read_text().strip()
 
 

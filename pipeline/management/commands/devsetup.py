@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from pipeline.files import write_private
 from web.api.models import ApiToken
 
 
@@ -23,10 +24,8 @@ class Command(BaseCommand):
             user.is_staff = user.is_superuser = True
             user.set_password(password)
             user.save()
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
+            write_private(password_file, password + "\n")  # created 0600: never readable by others
         if not token_file.exists() or ApiToken.authenticate(token_file.read_text().strip()) is None:
             _, value = ApiToken.issue("development")
-            token_file.write_text(value + "\n")
-            token_file.chmod(0o600)
+            write_private(token_file, value + "\n")
         self.stdout.write(f"admin password in {password_file}, API token in {token_file}")

@@ -33,10 +33,11 @@ class Command(BaseCommand):
             result = scan(sources, wanted)
         except TraceUsageError as exc:
             raise CommandError(str(exc), returncode=2) from None
-        if result.corrupt:
-            self.stderr.write(f"skipped {result.corrupt} corrupt line(s)")
+        if result.skipped:
+            self.stderr.write(result.skipped_text())
         if not result.lines:
-            raise CommandError(f"no log line mentions {wanted} ({result.read} lines in {result.files} file(s))",
+            skipped = f", {result.skipped} of them skipped" if result.skipped else ""
+            raise CommandError(f"no log line mentions {wanted} ({result.read} lines in {result.files} file(s){skipped})",
                                returncode=1)
         self._print(timeline(result.lines), options["json"])
 
@@ -52,7 +53,11 @@ class Command(BaseCommand):
         deadline = time.monotonic() + options["timeout"]
         shown = 0
         data = None
-        for lines, _corrupt in follow_files(sources, wanted):
+        reported = 0
+        for lines, counts in follow_files(sources, wanted):
+            if counts.skipped > reported:
+                self.stderr.write(counts.skipped_text())
+                reported = counts.skipped
             if lines:
                 data = timeline(lines)
                 if not options["json"]:
