@@ -18,6 +18,7 @@ the expression and the zone, so every scheduler process, before or after a resta
 same instants (and so the same idempotency keys)."""
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Iterator
@@ -49,8 +50,8 @@ _FIELDS = (
     ("day of week", 0, 7, _DAY_NAMES),
 )
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February's 29th exists in leap years
-# No valid expression waits longer than 8 years between fires (February 29th): searching further
-# would only spin.
+# No expression that parses waits longer than 8 years between fires (February 29th): the search for
+# the next fire stops there.
 _SEARCH_DAYS = 366 * 9
 
 
@@ -101,8 +102,8 @@ class CronExpression:
     each field allows. Day of week is 0-6 from Sunday (7 is folded into 0)."""
 
     source: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
+    minutes: tuple[int, ...]  # sorted
+    hours: tuple[int, ...]  # sorted
     days: frozenset[int]
     months: frozenset[int]
     weekdays: frozenset[int]
@@ -127,6 +128,7 @@ class CronExpression:
             )
         minutes, hours, days, months, weekdays = (_field(p, *spec) for p, spec in zip(parts, _FIELDS))
         weekdays = frozenset(d % 7 for d in weekdays)
+        minutes, hours = tuple(sorted(minutes)), tuple(sorted(hours))
         either_day = not parts[2].startswith("*") and not parts[4].startswith("*")
         if not either_day and not any(d <= _DAYS_IN_MONTH[m - 1] for m in months for d in days):
             raise CronError(f"{expression!r} never fires: no month it names has the days of month it names")
@@ -138,42 +140,42 @@ class CronExpression:
         in_days, in_weekdays = day.day in self.days, day.isoweekday() % 7 in self.weekdays
         return (in_days or in_weekdays) if self.either_day else (in_days and in_weekdays)
 
-    def wall_times(self, start: datetime) -> Iterator[datetime]:
-        """Matching wall-clock times (naive, to the minute) from `start` (naive) on, in order."""
-        hours, minutes = sorted(self.hours), sorted(self.minutes)
-        day = start.date()
-        for offset in range(_SEARCH_DAYS):
+    def wall_times(self, start: datetime, last_day: date) -> Iterator[datetime]:
+        """Matching wall-clock times (naive, to the minute) from `start` (naive, whole minute) to the
+        end of `last_day`, in order."""
+        day, first = start.date(), True
+        while day <= last_day:
             if self.matches_day(day):
+                hours = self.hours[bisect_left(self.hours, start.hour):] if first else self.hours
                 for hour in hours:
-                    if offset == 0 and hour < start.hour:
-                        continue
+                    minutes = self.minutes
+                    if first and hour == start.hour:
+                        minutes = minutes[bisect_left(minutes, start.minute):]
                     for minute in minutes:
-                        wall = datetime(day.year, day.month, day.day, hour, minute)
-                        if wall >= start:
-                            yield wall
-            day += timedelta(days=1)
+                        yield datetime(day.year, day.month, day.day, hour, minute)
+            day, first = day + timedelta(days=1), False
 
     def next_fire(self, moment: datetime, zone: tzinfo) -> datetime | None:
         """The first fire instant at or after `moment` (aware), in `zone`; None if there is none."""
-        moment = moment.astimezone(_UTC)
-        # Wall times in a gap map to the instant the gap ends, which is `moment` itself when it
-        # is that instant: so start from the wall time just before `moment`, not at it.
-        before = (moment - timedelta(microseconds=1)).astimezone(zone).replace(tzinfo=None, fold=0)
-        for wall in self.wall_times(before.replace(second=0, microsecond=0)):
-            instant = wall_to_instant(wall, zone)
-            if instant >= moment:
-                return instant.astimezone(zone)
-        return None
+        return next(self.fire_times(moment, moment + timedelta(days=_SEARCH_DAYS), zone), None)
 
     def fire_times(self, start: datetime, end: datetime, zone: tzinfo) -> Iterator[datetime]:
-        """Every fire instant t with start <= t <= end, in order, each once."""
-        moment: datetime | None = start
-        while moment is not None:
-            moment = self.next_fire(moment, zone)
-            if moment is None or moment > end:
+        """Every fire instant t with start <= t <= end (aware), in order, each once, in `zone`."""
+        start, end = start.astimezone(_UTC), end.astimezone(_UTC)
+        # Wall times in a gap map to the instant the gap ends, which is `start` itself when it is
+        # that instant: so begin at the wall time just before `start`, not at it. The mapping from
+        # wall time to instant never goes back, so no earlier wall time can fire at `start` or later.
+        before = (start - timedelta(microseconds=1)).astimezone(zone).replace(tzinfo=None, fold=0)
+        last_day = end.astimezone(zone).date() + timedelta(days=1)
+        previous: datetime | None = None
+        for wall in self.wall_times(before.replace(second=0, microsecond=0), last_day):
+            instant = wall_to_instant(wall, zone)
+            if instant > end:
                 return
-            yield moment
-            moment = moment + timedelta(microseconds=1)
+            if instant < start or (previous is not None and instant <= previous):
+                continue  # before the range, or a second wall time on an instant that already fired
+            previous = instant
+            yield instant.astimezone(zone)
 
 
 def wall_to_instant(wall: datetime, zone: tzinfo) -> datetime:
@@ -212,6 +214,10 @@ class CrontabTrigger(BaseTrigger):
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
         start = previous_fire_time + timedelta(microseconds=1) if previous_fire_time is not None else now
         return self.expression.next_fire(start, self.timezone)
+
+    def fire_times(self, start: datetime, end: datetime) -> Iterator[datetime]:
+        """All fire times in [start, end] in one pass (backfill, catch-up)."""
+        return self.expression.fire_times(start, end, self.timezone)
 
     def __str__(self) -> str:
         return f"cron[{self.expression.source!r}, {self.timezone}]"
