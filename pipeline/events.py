@@ -99,6 +99,9 @@ def start(
     return _record(pipeline.event_type, data, [pipeline], idempotency_key, trace_id, trigger, trigger)
 
 
+_SET_TRACE_CONTEXT = "UPDATE pipeline_event SET trace_flags = ?, tracestate = ? WHERE id = ?"
+
+
 def _record(
     type_name: str,
     data: dict[str, Any],
@@ -118,6 +121,10 @@ def _record(
     runs = [(uuid.uuid4(), p) for p in pipelines]
     payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
     payload_text, payload_size = payload_json.decode(), len(payload_json)
+    # Flags other than "sampled" or a tracestate came with the request: stored with the event (one
+    # more statement, only then; the column defaults cover every other emit).
+    incoming = tracing.incoming_for(trace_id)
+    trace_extra = incoming if incoming and (incoming.flags != tracing.DEFAULT_FLAGS or incoming.tracestate) else None
 
     def write(tx: writer.Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
@@ -128,8 +135,12 @@ def _record(
             tx.execute(q.emit_one, (key, type_name, payload_text, when, trace_id, idempotency_key, source,
                                     d.uuid(run_id), type_name, pipeline.name, trigger, when,
                                     pipeline.roots[0].name, when))
+            if trace_extra is not None:
+                tx.execute(d.sql(_SET_TRACE_CONTEXT), (trace_extra.flags, trace_extra.tracestate, key))
             return
         tx.execute(q.insert_event, (key, type_name, payload_text, when, trace_id, idempotency_key, source))
+        if trace_extra is not None:
+            tx.execute(d.sql(_SET_TRACE_CONTEXT), (trace_extra.flags, trace_extra.tracestate, key))
         if runs:
             tx.executemany(q.insert_run, [(d.uuid(r), key, type_name, p.name, trigger, when) for r, p in runs])
             tx.executemany(q.insert_root, [(d.uuid(r), s.name, when) for r, p in runs for s in p.roots])

@@ -34,6 +34,10 @@ class Event(models.Model):
     payload = models.JSONField(default=dict)
     occurred_at = models.DateTimeField(db_index=True)
     trace_id = models.CharField(max_length=32, db_index=True)
+    # The rest of the W3C trace context that came with the trace (pipeline.tracing): the flags as
+    # received and `tracestate` unchanged. Database defaults, so the emit statements need not name them.
+    trace_flags = models.CharField(max_length=2, default="01", db_default="01")
+    tracestate = models.TextField(blank=True, default="", db_default="")
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     source = models.CharField(max_length=255, blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,6 @@
-"""Django middleware that binds a trace id for each request (from `traceparent`, or new)."""
+"""Django middleware that binds a trace id for each request (from a valid W3C `traceparent`, or new)
+and answers with the trace context to propagate: our `traceparent` (the incoming flags kept) and the
+incoming `tracestate`, unchanged."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,7 +8,7 @@ from typing import Callable
 import structlog
 from django.http import HttpRequest, HttpResponse
 
-from .tracing import new_trace_id, parse_traceparent, traceparent
+from .tracing import DEFAULT_FLAGS, bind_incoming, new_trace_id, parse_trace_context, reset_incoming, traceparent
 
 
 class RequestContextMiddleware:
@@ -14,14 +16,20 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        trace_id = parse_traceparent(request.headers.get("traceparent")) or new_trace_id()
+        incoming = parse_trace_context(request.headers.get("traceparent"), request.headers.get("tracestate"))
+        trace_id = incoming.trace_id if incoming else new_trace_id()
         request.trace_id = trace_id  # type: ignore[attr-defined]
+        request.trace_context = incoming  # type: ignore[attr-defined]
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        token = bind_incoming(incoming)
         try:
             response = self.get_response(request)
         finally:
+            reset_incoming(token)
             structlog.contextvars.clear_contextvars()
-        response["traceparent"] = traceparent(trace_id)
+        response["traceparent"] = traceparent(trace_id, flags=incoming.flags if incoming else DEFAULT_FLAGS)
+        if incoming and incoming.tracestate:
+            response["tracestate"] = incoming.tracestate
         response["X-Trace-Id"] = trace_id
         return response
