@@ -187,6 +187,22 @@ def test_schedules_api_rejects_invalid_schedules_with_400_naming_the_field(clien
 
 
 @pytest.mark.django_db
+def test_the_next_fire_shows_as_soon_as_a_schedule_is_created_changed_or_resumed(client, api_token):
+    from zoneinfo import ZoneInfo
+
+    year = datetime.now(UTC).year
+    created = api(client, "post", "/api/schedules", api_token, {
+        "name": "new_year_lh", "pipeline": "ticks", "cron": "@yearly", "timezone": "Australia/Lord_Howe"}).json()
+    first_next_year = datetime(year + 1, 1, 1, tzinfo=ZoneInfo("Australia/Lord_Howe"))
+    assert datetime.fromisoformat(created["next_fire_at"]) == first_next_year
+    changed = api(client, "patch", "/api/schedules/new_year_lh", api_token, {"cron": "0 0 1 * 1"}).json()
+    assert datetime.fromisoformat(changed["next_fire_at"]) < first_next_year  # a Monday or a 1st comes sooner
+    assert api(client, "post", "/api/schedules/new_year_lh/pause", api_token).json()["next_fire_at"] is None
+    resumed = api(client, "post", "/api/schedules/new_year_lh/resume", api_token).json()
+    assert resumed["next_fire_at"] == changed["next_fire_at"]
+
+
+@pytest.mark.django_db
 def test_schedules_declared_in_code_can_be_paused_but_not_edited_through_the_api(client, api_token):
     from schedules.operations import sync_code_schedules
 
