@@ -49,8 +49,15 @@ def _oracle_fields(expression: str) -> tuple[list[set[int]], bool]:
         allowed: set[int] = set()
         for part in item.lower().split(","):
             first, last, step = re.fullmatch(r"(\*|\w+)(?:-(\w+))?(?:/(\d+))?", part).groups()
-            number = lambda t: (_NAMES[index].index(t) + (1 if index == 3 else 0)) if t.isalpha() else int(t)  # noqa: E731
-            lo, hi = (low, high) if first == "*" else (number(first), number(last) if last else high if step else number(first))
+
+            def number(token: str) -> int:
+                return _NAMES[index].index(token) + (index == 3) if token.isalpha() else int(token)
+
+            if first == "*":
+                lo, hi = low, high
+            else:
+                lo = number(first)
+                hi = number(last) if last else high if step else lo
             allowed |= set(range(lo, hi + 1, int(step or 1)))
         fields.append(allowed)
     if 7 in fields[4]:
@@ -64,8 +71,12 @@ class _Offsets:
 
     def __init__(self, zone: str) -> None:
         tz = ZoneInfo(zone)
-        offset = lambda minute: int(datetime.fromtimestamp(minute * 60, tz).utcoffset().total_seconds()) // 60  # noqa: E731
-        start, end = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp()) // 60, int(datetime(2030, 6, 1, tzinfo=UTC).timestamp()) // 60
+
+        def offset(minute: int) -> int:
+            return int(datetime.fromtimestamp(minute * 60, tz).utcoffset().total_seconds()) // 60
+
+        start = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp()) // 60
+        end = int(datetime(2030, 6, 1, tzinfo=UTC).timestamp()) // 60
         self.starts, self.values = [start], [offset(start)]
         for hour in range(start, end, 60):
             if offset(hour + 60) != offset(hour):
@@ -115,7 +126,9 @@ def oracle(expression: str, zone: str, start: datetime, until: datetime, at_leas
             previous = offsets.values[piece - 1]
             if offset > previous:  # clocks went forward: walls [minute + previous, wall) never existed
                 fired = any(wall_matches(w) for w in range(minute + previous, wall))
-        repeated = piece > 0 and offsets.values[piece - 1] > offset and wall < offsets.starts[piece] + offsets.values[piece - 1]
+        # clocks went back: walls before `change + previous offset` were already seen once
+        repeated = (piece > 0 and offsets.values[piece - 1] > offset
+                    and wall < offsets.starts[piece] + offsets.values[piece - 1])
         if (wall_matches(wall) and not repeated) or fired:
             fires.append(minute)
         if not day_matches(wall // 1440):
@@ -124,7 +137,7 @@ def oracle(expression: str, zone: str, start: datetime, until: datetime, at_leas
             step = 60 - wall % 60
         else:
             step = 1
-        minute = min(minute + step, next_change) if next_change > minute else minute + step
+        minute = min(minute + step, next_change)  # never jump over a clock change
     return [datetime.fromtimestamp(m * 60, UTC) for m in fires]
 
 
