@@ -155,7 +155,8 @@ def cron(
     payload: dict[str, Any] | None = None,
     **policies: Any,
 ) -> Schedule:
-    """Fires on a five-field cron expression, read in `timezone` (DST changes included)."""
+    """Fires on a crontab(5) expression (five fields, or a nickname such as `@daily`) read as
+    wall-clock time in `timezone`; schedules.cron says what happens when the clocks change."""
     return _register(Schedule(name, pipeline, actor, dict(payload or {}), cron=expression, timezone=timezone,
                               **policies))
 
