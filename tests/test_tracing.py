@@ -104,6 +104,36 @@ def test_without_tracestate_none_is_sent_or_stored(client, api_token):
 
 
 @pytest.mark.broker
+def test_every_case_through_the_live_server(live_server, api_token):
+    """The same table over real HTTP (http.client sends header values as given, white space too)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from tests.conftest import STAGE_QUEUE, purge_queues
+
+    address = urlsplit(live_server.url)
+    wrong = []
+    try:
+        for header, expected in CASES:
+            connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+            connection.request("POST", "/api/events", body=json.dumps({"type": "test.traced", "payload": {}}),
+                               headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_token}",
+                                        "traceparent": header, "tracestate": "k=v"})
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            connection.close()
+            event = Event.objects.get(id=body["event_id"])
+            _, trace_id, _, flags = response.getheader("traceparent").split("-")
+            kept = (trace_id, flags, response.getheader("tracestate"), event.trace_flags, event.tracestate)
+            want = (TID, expected[2], "k=v", expected[2], "k=v") if expected else (event.trace_id, "01", None, "01", "")
+            if response.status != 202 or kept != want or (expected is None and trace_id == TID):
+                wrong.append(f"{header!r}: {response.status} {kept}")
+    finally:
+        purge_queues(STAGE_QUEUE)
+    assert not wrong, wrong
+
+
+@pytest.mark.broker
 def test_a_stage_continues_the_trace_with_the_flags_and_tracestate_it_came_with(live_worker, live_server, api_token):
     import requests
 
