@@ -32,6 +32,7 @@ class StageContext:
     log: Any
     _cancel_checked_at: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
+    _trace_rest: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -40,6 +41,23 @@ class StageContext:
     @property
     def trace_id(self) -> str:
         return self.event.trace_id
+
+    def trace_headers(self) -> dict[str, str]:
+        """HTTP headers that continue this run's trace in a call to another service: a version-00
+        `traceparent` (this trace, a new span, the flags the trace came with) and, when one came,
+        `tracestate` unchanged. The flags and tracestate are read from the event once."""
+        from .tracing import DEFAULT_FLAGS, traceparent
+
+        if self._trace_rest is None:
+            from .models import Event
+
+            row = Event.objects.filter(id=self.event.id).values_list("trace_flags", "tracestate").first()
+            self._trace_rest = row or (DEFAULT_FLAGS, "")
+        flags, state = self._trace_rest
+        headers = {"traceparent": traceparent(self.trace_id, flags=flags)}
+        if state:
+            headers["tracestate"] = state
+        return headers
 
     @property
     def cancelled(self) -> bool:

@@ -100,6 +100,8 @@ def start(
     return _record(pipeline.event_type, data, [pipeline], idempotency_key, trace_id, trigger, trigger)
 
 
+
+
 def _record(
     type_name: str,
     data: dict[str, Any],
@@ -120,6 +122,9 @@ def _record(
     payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
     payload_text, payload_size = payload_json.decode(), len(payload_json)
     linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.web)
+    # The rest of the trace context that came with the request: the flags as received, tracestate.
+    incoming = tracing.incoming_for(trace_id)
+    flags, tracestate = (incoming.flags, incoming.tracestate) if incoming else (tracing.DEFAULT_FLAGS, "")
 
     def write(tx: writer.Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
@@ -127,7 +132,7 @@ def _record(
         key, when = d.uuid(event_id), d.dt(now)
         # Nothing here is read back: the rows go into the batch's multi-row INSERTs.
         tx.insert_later(q.event_head, q.event_row, (key, type_name, payload_text, when, trace_id, idempotency_key,
-                                                      source, linked))
+                                                      source, linked, flags, tracestate))
         for r, p in runs:
             run_key = d.uuid(r)
             tx.insert_later(q.run_head, q.run_row, (run_key, key, type_name, p.name, trigger, when))

@@ -29,9 +29,12 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import socket
 import threading
+from socketserver import ThreadingMixIn
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from dramatiq.middleware import Middleware
 
@@ -112,6 +115,44 @@ def _get() -> _Metrics:
 
 
 _children: dict[tuple, Any] = {}
+_RUN_OUTCOMES = ("succeeded", "failed", "cancelled")
+
+
+def prime() -> _Metrics:
+    """The metrics, with a zero sample for every pipeline, outcome, stage and event type declared
+    in code: an endpoint shows real zeros from its first scrape, not an empty page (in a worker's
+    multiprocess mode a family appears only once a sample of it is written), and `rate()` sees a
+    counter's first increment. Histograms are not primed (a page of empty buckets per stage and
+    outcome); their HELP and TYPE still show (`_EveryFamily`)."""
+    m = _get()
+    from .definitions import registry
+
+    for pipeline in list(registry.pipelines.values()):
+        _child(m.runs_started, pipeline.name)
+        for outcome in _RUN_OUTCOMES:
+            _child(m.runs_finished, pipeline.name, outcome)
+        for stage in pipeline.stages:
+            _child(m.stage_retries, pipeline.name, stage)
+        _child(m.events_emitted, pipeline.event_type)
+    return m
+
+
+class _EveryFamily:
+    """What `collector` collects, then the HELP and TYPE of every metric family of ours it did not
+    (no sample yet): a scraper sees each family from the first scrape, whatever the process kind."""
+
+    def __init__(self, collector: Any) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Any]:
+        seen = set()
+        for family in self.collector.collect():
+            seen.add(family.name)
+            yield family
+        for metric in vars(_get()).values():
+            for family in metric.describe():
+                if family.name not in seen:
+                    yield family
 
 
 def _child(metric: Any, *labels: str) -> Any:
@@ -328,12 +369,21 @@ class _Combined:
             yield from collector.collect()
 
 
+def render(collector: Any) -> tuple[bytes, str]:
+    """`collector`'s metrics in Prometheus's text format, as every endpoint of ours serves them (web,
+    worker, scheduler: one format version, prometheus_client's CONTENT_TYPE_LATEST, whatever the
+    scraper's Accept header); returns (body, content type)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(_EveryFamily(collector)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+
+
 def exposition(system: bool = True, close_db: bool = False) -> tuple[bytes, str]:
     """This process's metrics (or, in multiprocess mode, every process's sum) in Prometheus's text
     format, with the system gauges; returns (body, content type)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client import REGISTRY, CollectorRegistry
 
-    _get()  # the metrics exist (and their HELP/TYPE lines show) before the first transition
+    prime()  # the metrics exist, with zeros, before the first transition
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -343,7 +393,7 @@ def exposition(system: bool = True, close_db: bool = False) -> tuple[bytes, str]
     else:
         source = REGISTRY
     collectors = [source, SystemCollector(close_db=close_db)] if system else [source]
-    return generate_latest(_Combined(*collectors)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+    return render(_Combined(*collectors))
 
 
 # --- the scheduler's endpoint ---------------------------------------------------------------------
@@ -378,11 +428,30 @@ def start_scheduler_server() -> None:
     get_logger("pipeline.metrics").info("metrics.listening", port=port, address=bind_address())
 
 
-def start_http_server(port: int, registry: Any) -> Any:
-    from prometheus_client import start_http_server as start
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a line each
+        pass
 
-    _get()
-    server, _thread = start(port, addr=bind_address(), registry=registry)
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def start_http_server(port: int, registry: Any) -> Any:
+    """Serves `registry` on `port` (any path) from a daemon thread, rendered by `render` like the
+    web's /metrics (prometheus_client's own server would answer version 0.0.4 to a plain GET)."""
+    prime()
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        body, content_type = render(registry)
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    address = bind_address()
+    server_class = type("_Server", (_ThreadingWSGIServer,), {
+        "address_family": socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]})
+    server = make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name=f"metrics-{port}", daemon=True).start()
     return server
 
 

@@ -34,6 +34,10 @@ class Event(models.Model):
     payload = models.JSONField(default=dict)
     occurred_at = models.DateTimeField(db_index=True)
     trace_id = models.CharField(max_length=32)  # indexed by event_trace_idx
+    # The rest of the W3C trace context that came with the trace (pipeline.tracing): the flags as
+    # received and `tracestate` unchanged.
+    trace_flags = models.CharField(max_length=2, default="01", db_default="01")
+    tracestate = models.TextField(blank=True, default="", db_default="")
     # A trace id received with the request that emitted this event but not trusted as its own
     # (PIPELINE_TRUSTED_TRACEPARENT, pipeline/web.py): kept as a link, like an OpenTelemetry link.
     linked_trace_id = models.CharField(max_length=32, null=True, blank=True)

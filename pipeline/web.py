@@ -12,7 +12,10 @@ event and run the request starts) where `PIPELINE_TRUSTED_TRACEPARENT` says so:
 
 An untrusted valid `traceparent` is not thrown away: its trace id is kept as a *link*
 (`linked_trace_id` on every log line of the request, and on each event the request emits), the way
-OpenTelemetry links a span to a trace it does not belong to."""
+OpenTelemetry links a span to a trace it does not belong to.
+
+The answer carries the trace context to propagate: our `traceparent` (with the incoming flags when
+the incoming trace was taken) and the incoming `tracestate`, unchanged."""
 from __future__ import annotations
 
 import os
@@ -24,7 +27,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
-from .tracing import new_trace_id, parse_traceparent, traceparent
+from .tracing import DEFAULT_FLAGS, bind_incoming, new_trace_id, parse_trace_context, reset_incoming, traceparent
 
 MODES = ("authenticated", "all", "none")
 
@@ -81,19 +84,27 @@ class RequestContextMiddleware:
         trust_mode()  # a bad value stops the process at start, naming the variable
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        received = parse_traceparent(request.headers.get("traceparent"))
+        incoming = parse_trace_context(request.headers.get("traceparent"), request.headers.get("tracestate"))
+        received = incoming.trace_id if incoming else None
         request.received_trace_id = received  # type: ignore[attr-defined]
+        request.trace_context = incoming  # type: ignore[attr-defined]
         structlog.contextvars.clear_contextvars()
         if received and _trusted_now(request, trust_mode()):
             _bind(request, received, None)
         else:
             _bind(request, new_trace_id(), received)
+        # Flags and tracestate apply to events emitted under the incoming trace id only (incoming_for).
+        token = bind_incoming(incoming)
         try:
             response = self.get_response(request)
         finally:
+            reset_incoming(token)
             structlog.contextvars.clear_contextvars()
             _linked_trace_id.set(None)
         trace_id = request.trace_id  # type: ignore[attr-defined]
-        response["traceparent"] = traceparent(trace_id)
+        continued = incoming is not None and incoming.trace_id == trace_id
+        response["traceparent"] = traceparent(trace_id, flags=incoming.flags if continued else DEFAULT_FLAGS)
+        if continued and incoming.tracestate:
+            response["tracestate"] = incoming.tracestate
         response["X-Trace-Id"] = trace_id
         return response

@@ -60,13 +60,26 @@ def spec_from_data(data: dict[str, Any], name: str | None = None) -> Schedule:
     return spec
 
 
+def next_fire_at(spec: Schedule, paused: bool, last_fire_at: datetime | None = None) -> datetime | None:
+    """The next fire time, from the same engine the scheduler fires by: the API and the dashboard
+    show it as soon as a schedule is created, changed or resumed (the leader keeps it current)."""
+    if paused:
+        return None
+    trigger, now = spec.trigger(), timezone.now()
+    next_time = trigger.get_next_fire_time(None, now)
+    if next_time is not None and last_fire_at is not None and next_time <= last_fire_at:
+        next_time = trigger.get_next_fire_time(last_fire_at, now)
+    return next_time
+
+
 def create(data: dict[str, Any]) -> ScheduleRecord:
     spec = spec_from_data(data)
     if ScheduleRecord.objects.filter(name=spec.name).exists():
         raise ScheduleError(f"a schedule named {spec.name!r} already exists", "name")
+    paused = bool(data.get("paused", False))
     record = ScheduleRecord.objects.create(
-        name=spec.name, source="runtime", paused=bool(data.get("paused", False)), catch_up_from=timezone.now(),
-        **ScheduleRecord.fields_from_spec(spec),
+        name=spec.name, source="runtime", paused=paused, catch_up_from=timezone.now(),
+        next_fire_at=next_fire_at(spec, paused), **ScheduleRecord.fields_from_spec(spec),
     )
     log.info("schedule.created", schedule_id=spec.name, target=spec.target)
     return record
@@ -83,6 +96,7 @@ def update(name: str, data: dict[str, Any]) -> ScheduleRecord:
         setattr(record, field, value)
     if "paused" in data:
         record.paused = bool(data["paused"])
+    record.next_fire_at = next_fire_at(spec, record.paused, record.last_fire_at)
     record.save()
     log.info("schedule.updated", schedule_id=name)
     return record
@@ -110,7 +124,8 @@ def resume(name: str) -> ScheduleRecord:
     record = get(name)
     record.paused = False
     record.catch_up_from = timezone.now()
-    record.save(update_fields=["paused", "catch_up_from", "updated_at"])
+    record.next_fire_at = next_fire_at(record.spec(), False, record.last_fire_at)
+    record.save(update_fields=["paused", "catch_up_from", "next_fire_at", "updated_at"])
     log.info("schedule.resumed", schedule_id=name)
     return record
 

@@ -10,9 +10,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from .cron import CronError, CronExpression, CrontabTrigger
 
 CATCH_UP_POLICIES = ("coalesce", "all", "none")
 OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
@@ -21,48 +22,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # same fire times (and so the same idempotency keys), whenever it started.
 _UTC = ZoneInfo("UTC")
 EPOCH = datetime(2000, 1, 1, tzinfo=_UTC)
-
-
-class WallClockCronTrigger(CronTrigger):
-    """A cron trigger read as wall-clock time: in the hour repeated when clocks go back, a local
-    time that already fired does not fire again (APScheduler's own trigger fires a daily 01:30
-    job twice that night). A time skipped when clocks go forward fires an hour later, once."""
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        result = super().get_next_fire_time(previous_fire_time, now)
-        if previous_fire_time is None:
-            return result
-        previous_local = previous_fire_time.astimezone(self.timezone).replace(tzinfo=None)
-        for _ in range(10_000):
-            if result is None or result.astimezone(self.timezone).replace(tzinfo=None) > previous_local:
-                return result
-            after = result.astimezone(_UTC) + timedelta(microseconds=1)  # wall-clock arithmetic would lose the fold
-            result = super().get_next_fire_time(after, after)
-        return result
-
-
-_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _crontab_day_of_week(field: str) -> str:
-    """Standard cron numbers days from Sunday = 0 (7 also Sunday); APScheduler 3's from_crontab
-    reads 0 as Monday, so "0 9 * * 1-5" would run Tuesday to Saturday. Numbers become names."""
-    parts = []
-    for part in field.split(","):
-        body, _, step = part.partition("/")
-        if (body == "*" and not step) or (body != "*" and not any(c.isdigit() for c in body)):
-            parts.append(part)
-            continue
-        first, _, last = ("0", "-", "6") if body == "*" else body.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
-            parts.append(part)  # let APScheduler report the mistake
-            continue
-        lo, hi = int(first), int(last) if last else (7 if step else int(first))
-        if not (0 <= lo <= 7 and 0 <= hi <= 7 and lo <= hi):
-            raise ValueError(f"day of week {body!r} is out of range 0-7")
-        days = range(lo, hi + 1, int(step) if step else 1)
-        parts.extend(_DAY_NAMES[d] for d in days)
-    return ",".join(dict.fromkeys(parts))
 
 
 class ScheduleError(ValueError):
@@ -93,11 +52,8 @@ class Schedule:
         tz = _zone(self.timezone)
         if self.cron is not None:
             try:
-                fields = self.cron.split()
-                if len(fields) == 5:
-                    fields[4] = _crontab_day_of_week(fields[4])
-                return WallClockCronTrigger.from_crontab(" ".join(fields), timezone=tz)
-            except ValueError as exc:
+                return CrontabTrigger(CronExpression.parse(self.cron), tz)
+            except CronError as exc:
                 raise ScheduleError(
                     f"schedule {self.name!r}: invalid cron expression {self.cron!r}: {exc}", "cron"
                 ) from None
@@ -199,7 +155,8 @@ def cron(
     payload: dict[str, Any] | None = None,
     **policies: Any,
 ) -> Schedule:
-    """Fires on a five-field cron expression, read in `timezone` (DST changes included)."""
+    """Fires on a crontab(5) expression (five fields, or a nickname such as `@daily`) read as
+    wall-clock time in `timezone`; schedules.cron says what happens when the clocks change."""
     return _register(Schedule(name, pipeline, actor, dict(payload or {}), cron=expression, timezone=timezone,
                               **policies))
 

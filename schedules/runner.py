@@ -26,6 +26,7 @@ from .firing import fire
 from .leader import Lease
 from .models import ScheduleRecord
 from .operations import sync_code_schedules
+from .registry import ScheduleError
 from .timing import missed_fire_times
 
 log = get_logger("schedules.runner")
@@ -139,7 +140,12 @@ class SchedulerProcess:
             ScheduleRecord.objects.filter(name=record.name).update(next_fire_at=None)
             return
         spec = record.spec()
-        trigger = spec.trigger()
+        try:
+            trigger = spec.trigger()
+        except ScheduleError as exc:  # stored before a rule it breaks: the other schedules still load
+            log.error("schedule.invalid", schedule_id=record.name, error=str(exc))
+            ScheduleRecord.objects.filter(name=record.name).update(next_fire_at=None)
+            return
         if catch_up:
             self._catch_up(record, trigger, now)
         next_time = trigger.get_next_fire_time(None, now)

@@ -1,6 +1,7 @@
 """Fire times: computed from a schedule's trigger, identical in every scheduler process."""
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -13,13 +14,19 @@ def fire_key(schedule_name: str, fire_time: datetime) -> str:
 
 
 def fire_times(trigger: BaseTrigger, start: datetime, end: datetime, limit: int = 100_000) -> Iterator[datetime]:
-    """Fire times t with start <= t <= end, in order (at most `limit`)."""
+    """Fire times t with start <= t <= end, in order, each instant once (at most `limit`).
+    Cron triggers (schedules.cron) never repeat an instant; the check keeps any trigger honest."""
+    if hasattr(trigger, "fire_times"):  # schedules.cron.CrontabTrigger: one pass over wall-clock times
+        yield from itertools.islice(trigger.fire_times(start, end), limit)
+        return
     previous = None
     now = start
     for _ in range(limit):
         next_time = trigger.get_next_fire_time(previous, now)
         if next_time is None or next_time > end:
             return
+        if previous is not None and next_time <= previous:
+            raise RuntimeError(f"{trigger} went back from {previous.isoformat()} to {next_time.isoformat()}")
         if next_time >= start:
             yield next_time
         previous = next_time

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 import structlog
 from django.utils import timezone
-from prometheus_client import REGISTRY
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import emit
@@ -29,7 +29,8 @@ def free_port() -> int:
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
+        # The same exposition format (and version) as the web's /metrics, whatever the process.
+        assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
         return response.read().decode()
 
 
@@ -188,6 +189,43 @@ def test_after_a_demo_run_every_endpoint_shows_its_metrics_with_real_values(
             scheduler.stop()
         worker.stop()
         purge_queues("killable", "pipeline")
+
+
+OUR_FAMILIES = ("pipeline_runs_started", "pipeline_runs_finished", "pipeline_run_duration_seconds",
+                "pipeline_stage_duration_seconds", "pipeline_stage_retries", "pipeline_events_emitted",
+                "pipeline_schedule_fires", "pipeline_schedule_fire_delay_seconds")
+
+
+def test_an_idle_worker_endpoint_shows_every_family_with_zeros_before_its_first_transition(
+    transactional_db, test_database_url, client, monkeypatch, tmp_path
+):
+    port = free_port()
+    purge_queues("killable")
+    monkeypatch.setenv("PIPELINE_WORKER_METRICS_PORT", str(port))
+    monkeypatch.setenv("PIPELINE_METRICS_DIR", str(tmp_path / "prometheus"))
+    worker = start_worker(test_database_url, "metrics-idle-worker", processes=1, threads=1, queue="killable")
+    try:
+        def scraped():
+            try:
+                return scrape(port)
+            except OSError:
+                return None
+
+        text = wait_for(scraped, 30, "the idle worker's endpoint", interval=0.3)
+    finally:
+        worker.stop()
+    assert Run.objects.count() == 0  # nothing ran: what shows are the declared families
+    found = families(text)
+    for name in OUR_FAMILIES:
+        assert name in found and found[name].documentation, name
+    zeros = {(s.name, s.labels.get("pipeline"), s.labels.get("outcome")): s.value
+             for s in found["pipeline_runs_finished"].samples + found["pipeline_runs_started"].samples}
+    assert zeros[("pipeline_runs_finished_total", "killable", "failed")] == 0
+    assert zeros[("pipeline_runs_started_total", "killable", None)] == 0
+    assert value(text, "pipeline_stage_retries_total", pipeline="killable", stage="slow") == 0
+    assert any(s.labels == {"pipeline": "killable", "stage": "slow"} for s in found["pipeline_stage_retries"].samples)
+    assert_prometheus_conventions(text)
+    assert client.get("/metrics")["Content-Type"] == CONTENT_TYPE_LATEST
 
 
 def assert_prometheus_conventions(text: str) -> None:

@@ -25,9 +25,10 @@ def test_cron_in_a_time_zone_follows_the_spring_forward_change():
     # New York moves from UTC-5 to UTC-4 on 2026-03-08: 09:00 local is 14:00 UTC, then 13:00 UTC.
     assert times("0 9 * * *", "America/New_York", utc(2026, 3, 7), utc(2026, 3, 10)) == [
         "03-07 14:00", "03-08 13:00", "03-09 13:00"]
-    # 02:30 does not exist that night: the fire happens once, an hour later in wall-clock time.
+    # 02:30 does not exist that night: the fire happens once, at the first instant after the gap
+    # (03:00 EDT, 07:00 UTC).
     assert times("30 2 * * *", "America/New_York", utc(2026, 3, 7), utc(2026, 3, 10)) == [
-        "03-07 07:30", "03-08 07:30", "03-09 06:30"]
+        "03-07 07:30", "03-08 07:00", "03-09 06:30"]
 
 
 def test_cron_in_a_time_zone_fires_a_repeated_wall_clock_time_once_when_clocks_go_back():
@@ -61,6 +62,10 @@ def test_missed_fire_times_start_after_the_last_fire_and_stop_at_now():
     [
         ({"cron": "61 * * * *"}, "invalid cron expression '61 \\* \\* \\* \\*'"),
         ({"cron": "* * *"}, "Wrong number of fields"),
+        ({"cron": "0 0 * * 8"}, "day of week '8' is out of range 0-7"),
+        ({"cron": "0 0 30 2 *"}, "never fires"),
+        ({"cron": "@reboot"}, "unknown nickname '@reboot'"),
+        ({"cron": 5}, "a cron expression is a string, not int"),
         ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ({"interval_seconds": 0}, "interval_seconds must be positive"),
         ({"interval_seconds": 5, "overlap": "sometimes"}, "overlap must be one of"),
@@ -101,6 +106,32 @@ def test_backfill_creates_exactly_one_run_per_fire_time_and_never_twice(settings
     assert Run.objects.filter(pipeline="ticks").count() == 10
 
 
+@pytest.mark.django_db
+def test_a_scheduler_restarted_inside_the_repeated_hour_does_not_fire_its_time_again(monkeypatch):
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from schedules import runner
+    from schedules.models import ScheduleRecord
+
+    operations.create({"name": "nightly_ny", "pipeline": "ticks", "cron": "30 1 * * *",
+                       "timezone": "America/New_York", "catch_up": "all", "catch_up_window_seconds": 86400})
+    # 01:30 EDT fired (05:30Z); clocks went back at 06:00Z; the scheduler restarts at 01:10 EST (06:10Z).
+    ScheduleRecord.objects.filter(name="nightly_ny").update(
+        last_fire_at=utc(2026, 11, 1, 5, 30), created_at=utc(2026, 10, 1), catch_up_from=utc(2026, 10, 1))
+    fired = []
+    monkeypatch.setattr(runner, "fire", lambda name, fire_time, **kwargs: fired.append(fire_time))
+    process = runner.SchedulerProcess(only=["nightly_ny"])
+    process.aps = BackgroundScheduler(timezone=UTC)
+    process._load(ScheduleRecord.objects.get(name="nightly_ny"), utc(2026, 11, 1, 6, 10), catch_up=True)
+    assert fired == []  # nothing missed: 01:30 already fired, in its first occurrence
+    next_fire = utc(2026, 11, 2, 6, 30)  # 01:30 EST the next day, not 01:30 EST today (06:30Z)
+    assert ScheduleRecord.objects.get(name="nightly_ny").next_fire_at == next_fire
+    assert process.aps.get_job("nightly_ny").next_run_time == next_fire
+    # Restarted later that night (02:40 EST), catch-up still finds nothing to fire.
+    process._load(ScheduleRecord.objects.get(name="nightly_ny"), utc(2026, 11, 1, 7, 40), catch_up=True)
+    assert fired == []
+
+
 def test_fire_keys_are_in_utc_whatever_the_zone():
     paris = datetime(2026, 7, 1, 9, 0, tzinfo=__import__("zoneinfo").ZoneInfo("Europe/Paris"))
     assert fire_key("s", paris) == "schedule:s@2026-07-01T07:00:00+00:00"
@@ -139,6 +170,8 @@ def test_schedules_api_creates_lists_pauses_resumes_and_deletes(client, api_toke
     "body, field, message",
     [
         ({"name": "b", "pipeline": "ticks", "cron": "99 * * * *"}, "cron", "invalid cron expression"),
+        ({"name": "b", "pipeline": "ticks", "cron": 5}, "cron", "a cron expression is a string"),
+        ({"name": "b", "pipeline": "ticks", "cron": "@fortnightly"}, "cron", "unknown nickname"),
         ({"name": "b", "pipeline": "ticks", "cron": "0 1 * * *", "timezone": "Nowhere/City"}, "timezone",
          "unknown time zone"),
         ({"name": "b", "pipeline": "missing", "interval_seconds": 5}, "pipeline", "unknown pipeline 'missing'"),
@@ -151,6 +184,22 @@ def test_schedules_api_rejects_invalid_schedules_with_400_naming_the_field(clien
     response = api(client, "post", "/api/schedules", api_token, body)
     assert response.status_code == 400
     assert response.json()["field"] == field and message in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_the_next_fire_shows_as_soon_as_a_schedule_is_created_changed_or_resumed(client, api_token):
+    from zoneinfo import ZoneInfo
+
+    year = datetime.now(UTC).year
+    created = api(client, "post", "/api/schedules", api_token, {
+        "name": "new_year_lh", "pipeline": "ticks", "cron": "@yearly", "timezone": "Australia/Lord_Howe"}).json()
+    first_next_year = datetime(year + 1, 1, 1, tzinfo=ZoneInfo("Australia/Lord_Howe"))
+    assert datetime.fromisoformat(created["next_fire_at"]) == first_next_year
+    changed = api(client, "patch", "/api/schedules/new_year_lh", api_token, {"cron": "0 0 1 * 1"}).json()
+    assert datetime.fromisoformat(changed["next_fire_at"]) < first_next_year  # a Monday or a 1st comes sooner
+    assert api(client, "post", "/api/schedules/new_year_lh/pause", api_token).json()["next_fire_at"] is None
+    resumed = api(client, "post", "/api/schedules/new_year_lh/resume", api_token).json()
+    assert resumed["next_fire_at"] == changed["next_fire_at"]
 
 
 @pytest.mark.django_db

@@ -205,6 +205,18 @@ def test_the_readme_snippet_verifies_a_signature_and_rejects_a_tampered_body():
     assert not verify(SECRET, body, str(int(timestamp) - 3600), signing.sign(SECRET, str(int(timestamp) - 3600), body))
 
 
+def test_each_attempt_signs_its_own_timestamp_as_the_readme_says():
+    from web.webhooks import signing
+
+    body = b'{"type": "run.failed"}'
+    first, retry = signing.headers(SECRET, body, now=1764146400), signing.headers(SECRET, body, now=1764146401)
+    assert first["X-Pipeline-Timestamp"] != retry["X-Pipeline-Timestamp"]
+    assert first["X-Pipeline-Signature"] != retry["X-Pipeline-Signature"]  # same body, another timestamp
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sentence = readme[readme.index("Every attempt carries these headers"):readme.index("X-Pipeline-Event: run.failed")]
+    assert "the signature changes with it" in sentence and "signature are the same" not in sentence
+
+
 def test_redirects_are_followed_only_to_the_same_host(receiver_factory):
     from web.webhooks.pipelines import DeliveryFailed, post
 

@@ -368,3 +368,17 @@ def kill_slow(ctx: StageContext) -> dict:
 def kill_after(ctx: StageContext) -> dict:
     _record(ctx)
     return {}
+
+
+@event_type("test.traced")
+class TestTraced(BaseModel):
+    pass
+
+
+traced = Pipeline("traced", on="test.traced")
+
+
+@traced.stage(retries=0, timeout=30)
+def call_out(ctx: StageContext) -> dict:
+    """What a stage would send to another service to continue its run's trace."""
+    return ctx.trace_headers()
