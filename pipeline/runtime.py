@@ -103,15 +103,6 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     options = message.options if message is not None else {}
     message_id = message.message_id if message is not None else str(uuid.uuid4())
     _local.ended = []
-    thread = threading.get_ident()
-    writer.activity[thread] = writer.BUSY
-    try:
-        _execute(stage, run_id, message, options, message_id)
-    finally:
-        writer.activity.pop(thread, None)
-
-
-def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:
     info = RunInfo.from_message(run_id, stage.pipeline.name, options)
     claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"))
     if claimed is None:
@@ -174,13 +165,8 @@ def _attempt(
         log=structlog.get_logger(f"pipeline.stage.{stage.actor_name}"),
     )
     started = time.perf_counter()
-    thread = threading.get_ident()
-    writer.activity[thread] = writer.IN_USER_CODE
     try:
-        try:
-            result = stage.fn(ctx)
-        finally:
-            writer.activity[thread] = writer.BUSY
+        result = stage.fn(ctx)
         # Results are stored and handed to later stages: they must be JSON.
         result_json = orjson.dumps(result, option=_JSON_OPTIONS).decode()
     except (Exception, Interrupt) as exc:  # Interrupt: the time limit or a worker shutdown

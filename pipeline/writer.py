@@ -26,8 +26,6 @@ from django.db import connections, router, transaction
 from .sql import Dialect, Statements, dialect_for, statements_for
 
 MAX_BATCH = 256
-GATHER_SECONDS = 0.001
-GATHER_POLL_SECONDS = 0.0001
 IDLE_CLOSE_SECONDS = 5.0
 SQLITE_LOCK_WAIT_SECONDS = 30.0
 CHECKPOINT_INTERVAL_SECONDS = 0.2
@@ -65,7 +63,7 @@ class Tx:
         """An INSERT run once for the whole batch, as one multi-row statement per table, just
         before the commit: `head` is "INSERT INTO t (cols) VALUES ", `row_marks` "(?, ?, ...)".
         Why: each statement lets go of the GIL and must get it back while the database's write
-        lock is held (see `_gather`); ten emits in a batch then cost one statement, not ten.
+        lock is held (other processes wait meanwhile); ten emits in a batch cost one statement.
         Tables are written in the order first asked (events before their runs). A failing row
         fails the batch, whose operations are then run one by one: the error reaches its own."""
         self._inserts.setdefault((head, row_marks), []).append(row)
@@ -121,26 +119,14 @@ def _sql(d: Dialect, text: str) -> str:
 
 Operation = Callable[[Tx], Any]
 
-# What each thread running a stage message is doing (thread id -> BUSY | IN_USER_CODE | WAITING):
-# the writer starts a batch once no thread is BUSY in engine code, i.e. about to hand it an
-# operation (see `_gather`). Threads that run no stage message (web requests) are not listed.
-BUSY, IN_USER_CODE, WAITING = 1, 2, 3
-activity: dict[int, int] = {}
-
-
-def _no_thread_about_to_write() -> bool:
-    return BUSY not in activity.values()
-
-
 class _Pending:
     """An operation handed over, and the lock its thread waits on (held until the writer is done
     with it: the cheapest hand-over CPython has, cheaper than an Event's condition variable)."""
 
-    __slots__ = ("op", "done", "result", "error", "thread")
+    __slots__ = ("op", "done", "result", "error")
 
-    def __init__(self, op: Operation, thread: int = 0) -> None:
+    def __init__(self, op: Operation) -> None:
         self.op = op
-        self.thread = thread
         self.done = threading.Lock()
         self.done.acquire()
         self.result: Any = None
@@ -167,15 +153,9 @@ class GroupCommitWriter:
 
     def run(self, op: Operation) -> Any:
         """Runs `op` in the next batch; returns its result once the batch has committed."""
-        thread = threading.get_ident()
-        pending = _Pending(op, thread)
-        doing = activity.get(thread)
-        if doing is not None:
-            activity[thread] = WAITING
+        pending = _Pending(op)
         self._queue.put(pending)
         pending.done.acquire()
-        if doing == IN_USER_CODE:  # a stage's own code writing (an emit): still in user code
-            activity[thread] = IN_USER_CODE
         if pending.error is not None:
             raise pending.error
         return pending.result
@@ -201,13 +181,13 @@ class GroupCommitWriter:
                 # PostgreSQL server counts one connection fewer); the next batch reconnects.
                 self._disconnect()
                 continue
-            batch = self._gather(first)
-            # The rest of the batch is gathered once the cross-process lock is ours (SQLite), so
-            # everything handed over while other processes held it goes into this transaction.
+            # The batch is gathered once the cross-process lock is ours (SQLite), so everything
+            # handed over while other processes held it goes into this one transaction.
             self._lock()
             closing: list[_Pending] = []
             done: list[_Pending] = []
             try:
+                batch = [first]
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._queue.get_nowait())
@@ -223,31 +203,10 @@ class GroupCommitWriter:
             # Woken only now: a woken thread competes for the GIL, and the lock other processes
             # queue on must not wait for this thread to get it back.
             for pending in done:
-                if pending.thread in activity:
-                    activity[pending.thread] = BUSY  # before it wakes: see `_gather`
                 pending.done.release()
             for pending in closing:
                 self._disconnect()
                 pending.done.release()
-
-    def _gather(self, first: _Pending) -> list[_Pending]:
-        """Waits (at most GATHER_SECONDS) until every thread of this process that is in engine
-        code has handed over its operation. Why: while the writer holds the database's write lock
-        (which other processes queue on), each statement lets go of the GIL and must get it back;
-        woken threads running Python meanwhile made a batch hold the lock ~4x its own CPU time.
-        Once they all wait on this batch, it runs nearly alone, and is larger."""
-        batch = [first]
-        if _no_thread_about_to_write():
-            return batch
-        deadline = time.monotonic() + GATHER_SECONDS
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self._queue.get(timeout=GATHER_POLL_SECONDS))
-            except queue.Empty:
-                pass
-            if _no_thread_about_to_write() or time.monotonic() >= deadline:
-                break
-        return batch
 
     def _connect(self) -> Tx:
         if self._tx is None:
