@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from pipeline.logging import get_logger
 
+from .bounds import MAX_BACKFILL, check_bounds
 from .firing import fire
 from .models import ScheduleRecord
 from .registry import Schedule, ScheduleError, check_target, schedules
@@ -18,7 +19,6 @@ from .timing import fire_times
 
 log = get_logger("schedules.operations")
 
-MAX_BACKFILL = 10_000
 _POLICY_FIELDS = ("misfire_grace_seconds", "catch_up", "catch_up_window_seconds", "overlap", "jitter_seconds")
 
 
@@ -55,7 +55,7 @@ def spec_from_data(data: dict[str, Any], name: str | None = None) -> Schedule:
         spec = Schedule(**values)
     except TypeError as exc:
         raise ScheduleError(str(exc)) from None
-    spec.check()
+    check_bounds(spec)
     check_target(spec)
     return spec
 
