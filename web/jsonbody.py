@@ -40,27 +40,33 @@ class BadRequest(Exception):
         return JsonResponse({"error": str(self), **self.extra}, status=self.status)
 
 
-class _Refused(ValueError):
-    """Raised from inside the parser's hooks; carries the message for the 400."""
+class _Unusable:
+    """What the parser's hooks put in place of a number the limits refuse, so that the walk
+    after parsing can name the field that holds it."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | _Unusable:
     digits = text.lstrip("-")
-    if len(digits) > _MAX_INT_DIGITS or not INT64_MIN <= (value := int(text)) <= INT64_MAX:
-        shown = text if len(text) <= 30 else f"{text[:12]}…({len(text)} digits)"
-        raise _Refused(f"integer {shown} is outside the signed 64-bit range")
-    return value
+    if len(digits) > _MAX_INT_DIGITS or not INT64_MIN <= int(text) <= INT64_MAX:
+        shown = text if len(text) <= 30 else f"{text[:12]}… ({len(digits)} digits)"
+        return _Unusable(f"is an integer outside the signed 64-bit range ({shown})")
+    return int(text)
 
 
-def _parse_float(text: str) -> float:
+def _parse_float(text: str) -> float | _Unusable:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise _Refused(f"number {text[:30]} is too large to be stored")
+        return _Unusable(f"is a number too large to be stored ({text[:30]})")
     return value
 
 
-def _parse_constant(name: str) -> Any:
-    raise _Refused(f"{name} is not JSON (numbers must be finite)")
+def _parse_constant(name: str) -> _Unusable:
+    return _Unusable(f"is {name}, which is not a JSON number (numbers must be finite)")
 
 
 def _path(parts: list[str | int]) -> str:
@@ -86,12 +92,16 @@ def check_document(data: Any) -> None:
         if isinstance(value, (dict, list)):
             if depth > MAX_JSON_DEPTH:
                 raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects",
-                                 **({"field": _path(path)} if path else {}))
+                                 **({"field": str(path[0])} if path else {}))  # the top-level field holding it
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if isinstance(key, str) and (problem := _bad_text(key)):
                     raise BadRequest(f"a key {problem}", field=_path([*path, key.encode("utf-8", "replace").decode()]))
                 stack.append((item, [*path, key], depth + 1))
+        elif isinstance(value, _Unusable):
+            where = _path(path)
+            raise BadRequest(f"field {where!r} {value.problem}" if where else f"the body {value.problem}",
+                             **({"field": where} if where else {}))
         elif isinstance(value, str) and (problem := _bad_text(value)):
             where = _path(path)
             raise BadRequest(f"field {where!r} {problem}" if where else f"the body {problem}",
@@ -102,8 +112,6 @@ def parse_json(raw: bytes | str) -> Any:
     """The JSON document in `raw`, within the limits above, or BadRequest (400)."""
     try:
         data = json.loads(raw or b"", parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
-    except _Refused as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
