@@ -28,7 +28,7 @@ from schedules import operations as schedule_operations
 from web.api.openapi import schema as openapi_document
 from web.shop.models import Order
 
-EXAMPLES = 25
+EXAMPLES = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
