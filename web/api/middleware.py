@@ -23,6 +23,8 @@ def _message(request: HttpRequest, response: HttpResponse) -> str:
         return f"method {request.method} is not allowed here (allowed: {response.get('Allow', 'none')})"
     if status == 403:
         return "forbidden: this endpoint takes `Authorization: Bearer <token>`, not a browser session"
+    if status >= 500:
+        return f"the server failed to answer ({status} {response.reason_phrase}); the error is in its log"
     return f"the request was refused ({status} {response.reason_phrase})"
 
 
