@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from schedules.bounds import NAME_PATTERN
+
 from . import schemas
 
 _REF = "#/components/schemas/{model}"
@@ -141,7 +143,7 @@ _PATH_PARAMETERS = {
     "event_id": ("the event's id", _ID),
     "run_id": ("the run's id", _ID),
     "webhook_id": ("the subscription's id", {"type": "integer", "minimum": 0, "maximum": WEBHOOK_ID_MAX}),
-    "name": ("the schedule's name", {"type": "string"}),
+    "name": ("the schedule's name (any other path segment is a 404)", {"type": "string", "pattern": NAME_PATTERN}),
 }
 
 
