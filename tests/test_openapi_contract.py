@@ -44,6 +44,8 @@ def test_a_content_type_the_status_does_not_list_fails():
     (schedule(timezone=None), "timezone"),
     ({k: v for k, v in schedule().items() if k != "next_fire_at"}, "the top"),
     (schedule(last_run_status="exploded"), "last_run_status"),
+    (schedule(next_fire_at="tomorrow"), "next_fire_at"),
+    (schedule(last_run_id="not-a-uuid"), "last_run_id"),
 ])
 def test_a_body_the_schema_refuses_fails_naming_where(body, where):
     found = problems("GET", "/api/schedules/s", 200, body)
