@@ -60,3 +60,18 @@ def test_an_undocumented_path_must_answer_a_json_error_and_a_405_must_say_allow(
     assert problems("GET", "/api/nowhere", 404, {"error": "no such endpoint"}) == []
     assert problems("GET", "/api/nowhere", 404, b"<h1>Not Found</h1>", {"Content-Type": "text/html"})
     assert "Allow" in problems("TRACE", "/api/runs", 405, {"error": "not allowed"})[0]
+
+
+@pytest.mark.django_db
+def test_the_served_document_is_valid_openapi_3_1_generated_from_the_models(client):
+    from openapi_spec_validator import validate
+
+    from web.api import schemas
+
+    document = client.get("/api/openapi.json").json()
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    for model in (*schemas.INPUT_MODELS, *schemas.OUTPUT_MODELS):
+        assert model.__name__ in document["components"]["schemas"]
+    schedule = document["components"]["schemas"]["Schedule"]
+    assert {"type": "null"} in schedule["properties"]["actor"]["anyOf"]  # the nullable fields say so
