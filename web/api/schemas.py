@@ -52,7 +52,9 @@ NonEmpty = Annotated[StrictStr, Field(min_length=1)]
 
 
 class _Input(BaseModel):
-    """Request bodies and query parameters: unknown names are refused, types are not coerced."""
+    """Request bodies and query parameters: unknown names are refused. In bodies a value of the
+    wrong JSON type is refused (a string is not a number, 1 is not true); query parameters are
+    text, read as the type their field declares."""
 
     model_config = ConfigDict(extra="forbid")
 
