@@ -76,11 +76,12 @@ def update(name: str, data: dict[str, Any]) -> ScheduleRecord:
     record = get(name)
     if record.source == "code" and set(data) - {"paused"}:
         raise ScheduleError(f"schedule {name!r} is declared in code: change it there (only pause/resume here)")
-    merged = {**record.spec().definition(), **data}
-    merged.pop("name", None)
-    spec = spec_from_data(merged, name=name)
-    for field, value in ScheduleRecord.fields_from_spec(spec).items():
-        setattr(record, field, value)
+    if set(data) - {"paused"}:  # pausing alone leaves the definition as it is, unchecked
+        merged = {**record.spec().definition(), **data}
+        merged.pop("name", None)
+        spec = spec_from_data(merged, name=name)
+        for field, value in ScheduleRecord.fields_from_spec(spec).items():
+            setattr(record, field, value)
     if "paused" in data:
         record.paused = bool(data["paused"])
     record.save()

@@ -330,3 +330,4 @@ def test_a_payload_within_the_depth_limit_is_accepted(client, api_token):
 ])
 def test_values_no_database_can_store_are_400_naming_their_path(client, api_token, raw, field):
     assert_400_naming(send(client, "post", "/api/events", raw, api_token), field)
+
