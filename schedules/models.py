@@ -78,7 +78,9 @@ class ScheduleRecord(models.Model):
 
     def clean(self) -> None:
         try:
-            spec = self.spec().check()
+            from .bounds import check_bounds
+
+            spec = check_bounds(self.spec())
             check_target(spec)
         except ScheduleError as exc:
             raise ValidationError({exc.field: str(exc)} if exc.field and exc.field != "name" else str(exc)) from None

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from pipeline.logging import get_logger
 
+from .bounds import MAX_BACKFILL, check_bounds
 from .firing import fire
 from .models import ScheduleRecord
 from .registry import Schedule, ScheduleError, check_target, schedules
@@ -18,7 +19,6 @@ from .timing import fire_times
 
 log = get_logger("schedules.operations")
 
-MAX_BACKFILL = 10_000
 _POLICY_FIELDS = ("misfire_grace_seconds", "catch_up", "catch_up_window_seconds", "overlap", "jitter_seconds")
 
 
@@ -55,7 +55,7 @@ def spec_from_data(data: dict[str, Any], name: str | None = None) -> Schedule:
         spec = Schedule(**values)
     except TypeError as exc:
         raise ScheduleError(str(exc)) from None
-    spec.check()
+    check_bounds(spec)
     check_target(spec)
     return spec
 
@@ -89,11 +89,12 @@ def update(name: str, data: dict[str, Any]) -> ScheduleRecord:
     record = get(name)
     if record.source == "code" and set(data) - {"paused"}:
         raise ScheduleError(f"schedule {name!r} is declared in code: change it there (only pause/resume here)")
-    merged = {**record.spec().definition(), **data}
-    merged.pop("name", None)
-    spec = spec_from_data(merged, name=name)
-    for field, value in ScheduleRecord.fields_from_spec(spec).items():
-        setattr(record, field, value)
+    if set(data) - {"paused"}:  # pausing alone leaves the definition as it is, unchecked
+        merged = {**record.spec().definition(), **data}
+        merged.pop("name", None)
+        spec = spec_from_data(merged, name=name)
+        for field, value in ScheduleRecord.fields_from_spec(spec).items():
+            setattr(record, field, value)
     if "paused" in data:
         record.paused = bool(data["paused"])
     record.next_fire_at = next_fire_at(spec, record.paused, record.last_fire_at)

@@ -13,6 +13,8 @@ import pika
 import pytest
 from django.conf import settings
 
+from tests.openapi_contract import api_responses_match_the_document  # noqa: F401  (autouse: every API answer)
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 STAGE_QUEUE = "pipeline"

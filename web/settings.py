@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "web.api.middleware.JsonErrorsMiddleware",  # every error under /api/ is JSON (404, 405, 403 included)
     "whitenoise.middleware.WhiteNoiseMiddleware",  # the dashboard's CSS/JS with DEBUG off too
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

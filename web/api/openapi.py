@@ -1,322 +1,262 @@
 """The OpenAPI 3.1 description of the JSON API, served at /api/openapi.json.
 
-Written by hand as a static dict, next to the views it describes: tests/test_dashboard_views.py
-checks that every route under /api/ appears here with its methods, so the two cannot drift apart."""
+Generated from the pydantic models the views validate with (`web.api.schemas`) and the table of
+operations below, which lists every status code and content type each view can answer: the
+suite checks each API response it produces against this document, and a schema-driven fuzzer
+(tests/test_openapi_fuzz.py) checks that no request gets an answer the document does not list."""
 from __future__ import annotations
 
 import copy
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
-RUN_STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"]
-STAGE_STATUSES = ["pending", "running", "retrying", "succeeded", "failed", "cancelled"]
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schedules.bounds import NAME_PATTERN
+
+from . import schemas
+
+_REF = "#/components/schemas/{model}"
+_JSON = "application/json"
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    # status -> a response model, the description of an error (an `Error` body), or a ready
+    # response object (no body, another content type)
+    responses: dict[int, type[BaseModel] | str | dict[str, Any]]
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    public: bool = False
+    extra_parameters: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _json(schema_ref: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+_BODY_ERRORS: dict[int, str] = {
+    400: "the body is not a JSON object within the limits (64 levels deep, integers within 64 bits, finite "
+         "numbers, no lone surrogate or NUL in a string), an unknown field, or a field with a wrong type or "
+         "value (named in `field`)",
+    413: "the body is over PIPELINE_MAX_PAYLOAD_BYTES (256 KiB) + 4 KiB",
+    415: "the body is not declared as application/json",
+}
 
-
-UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
 _ID = {"type": "string", "format": "uuid"}
-_TIME = {"type": ["string", "null"], "format": "date-time"}
+_SSE = {"description": "text/event-stream: events run.started, stage.started|retrying|succeeded|failed|cancelled, "
+                       "run.succeeded|failed|cancelled; data is JSON with key, type, at, stage, attempt, error",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+WEBHOOK_ID_MAX = 10**18 - 1  # ids are matched as 1 to 18 digits; any other path segment is a 404
 
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/api/events", "postEvent",
+              "Emit an event: it is stored with the runs it starts and published to the workers",
+              {202: schemas.EventAccepted,
+               400: "a malformed body, an unknown event type, or a payload that fails the event type's schema (each "
+                    "bad field named in `fields`)",
+               413: "the body or the payload is over PIPELINE_MAX_PAYLOAD_BYTES (256 KiB)"},
+              body=schemas.EventInput),
+    Operation("get", "/api/events/{event_id}", "getEvent",
+              "An event (payload with secrets redacted) and the runs it started",
+              {200: schemas.Event, 404: "no such event (or an id that is not a UUID)"}),
+    Operation("get", "/api/runs", "listRuns", "Runs, newest first, filtered and paginated with a cursor",
+              {200: schemas.RunPage,
+               400: "an unknown parameter, an empty one, or an invalid value (a date-time that does not exist or is "
+                    "out of range, a cursor this API did not return), named in `field`"},
+              query=schemas.RunListQuery),
+    Operation("get", "/api/runs/{run_id}", "getRun", "A run with its stages, every attempt's error kept",
+              {200: schemas.Run, 404: "no such run (or an id that is not a UUID)"}),
+    Operation("post", "/api/runs/{run_id}/replay", "replayRun",
+              "Replay a failed or cancelled run from the stages that did not succeed, or from the start as a new run",
+              {202: schemas.ReplayAccepted, 404: "no such run", 409: "the run is not failed or cancelled"},
+              body=schemas.ReplayInput, body_required=False),
+    Operation("post", "/api/runs/{run_id}/cancel", "cancelRun",
+              "Cancel a pending or running run: no further stage starts, a running stage sees ctx.cancelled",
+              {202: schemas.CancelAccepted, 404: "no such run", 409: "the run has already finished"}),
+    Operation("get", "/api/runs/{run_id}/events", "streamRunEvents",
+              "The run's transitions as server-sent events, until the run ends; resumes after Last-Event-ID",
+              {200: _SSE, 204: {"description": "the run has finished and the client has seen every transition"},
+               404: "no such run"},
+              extra_parameters=[{"name": "Last-Event-ID", "in": "header", "required": False,
+                                 "schema": {"type": "string"},
+                                 "description": "the id of the last event received (`<count>|<key>`): the stream "
+                                                "resumes after it"}]),
+    Operation("get", "/api/webhooks", "listWebhooks", "Webhook subscriptions (never their secrets)",
+              {200: schemas.WebhookList}),
+    Operation("post", "/api/webhooks", "createWebhook",
+              "Subscribe a URL to completion events, POSTed signed (X-Pipeline-Signature) with retries",
+              {201: schemas.Webhook, 400: "a bad field (a URL that is not http(s), a short secret, …), named in "
+                                          "`field`",
+               409: "a webhook with that name exists"},
+              body=schemas.WebhookInput),
+    Operation("get", "/api/webhooks/{webhook_id}", "getWebhook", "One subscription",
+              {200: schemas.Webhook, 404: "no such webhook"}),
+    Operation("delete", "/api/webhooks/{webhook_id}", "deleteWebhook", "Delete a subscription",
+              {204: {"description": "deleted"}, 404: "no such webhook"}),
+    Operation("get", "/api/schedules", "listSchedules", "Every schedule (declared in code or created here) with its "
+                                                        "state", {200: schemas.ScheduleList}),
+    Operation("post", "/api/schedules", "createSchedule",
+              "Create a schedule at run time: give `cron` (+ `timezone`) or `interval_seconds` (or `run_at`)",
+              {201: schemas.Schedule,
+               400: "an invalid or missing field, named in `field` (values out of the documented ranges, a cron "
+                    "expression that never fires, an unknown pipeline, actor or time zone, …)",
+               409: "a schedule with this name already exists"},
+              body=schemas.ScheduleInput),
+    Operation("get", "/api/schedules/{name}", "getSchedule", "One schedule and its state",
+              {200: schemas.Schedule, 404: "no such schedule"}),
+    Operation("patch", "/api/schedules/{name}", "updateSchedule",
+              "Change a schedule created at run time (a schedule declared in code: only `paused`)",
+              {200: schemas.Schedule, 400: "an invalid field, named in `field`", 404: "no such schedule",
+               409: "the schedule is declared in code"},
+              body=schemas.ScheduleChange),
+    Operation("put", "/api/schedules/{name}", "replaceSchedule", "Same as PATCH",
+              {200: schemas.Schedule, 400: "an invalid field, named in `field`", 404: "no such schedule",
+               409: "the schedule is declared in code"},
+              body=schemas.ScheduleChange),
+    Operation("delete", "/api/schedules/{name}", "deleteSchedule", "Delete a schedule created at run time",
+              {200: schemas.ScheduleDeleted, 404: "no such schedule", 409: "the schedule is declared in code"}),
+    Operation("post", "/api/schedules/{name}/pause", "pauseSchedule", "Stop firing until resumed",
+              {200: schemas.Schedule, 404: "no such schedule"}),
+    Operation("post", "/api/schedules/{name}/resume", "resumeSchedule",
+              "Fire again from now on (fires missed while paused are not caught up)",
+              {200: schemas.Schedule, 404: "no such schedule"}),
+    Operation("post", "/api/schedules/{name}/trigger", "triggerSchedule", "Fire now, once, whatever the schedule's "
+                                                                          "state",
+              {202: schemas.ScheduleTriggered, 404: "no such schedule"}),
+    Operation("post", "/api/schedules/{name}/backfill", "backfillSchedule",
+              "One run per fire time in [start, end] that has not run yet",
+              {202: schemas.BackfillAccepted,
+               400: "start or end missing, without a UTC offset or out of range, end before start, or more than "
+                    "10,000 fire times in the range",
+               404: "no such schedule"},
+              body=schemas.BackfillInput),
+    Operation("get", "/api/openapi.json", "openapi", "This document",
+              {200: {"description": "the OpenAPI description", "content": {_JSON: {"schema": {"type": "object"}}}}},
+              public=True),
+)
 
-def _path_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema or {"type": "string"}}
-
-
-def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema or {"type": "string"}}
-
-
-_SCHEDULE_NAME = _path_param("name", "the schedule's name")
-
-SCHEMA: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "django-pipelines API",
-        "version": "1",
-        "description": (
-            "Post events, follow and repair runs, operate schedules. Every endpoint but this schema needs "
-            "`Authorization: Bearer <token>` (tokens are managed in the Django admin, under JSON API > API tokens; "
-            "`make run` writes a development token to var/dev-api-token). Errors are JSON: "
-            "`{\"error\": \"<what is wrong>\", \"field\": \"<the parameter at fault, when one is>\"}` with a 4xx status."
-        ),
-    },
-    "servers": [{"url": "/"}],
-    "security": [{"bearerToken": []}],
-    "paths": {
-        "/api/events": {
-            "post": {
-                "operationId": "postEvent",
-                "summary": "Emit an event: it is stored with the runs it starts and published to the workers",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventInput"}}}},
-                "responses": {
-                    "202": {"description": "accepted: the event and its runs are stored; stages run on the workers",
-                            "content": {"application/json": {"schema": {"type": "object", "required": ["event_id"], "properties": {
-                                "event_id": _ID, "trace_id": {"type": "string"}}}}}},
-                    "400": _error("a missing field, an unknown event type, or a payload that fails the event type's "
-                                  "schema (each bad field named in `fields`)"),
-                    "401": UNAUTHORIZED,
-                    "413": _error("payload over PIPELINE_MAX_PAYLOAD_BYTES (256 KiB)"),
-                    "415": _error("the body is not application/json"),
-                },
-            }
-        },
-        "/api/events/{event_id}": {
-            "parameters": [_path_param("event_id", "the event's id", _ID)],
-            "get": {
-                "operationId": "getEvent",
-                "summary": "An event (payload with secrets redacted) and the runs it started",
-                "responses": {"200": _json("Event", "the event"), "401": UNAUTHORIZED, "404": _error("no such event")},
-            },
-        },
-        "/api/runs": {
-            "get": {
-                "operationId": "listRuns",
-                "summary": "Runs, newest first, filtered and paginated with a cursor",
-                "parameters": [
-                    _query("pipeline", "only runs of this pipeline"),
-                    _query("status", "only runs in this status", {"type": "string", "enum": RUN_STATUSES}),
-                    _query("event_type", "only runs started by events of this type"),
-                    _query("since", "only runs created at or after this moment (ISO 8601; no offset means UTC)", {"type": "string", "format": "date-time"}),
-                    _query("until", "only runs created before this moment (ISO 8601)", {"type": "string", "format": "date-time"}),
-                    _query("range", "only runs of the last 15 minutes, hour, day, week or 30 days (instead of since)",
-                           {"type": "string", "enum": ["15m", "1h", "24h", "7d", "30d"]}),
-                    _query("q", "a run id, an event id or a trace id (32 hex digits, or a whole traceparent)"),
-                    _query("limit", "runs per page, 1 to 200 (default 50)", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-                    _query("cursor", "the `next_cursor` of the previous page"),
-                ],
-                "responses": {"200": _json("RunPage", "a page of runs"), "400": _error("an unknown or invalid parameter, named in `field`"),
-                              "401": UNAUTHORIZED},
-            }
-        },
-        "/api/runs/{run_id}": {
-            "parameters": [_path_param("run_id", "the run's id", _ID)],
-            "get": {
-                "operationId": "getRun",
-                "summary": "A run with its stages, every attempt's error kept",
-                "responses": {"200": _json("Run", "the run"), "401": UNAUTHORIZED, "404": _error("no such run")},
-            },
-        },
-        "/api/runs/{run_id}/replay": {
-            "parameters": [_path_param("run_id", "the run's id", _ID)],
-            "post": {
-                "operationId": "replayRun",
-                "summary": "Replay a failed or cancelled run from the stages that did not succeed, or from the start as a new run",
-                "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object", "properties": {
-                    "from_start": {"type": "boolean", "default": False, "description": "start a new run of the same event"}}}}}},
-                "responses": {
-                    "202": {"description": "replaying", "content": {"application/json": {"schema": {"type": "object", "properties": {
-                        "run_id": {**_ID, "description": "the run that now makes progress (a new one with from_start)"},
-                        "replay_of": _ID}}}}},
-                    "400": _error("from_start is not a boolean, or the body is malformed"),
-                    "401": UNAUTHORIZED, "404": _error("no such run"),
-                    "409": _error("the run is not failed or cancelled"),
-                },
-            },
-        },
-        "/api/runs/{run_id}/cancel": {
-            "parameters": [_path_param("run_id", "the run's id", _ID)],
-            "post": {
-                "operationId": "cancelRun",
-                "summary": "Cancel a pending or running run: no further stage starts, a running stage sees ctx.cancelled",
-                "responses": {
-                    "202": {"description": "cancelled", "content": {"application/json": {"schema": {"type": "object", "properties": {
-                        "run_id": _ID, "status": {"const": "cancelled"}}}}}},
-                    "401": UNAUTHORIZED, "404": _error("no such run"), "409": _error("the run has already finished"),
-                },
-            },
-        },
-        "/api/runs/{run_id}/events": {
-            "parameters": [_path_param("run_id", "the run's id", _ID)],
-            "get": {
-                "operationId": "streamRunEvents",
-                "summary": "The run's transitions as server-sent events, until the run ends; resumes after Last-Event-ID",
-                "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
-                                "description": "the id of the last event received (`<count>|<key>`): the stream resumes after it"}],
-                "responses": {
-                    "200": {"description": "text/event-stream: events run.started, stage.started|retrying|succeeded|failed|cancelled, "
-                                           "run.succeeded|failed|cancelled; data is JSON with key, type, at, stage, attempt, error",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                    "204": {"description": "the run has finished and the client has seen every transition"},
-                    "401": UNAUTHORIZED, "404": _error("no such run"),
-                },
-            },
-        },
-        "/api/webhooks": {
-            "get": {
-                "operationId": "listWebhooks",
-                "summary": "Webhook subscriptions (never their secrets)",
-                "responses": {"200": {"description": "the subscriptions", "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}}}}},
-                    "401": UNAUTHORIZED},
-            },
-            "post": {
-                "operationId": "createWebhook",
-                "summary": "Subscribe a URL to completion events, POSTed signed (X-Pipeline-Signature) with retries",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookInput"}}}},
-                "responses": {"201": _json("Webhook", "created"), "400": _error("a bad field (non-http URL, short secret, …)"),
-                              "401": UNAUTHORIZED, "409": _error("a webhook with that name exists")},
-            },
-        },
-        "/api/webhooks/{webhook_id}": {
-            "parameters": [_path_param("webhook_id", "the subscription's id", {"type": "integer"})],
-            "get": {"operationId": "getWebhook", "summary": "One subscription",
-                    "responses": {"200": _json("Webhook", "the subscription"), "401": UNAUTHORIZED, "404": _error("no such webhook")}},
-            "delete": {"operationId": "deleteWebhook", "summary": "Delete a subscription",
-                       "responses": {"204": {"description": "deleted"}, "401": UNAUTHORIZED, "404": _error("no such webhook")}},
-        },
-        "/api/schedules": {
-            "get": {
-                "operationId": "listSchedules",
-                "summary": "Every schedule (declared in code or created here) with its state",
-                "responses": {"200": {"description": "the schedules", "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"schedules": {"type": "array", "items": {"$ref": "#/components/schemas/Schedule"}}}}}}},
-                    "401": UNAUTHORIZED},
-            },
-            "post": {
-                "operationId": "createSchedule",
-                "summary": "Create a schedule at run time: give `cron` (+ `timezone`) or `interval_seconds` (or `run_at`)",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScheduleInput"}}}},
-                "responses": {"201": _json("Schedule", "created"), "400": _error("an invalid or missing field, named in `field`"),
-                              "401": UNAUTHORIZED, "409": _error("a schedule with this name already exists")},
-            },
-        },
-        "/api/schedules/{name}": {
-            "parameters": [_SCHEDULE_NAME],
-            "get": {"operationId": "getSchedule", "summary": "One schedule and its state",
-                    "responses": {"200": _json("Schedule", "the schedule"), "401": UNAUTHORIZED, "404": _error("no such schedule")}},
-            "patch": {"operationId": "updateSchedule", "summary": "Change a schedule created at run time (a schedule declared in code: only `paused`)",
-                      "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScheduleInput"}}}},
-                      "responses": {"200": _json("Schedule", "changed"), "400": _error("an invalid field"), "401": UNAUTHORIZED,
-                                    "404": _error("no such schedule"), "409": _error("the schedule is declared in code")}},
-            "put": {"operationId": "replaceSchedule", "summary": "Same as PATCH",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScheduleInput"}}}},
-                    "responses": {"200": _json("Schedule", "changed"), "400": _error("an invalid field"), "401": UNAUTHORIZED,
-                                  "404": _error("no such schedule"), "409": _error("the schedule is declared in code")}},
-            "delete": {"operationId": "deleteSchedule", "summary": "Delete a schedule created at run time",
-                       "responses": {"200": {"description": "deleted", "content": {"application/json": {"schema": {"type": "object", "properties": {"deleted": {"type": "string"}}}}}},
-                                     "401": UNAUTHORIZED, "404": _error("no such schedule"), "409": _error("the schedule is declared in code")}},
-        },
-        "/api/schedules/{name}/pause": {
-            "parameters": [_SCHEDULE_NAME],
-            "post": {"operationId": "pauseSchedule", "summary": "Stop firing until resumed",
-                     "responses": {"200": _json("Schedule", "paused"), "401": UNAUTHORIZED, "404": _error("no such schedule")}},
-        },
-        "/api/schedules/{name}/resume": {
-            "parameters": [_SCHEDULE_NAME],
-            "post": {"operationId": "resumeSchedule", "summary": "Fire again from now on (fires missed while paused are not caught up)",
-                     "responses": {"200": _json("Schedule", "resumed"), "401": UNAUTHORIZED, "404": _error("no such schedule")}},
-        },
-        "/api/schedules/{name}/trigger": {
-            "parameters": [_SCHEDULE_NAME],
-            "post": {"operationId": "triggerSchedule", "summary": "Fire now, once, whatever the schedule's state",
-                     "responses": {"202": {"description": "started", "content": {"application/json": {"schema": {"type": "object", "properties": {
-                         "schedule": {"type": "string"}, "event_id": _ID, "run_id": _ID, "message_id": {"type": "string"}}}}}},
-                         "401": UNAUTHORIZED, "404": _error("no such schedule")}},
-        },
-        "/api/schedules/{name}/backfill": {
-            "parameters": [_SCHEDULE_NAME],
-            "post": {"operationId": "backfillSchedule", "summary": "One run per fire time in [start, end] that has not run yet",
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["start", "end"], "properties": {
-                         "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"}}}}}},
-                     "responses": {"202": {"description": "started", "content": {"application/json": {"schema": {"type": "object", "properties": {
-                         "schedule": {"type": "string"}, "fire_times": {"type": "integer"}, "runs_started": {"type": "integer"}}}}}},
-                         "400": _error("start or end missing or without a UTC offset, or too many fire times"),
-                         "401": UNAUTHORIZED, "404": _error("no such schedule")}},
-        },
-        "/api/openapi.json": {
-            "get": {"operationId": "openapi", "summary": "This document", "security": [],
-                    "responses": {"200": {"description": "the OpenAPI description", "content": {"application/json": {"schema": {"type": "object"}}}}}},
-        },
-    },
-    "components": {
-        "securitySchemes": {"bearerToken": {"type": "http", "scheme": "bearer",
-                                            "description": "an API token from the Django admin (JSON API > API tokens)"}},
-        "responses": {"Unauthorized": _error("no `Authorization: Bearer <token>` header, or an invalid or inactive token")},
-        "schemas": {
-            "Error": {"type": "object", "required": ["error"], "properties": {
-                "error": {"type": "string", "description": "what is wrong, in one sentence"},
-                "field": {"type": "string", "description": "the field or parameter at fault, when there is one"},
-                "fields": {"type": "array", "description": "an invalid event payload: each bad field and what is wrong with it",
-                           "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
-            "WebhookInput": {"type": "object", "required": ["name", "url", "secret"], "properties": {
-                "name": {"type": "string", "maxLength": 200},
-                "url": {"type": "string", "description": "an http:// or https:// URL"},
-                "secret": {"type": "string", "minLength": 16, "maxLength": 256, "description": "the HMAC-SHA256 key"},
-                "event_types": {"type": "array", "items": {"enum": ["run.succeeded", "run.failed", "run.cancelled"]}},
-                "pipelines": {"type": "array", "items": {"type": "string"}, "description": "only these pipelines' outcomes (empty: all)"},
-                "active": {"type": "boolean"},
-                "max_consecutive_failures": {"type": "integer", "minimum": 1, "default": 5},
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": 6, "default": 6}}},
-            "Webhook": {"type": "object", "properties": {
-                "id": {"type": "integer"}, "name": {"type": "string"}, "url": {"type": "string"},
-                "event_types": {"type": "array", "items": {"type": "string"}}, "pipelines": {"type": "array", "items": {"type": "string"}},
-                "active": {"type": "boolean"}, "consecutive_failures": {"type": "integer"},
-                "max_consecutive_failures": {"type": "integer"}, "max_attempts": {"type": "integer"},
-                "disabled_at": _TIME, "disabled_reason": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"}}},
-            "EventInput": {"type": "object", "required": ["type", "payload"], "properties": {
-                "type": {"type": "string", "examples": ["order.placed"]},
-                "payload": {"type": "object", "description": "validated against the event type's schema"},
-                "idempotency_key": {"type": "string", "maxLength": 255, "description": "a second event with the same key is not stored again"}}},
-            "Stage": {"type": "object", "properties": {
-                "stage": {"type": "string"}, "status": {"type": "string", "enum": STAGE_STATUSES},
-                "attempts": {"type": "integer"}, "enqueued_at": _TIME, "started_at": _TIME, "finished_at": _TIME,
-                "duration_ms": {"type": ["number", "null"]}, "result": {}, "error": {"type": ["string", "null"]},
-                "attempt_log": {"type": "array", "items": {"type": "object", "properties": {
-                    "attempt": {"type": "integer"}, "error_type": {"type": "string"}, "error": {"type": "string"},
-                    "finished_at": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "number"}}}}}},
-            "RunSummary": {"type": "object", "properties": {
-                "run_id": _ID, "pipeline": {"type": "string"}, "status": {"type": "string", "enum": RUN_STATUSES},
-                "trigger": {"type": "string", "description": "event, schedule:<name>@<fire time>, replay:<run id>"},
-                "event_id": _ID, "event_type": {"type": "string"}, "created_at": _TIME, "started_at": _TIME, "finished_at": _TIME,
-                "duration_ms": {"type": ["number", "null"]}, "error": {"type": ["string", "null"]},
-                "replay_of": {"type": ["string", "null"], "format": "uuid"}}},
-            "Run": {"allOf": [{"$ref": "#/components/schemas/RunSummary"}, {"type": "object", "properties": {
-                "trace_id": {"type": "string"}, "stages": {"type": "array", "items": {"$ref": "#/components/schemas/Stage"}}}}]},
-            "RunPage": {"type": "object", "required": ["runs", "next_cursor"], "properties": {
-                "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunSummary"}},
-                "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next (older) page; null on the last page"},
-                "filters": {"type": "object", "description": "the filters applied"}}},
-            "Event": {"type": "object", "properties": {
-                "event_id": _ID, "type": {"type": "string"}, "version": {"type": "integer"},
-                "payload": {"type": "object", "description": "values under secret-looking keys are redacted"},
-                "occurred_at": _TIME, "trace_id": {"type": "string"}, "idempotency_key": {"type": ["string", "null"]},
-                "source": {"type": "string"}, "published_at": _TIME,
-                "runs": {"type": "array", "items": {"$ref": "#/components/schemas/RunSummary"}}}},
-            "ScheduleInput": {"type": "object", "properties": {
-                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"},
-                "pipeline": {"type": "string", "description": "the pipeline each fire starts (or `actor`)"},
-                "actor": {"type": "string", "description": "a Dramatiq actor each fire sends a message to (or `pipeline`)"},
-                "payload": {"type": "object"},
-                "cron": {"type": "string", "description": "five-field cron expression, read in `timezone`", "examples": ["30 2 * * *"]},
-                "timezone": {"type": "string", "default": "UTC", "examples": ["Europe/Paris"]},
-                "interval_seconds": {"type": "number", "exclusiveMinimum": 0},
-                "run_at": {"type": "string", "format": "date-time", "description": "fire once, at this moment"},
-                "misfire_grace_seconds": {"type": "integer", "default": 60},
-                "catch_up": {"type": "string", "enum": ["coalesce", "all", "none"], "default": "coalesce",
-                             "description": "fires missed while no scheduler ran: one, each, or none"},
-                "catch_up_window_seconds": {"type": "integer", "default": 3600},
-                "overlap": {"type": "string", "enum": ["allow", "skip", "buffer_one"], "default": "allow",
-                            "description": "what a fire does while the previous run is still active"},
-                "jitter_seconds": {"type": "number", "default": 0},
-                "paused": {"type": "boolean", "default": False}}},
-            "Schedule": {"allOf": [{"$ref": "#/components/schemas/ScheduleInput"}, {"type": "object", "properties": {
-                "source": {"type": "string", "enum": ["code", "runtime"]},
-                "next_fire_at": _TIME, "last_fire_at": _TIME,
-                "last_run_id": {"type": ["string", "null"], "format": "uuid"},
-                "last_run_status": {"type": ["string", "null"], "enum": [*RUN_STATUSES, None]}}}]},
-        },
-    },
+_PATH_PARAMETERS = {
+    "event_id": ("the event's id", _ID),
+    "run_id": ("the run's id", _ID),
+    "webhook_id": ("the subscription's id", {"type": "integer", "minimum": 0, "maximum": WEBHOOK_ID_MAX}),
+    "name": ("the schedule's name (any other path segment is a 404)", {"type": "string", "pattern": NAME_PATTERN}),
 }
 
 
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": {"$ref": _REF.format(model="Error")}}}}
+
+
+def _response(status: int, spec: type[BaseModel] | str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return _error(spec)
+    if isinstance(spec, dict):
+        return spec
+    return {"description": (spec.__doc__ or spec.__name__).strip().splitlines()[0],
+            "content": {_JSON: {"schema": {"$ref": _REF.format(model=spec.__name__)}}}}
+
+
+def _query_parameters(model: type[BaseModel], definitions: dict[str, Any]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=_REF, mode="validation")
+    definitions.update(schema.pop("$defs", {}))
+    required = set(schema.get("required", []))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        description = prop.pop("description", "")
+        prop.pop("title", None)
+        # A query parameter is absent or a string: `X | None` is just X, and "null" means nothing.
+        branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+        if branches:
+            prop = {**branches[0], **{k: v for k, v in prop.items() if k != "default" or v is not None}}
+            description = description or prop.pop("description", "")
+        prop.pop("description", None)
+        parameters.append({"name": name, "in": "query", "required": name in required, "description": description,
+                           "schema": prop})
+    return parameters
+
+
+def _operation(op: Operation, definitions: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[int, Any] = dict(op.responses)
+    if op.body is not None:
+        for status, description in _BODY_ERRORS.items():
+            responses.setdefault(status, description)
+    if op.query is not None:
+        responses.setdefault(400, "an invalid parameter, named in `field`")
+    if not op.public:
+        responses[401] = {"$ref": "#/components/responses/Unauthorized"}
+    document: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "responses": {str(status): _response(status, spec) for status, spec in sorted(responses.items())},
+    }
+    if op.public:
+        document["security"] = []
+    parameters = [*op.extra_parameters]
+    if op.query is not None:
+        parameters.extend(_query_parameters(op.query, definitions))
+    if parameters:
+        document["parameters"] = parameters
+    if op.body is not None:
+        document["requestBody"] = {"required": op.body_required, "content": {
+            _JSON: {"schema": {"$ref": _REF.format(model=op.body.__name__)}}}}
+    return document
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(m, "validation") for m in schemas.INPUT_MODELS] + [(m, "serialization") for m in schemas.OUTPUT_MODELS],
+        ref_template=_REF,
+    )
+    definitions: dict[str, Any] = dict(top.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        item = paths.setdefault(op.path, {})
+        parameters = [
+            {"name": name, "in": "path", "required": True, "description": _PATH_PARAMETERS[name][0],
+             "schema": _PATH_PARAMETERS[name][1]}
+            for name in _PATH_PARAMETERS if "{" + name + "}" in op.path
+        ]
+        if parameters:
+            item["parameters"] = parameters
+        item[op.method] = _operation(op, definitions)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "django-pipelines API",
+            "version": "1",
+            "description": (
+                "Post events, follow and repair runs, operate schedules. Every endpoint but this schema needs "
+                "`Authorization: Bearer <token>` (tokens are managed in the Django admin, under JSON API > API "
+                "tokens; `make run` writes a development token to var/dev-api-token). Every error is JSON: "
+                "`{\"error\": \"<what is wrong>\", \"field\": \"<the parameter at fault, when one is>\"}` with a 4xx "
+                "status; a method an endpoint does not take is a 405 with an `Allow` header, an unknown path a 404. "
+                "Request bodies are JSON objects at most 64 levels deep, with integers within the signed 64-bit "
+                "range, finite numbers and strings without lone surrogates or NUL characters."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerToken": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearerToken": {"type": "http", "scheme": "bearer",
+                                                "description": "an API token from the Django admin (JSON API > API "
+                                                               "tokens)"}},
+            "responses": {"Unauthorized": _error("no `Authorization: Bearer <token>` header, or an invalid or "
+                                                 "inactive token")},
+            "schemas": definitions,
+        },
+    }
+
+
 def schema(base_url: str | None = None) -> dict[str, Any]:
-    document = copy.deepcopy(SCHEMA)
+    """The document, with `servers` pointing at `base_url` when given."""
+    document = copy.deepcopy(_document())
     if base_url:
         document["servers"] = [{"url": base_url.rstrip("/") or "/"}]
     return document

@@ -1,18 +1,23 @@
 """The schedules part of the API: list, create, change, delete, pause, resume, trigger, backfill."""
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from schedules import operations
+from schedules.bounds import NAME_PATTERN
 from schedules.models import ScheduleRecord
 from schedules.registry import ScheduleError
-from web.jsonbody import BadRequest, json_object
+from web.jsonbody import BadRequest
+from web.validation import parse_body
 
+from . import schemas
 from .auth import token_required
+
+_NAME = re.compile(NAME_PATTERN)
 
 
 def schedule_json(record: ScheduleRecord) -> dict[str, Any]:
@@ -58,46 +63,61 @@ def _handle(operation):
         return exc.response()
 
 
+def _known_name(name: str) -> str:
+    """A name no schedule can have (a NUL, a slash, 300 characters) is a 404 before any query."""
+    if not _NAME.match(name):
+        raise operations.ScheduleNotFound(f"no schedule named {name[:120]!r}")
+    return name
+
+
+def _fields(body: schemas.ScheduleChange) -> dict[str, Any]:
+    """The fields the client sent, as the schedules' operations take them."""
+    return body.model_dump(exclude_unset=True)
+
+
 @token_required
 @require_http_methods(["GET", "POST"])
 def schedules_collection(request: HttpRequest) -> JsonResponse:
     if request.method == "GET":
         records = ScheduleRecord.objects.select_related("last_run").order_by("name")
         return JsonResponse({"schedules": [schedule_json(r) for r in records]})
-    return _handle(lambda: JsonResponse(schedule_json(operations.create(json_object(request))), status=201))
+    return _handle(lambda: JsonResponse(
+        schedule_json(operations.create(_fields(parse_body(request, schemas.ScheduleInput)))), status=201))
 
 
 @token_required
 @require_http_methods(["GET", "PATCH", "PUT", "DELETE"])
 def schedule_item(request: HttpRequest, name: str) -> JsonResponse:
     if request.method == "GET":
-        return _handle(lambda: JsonResponse(schedule_json(operations.get(name))))
+        return _handle(lambda: JsonResponse(schedule_json(operations.get(_known_name(name)))))
     if request.method == "DELETE":
-        return _handle(lambda: (operations.delete(name), JsonResponse({"deleted": name}))[1])
-    return _handle(lambda: JsonResponse(schedule_json(operations.update(name, json_object(request)))))
+        return _handle(lambda: (operations.delete(_known_name(name)), JsonResponse({"deleted": name}))[1])
+
+    def change() -> JsonResponse:
+        _known_name(name)
+        fields = _fields(parse_body(request, schemas.ScheduleChange))
+        if fields.pop("name", name) != name:
+            raise BadRequest("a schedule cannot be renamed: create one under the new name", field="name")
+        return JsonResponse(schedule_json(operations.update(name, fields)))
+
+    return _handle(change)
 
 
 @token_required
 @require_http_methods(["POST"])
 def schedule_action(request: HttpRequest, name: str, action: str) -> JsonResponse:
     if action == "pause":
-        return _handle(lambda: JsonResponse(schedule_json(operations.pause(name))))
+        return _handle(lambda: JsonResponse(schedule_json(operations.pause(_known_name(name)))))
     if action == "resume":
-        return _handle(lambda: JsonResponse(schedule_json(operations.resume(name))))
+        return _handle(lambda: JsonResponse(schedule_json(operations.resume(_known_name(name)))))
     if action == "trigger":
-        return _handle(lambda: JsonResponse({"schedule": name, **operations.trigger_now(name)}, status=202))
+        return _handle(lambda: JsonResponse({"schedule": name, **operations.trigger_now(_known_name(name))},
+                                            status=202))
     if action == "backfill":
-        def backfill():
-            body = json_object(request)
-            try:
-                start, end = datetime.fromisoformat(body["start"]), datetime.fromisoformat(body["end"])
-            except KeyError as exc:
-                raise BadRequest(f"field {exc.args[0]!r} is required (ISO 8601 date-time)", field=exc.args[0])
-            except (TypeError, ValueError):
-                raise BadRequest("start and end must be ISO 8601 date-times with a UTC offset", field="start")
-            if start.tzinfo is None or end.tzinfo is None:
-                raise BadRequest("start and end need a UTC offset, e.g. 2026-01-01T00:00:00+00:00", field="start")
-            return JsonResponse({"schedule": name, **operations.backfill(name, start, end)}, status=202)
+        def backfill() -> JsonResponse:
+            _known_name(name)
+            body = parse_body(request, schemas.BackfillInput)
+            return JsonResponse({"schedule": name, **operations.backfill(name, body.start, body.end)}, status=202)
 
         return _handle(backfill)
-    return JsonResponse({"error": f"unknown action {action!r} (pause, resume, trigger, backfill)"}, status=404)
+    return JsonResponse({"error": f"unknown action {action[:60]!r} (pause, resume, trigger, backfill)"}, status=404)

@@ -1,9 +1,26 @@
-from django.urls import path
+from django.urls import path, register_converter
+from django.views.decorators.http import require_http_methods
 
 from web.shop import live
 from web.webhooks import api as webhooks
 
 from . import schedules, views
+from .openapi import WEBHOOK_ID_MAX
+
+
+class _WebhookId:
+    """1 to 18 digits: a longer number cannot be a row id (and would overflow the lookup)."""
+
+    regex = "[0-9]{1,%d}" % len(str(WEBHOOK_ID_MAX))
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(_WebhookId, "webhook_id")
 
 urlpatterns = [
     path("events", views.post_event, name="api-events"),
@@ -11,11 +28,11 @@ urlpatterns = [
     path("runs", views.list_runs, name="api-runs"),
     path("openapi.json", views.openapi_schema, name="api-openapi"),
     path("runs/<str:run_id>", views.get_run, name="api-run"),
-    path("runs/<str:run_id>/events", live.api_run_events_view, name="api-run-events"),
+    path("runs/<str:run_id>/events", require_http_methods(["GET"])(live.api_run_events_view), name="api-run-events"),
     path("runs/<str:run_id>/replay", views.replay_run, name="api-run-replay"),
     path("runs/<str:run_id>/cancel", views.cancel_run, name="api-run-cancel"),
     path("webhooks", webhooks.webhooks_collection, name="api-webhooks"),
-    path("webhooks/<int:webhook_id>", webhooks.webhook_item, name="api-webhook"),
+    path("webhooks/<webhook_id:webhook_id>", webhooks.webhook_item, name="api-webhook"),
     path("schedules", schedules.schedules_collection, name="api-schedules"),
     path("schedules/<str:name>", schedules.schedule_item, name="api-schedule"),
     path("schedules/<str:name>/<str:action>", schedules.schedule_action, name="api-schedule-action"),

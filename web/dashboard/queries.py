@@ -18,9 +18,9 @@ from django.db import connection
 from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncHour, TruncMinute
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from pipeline.models import Event, Run, RunStatus, StageRun, StageStatus
+from web.validation import MomentError, parse_moment
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -43,14 +43,13 @@ class FilterError(ValueError):
 
 
 def parse_time(value: str, name: str) -> datetime:
-    """ISO 8601, or the `datetime-local` form of a browser (`2026-11-26T06:00`); naive means UTC."""
-    parsed = parse_datetime(value.strip().replace(" ", "T", 1)) if value.strip() else None
-    if parsed is None:
-        raise FilterError(f"parameter '{name}' must be an ISO 8601 date-time such as 2026-01-31T12:00:00Z, "
-                          f"got {value!r}", name)
-    if timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=dt_timezone.utc)
-    return parsed
+    """ISO 8601, or the `datetime-local` form of a browser (`2026-11-26T06:00`); naive means UTC.
+    Read by the web's one date-time parser: a date that does not exist (February 30, hour 25,
+    offset +99:00) or one outside its range is a FilterError naming the parameter."""
+    try:
+        return parse_moment(value, naive="utc")
+    except MomentError as exc:
+        raise FilterError(f"parameter '{name}' {exc}", name) from None
 
 
 @dataclass
@@ -83,6 +82,8 @@ class RunFilters:
             if not value:
                 continue
             try:
+                if "\x00" in value or len(value) > 200:
+                    raise FilterError(f"parameter '{name}' must be at most 200 characters, without NUL", name)
                 apply(value)
             except FilterError as exc:
                 if strict:
@@ -167,14 +168,16 @@ def encode_cursor(row: Any, time_field: str = "created_at") -> str:
 
 
 def decode_cursor(cursor: str, name: str) -> tuple[datetime, uuid.UUID]:
+    """The position a cursor of `encode_cursor` holds; anything else (a cursor crafted by hand,
+    one holding a moment out of range) is a FilterError naming the parameter."""
     try:
+        if len(cursor) > 200:
+            raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment_text, _, row_id = raw.partition("|")
-        moment = datetime.fromisoformat(moment_text)
-        if timezone.is_naive(moment):
-            raise ValueError
+        moment = parse_moment(moment_text, naive="refuse")
         return moment, uuid.UUID(row_id)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # MomentError and binascii.Error are ValueErrors
         raise FilterError(f"parameter '{name}' is not a cursor this list returned", name) from None
 
 

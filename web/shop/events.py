@@ -14,6 +14,6 @@ class OrderItem(BaseModel):
 class OrderPlaced(BaseModel):
     model_config = ConfigDict(extra="forbid")
     order_id: int
-    customer_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    customer_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)  # the column's length
     items: list[OrderItem] = Field(min_length=1)
-    total_cents: int = Field(ge=0)
+    total_cents: int = Field(ge=0, le=2**31 - 1)  # what PostgreSQL's integer column holds

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from pipeline import EventError, emit
 from pipeline.models import Run
-from web.jsonbody import BadRequest, json_object
+from web.jsonbody import BadRequest, check_document, json_object
 
 from .events import OrderPlaced
 from .models import Order
@@ -146,8 +146,10 @@ def shop_home(request: HttpRequest):
                 quantity, total = int(values["quantity"]), int(values["total_cents"])
             except ValueError:
                 raise BadRequest("quantity and total must be whole numbers", field="quantity") from None
-            body = _validate_order({"customer_email": values["customer_email"],
-                                    "items": [{"sku": values["sku"], "quantity": quantity}], "total_cents": total})
+            body = {"customer_email": values["customer_email"],
+                    "items": [{"sku": values["sku"], "quantity": quantity}], "total_cents": total}
+            check_document(body)  # the limits every JSON body has (no NUL in a field)
+            body = _validate_order(body)
             order, _ = _create_order(body)
             return redirect("shop-order", token=order.public_token)
         except BadRequest as exc:
