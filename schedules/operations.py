@@ -95,6 +95,8 @@ def update(name: str, data: dict[str, Any]) -> ScheduleRecord:
         spec = spec_from_data(merged, name=name)
         for field, value in ScheduleRecord.fields_from_spec(spec).items():
             setattr(record, field, value)
+    else:
+        spec = record.spec()
     if "paused" in data:
         record.paused = bool(data["paused"])
     record.next_fire_at = next_fire_at(spec, record.paused, record.last_fire_at)

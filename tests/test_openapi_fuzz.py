@@ -109,7 +109,7 @@ def _fuzz_the_order_form(client, changes):
     response = client.post("/shop/", form)
     assert response.status_code in (200, 302, 400), (form, response.status_code)
     if response.status_code == 302:
-        order = Order.objects.get(pk=int(response["Location"].rstrip("/").split("/")[-1]))
+        order = Order.objects.get(public_token=response["Location"].rstrip("/").split("/")[-1])
         assert 0 <= order.total_cents < 2**31 and "\x00" not in order.customer_email
 
 

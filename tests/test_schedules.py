@@ -170,7 +170,7 @@ def test_schedules_api_creates_lists_pauses_resumes_and_deletes(client, api_toke
     "body, field, message",
     [
         ({"name": "b", "pipeline": "ticks", "cron": "99 * * * *"}, "cron", "invalid cron expression"),
-        ({"name": "b", "pipeline": "ticks", "cron": 5}, "cron", "a cron expression is a string"),
+        ({"name": "b", "pipeline": "ticks", "cron": 5}, "cron", "must be a string"),
         ({"name": "b", "pipeline": "ticks", "cron": "@fortnightly"}, "cron", "unknown nickname"),
         ({"name": "b", "pipeline": "ticks", "cron": "0 1 * * *", "timezone": "Nowhere/City"}, "timezone",
          "unknown time zone"),
