@@ -68,7 +68,7 @@ def _read_capped(response: requests.Response, deadline: float) -> int:
     """Reads (and drops) the answer's body, at most MAX_RESPONSE_BYTES; returns its size."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise DeliveryFailed(f"the answer declares {int(declared)} bytes, over the limit of {MAX_RESPONSE_BYTES}")
+        raise DeliveryFailed(f"the answer declares {int(declared)} bytes, over the limit of {MAX_RESPONSE_BYTES} bytes")
     size = 0
     for chunk in response.raw.stream(16 * 1024, decode_content=False):
         size += len(chunk)

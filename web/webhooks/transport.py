@@ -1,51 +1,68 @@
-"""The HTTP client of webhook deliveries: connects to the address the target policy approved.
+"""The HTTP client of webhook deliveries: connects only to addresses the target policy approved.
 
 Checking a host and then letting the client resolve it again leaves a gap: a DNS answer with a
 short TTL can name a public address for the check and 127.0.0.1 for the connection (DNS
-rebinding). `PinnedAdapter` closes it the way requests-hardened does: it resolves the host once,
-when requests asks for a connection, checks that address, and hands urllib3 the address itself as
-the host to connect to, while the request keeps the original name in its `Host` header, in TLS
-SNI (`server_hostname`) and in certificate verification (`assert_hostname`). Proxies from the
-environment are ignored (`trust_env = False`): a proxy would make the connection for us, to
-wherever it resolves the name."""
+rebinding). Here the check is inside the connection itself: `_PinnedConnection._new_conn`
+resolves the host once, checks every address it got, and opens the socket to those very
+addresses (in the resolver's order, as urllib3 would), never resolving again. Everything else
+stays urllib3's: the `Host` header, TLS SNI and certificate verification use the URL's host name.
+Proxies from the environment are ignored (`trust_env = False`): a proxy would make the connection
+for us, to wherever it resolves the name."""
 from __future__ import annotations
 
-from typing import Any
+import socket
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection
 
 from . import targets
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+class _PinnedConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        try:
+            addresses = targets.resolve(self._dns_host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        targets.check_addresses(self.host, addresses)  # raises TargetRefused
+        error: OSError | None = None
+        for address in addresses:
+            try:
+                return connection.create_connection(
+                    (str(address), self.port), self.timeout,
+                    source_address=self.source_address, socket_options=self.socket_options,
+                )
+            except socket.timeout as exc:
+                raise ConnectTimeoutError(
+                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})") from exc
+            except OSError as exc:
+                error = exc
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
+
+
+class _PinnedHTTPSConnection(_PinnedConnection, HTTPSConnection):
+    pass
+
+
+class _PinnedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _PinnedConnection
+
+
+class _PinnedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
 
 
 class PinnedAdapter(HTTPAdapter):
-    """A requests adapter whose connections go to the one address checked for them."""
+    """A requests adapter whose connections go only to the addresses checked for them."""
 
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        host, scheme = host_params["host"], host_params["scheme"]
-        port = host_params["port"] or _DEFAULT_PORTS.get(scheme, 80)
-        try:
-            addresses = targets.resolve(host, port)
-        except (OSError, UnicodeError, ValueError) as exc:
-            raise requests.ConnectionError(f"cannot resolve {host}: {exc}") from None
-        if not addresses:
-            raise requests.ConnectionError(f"{host} resolves to no address")
-        address = addresses[0]
-        targets.check_addresses(host, [address])  # the one connected to, not the others
-        request.headers = CaseInsensitiveDict(request.headers or {})
-        shown = f"[{host}]" if ":" in host else host
-        request.headers["Host"] = shown if host_params["port"] is None else f"{shown}:{port}"
-        if scheme == "https":
-            pool_kwargs["server_hostname"] = host
-            pool_kwargs["assert_hostname"] = host
-        host_params["host"] = str(address) if address.version == 4 else f"[{address}]"
-        return host_params, pool_kwargs
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PinnedHTTPConnectionPool,
+                                                   "https": _PinnedHTTPSConnectionPool}
 
 
 def session() -> requests.Session:
