@@ -26,6 +26,7 @@ BROKER_TIMEOUT = 2.0
 BROKER_CACHE_SECONDS = 2.0
 _broker_lock = threading.Lock()
 _broker_result: dict[str, tuple[float, dict]] = {}  # broker URL -> (checked at, result)
+_clock = time.monotonic
 
 
 def _timed(check) -> dict:
@@ -51,11 +52,11 @@ def _broker() -> dict:
     url = conf.get("PIPELINE_BROKER_URL")
     with _broker_lock:
         checked_at, result = _broker_result.get(url, (float("-inf"), {}))
-        if time.monotonic() - checked_at < BROKER_CACHE_SECONDS:
+        if _clock() - checked_at < BROKER_CACHE_SECONDS:
             return {**result, "cached": True}
         result = _timed(lambda: check_broker(url, timeout=BROKER_TIMEOUT))
         _broker_result.clear()
-        _broker_result[url] = (time.monotonic(), result)
+        _broker_result[url] = (_clock(), result)
         return result
 
 

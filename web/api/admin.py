@@ -13,7 +13,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if not change:
             token, value = ApiToken.issue(obj.name, scope=obj.scope, expires_at=obj.expires_at)
-            obj.pk = token.pk
+            obj.pk, obj.prefix = token.pk, token.prefix
             messages.warning(request, f"Token for {obj.name!r} (shown once): {value}")
             return
         super().save_model(request, obj, form, change)
