@@ -149,6 +149,7 @@ def test_a_receiver_answering_500_is_retried_with_backoff_until_it_accepts(
     failed_lines = [line for line in read_log_lines() if line.get("event") == "webhook.delivery_failed"
                     and line.get("run_id") == str(stage.run_id)]
     assert [line["reason"] for line in failed_lines] == ["answered 500"] * 2
+    assert {line["target"] for line in failed_lines} == {receiver.url.rsplit("/", 1)[0]}  # no path
     times = [r["at"] for r in receiver.received]
     assert len(times) == 3
     # Exponential backoff from 1 s, with jitter: 0.5-1 s, then 1-2 s.

@@ -5,7 +5,8 @@ Every connection goes through the target policy (`targets`, `transport.PinnedAda
 are followed by hand to the same origin only, as parsed by the client's own parser, and at most
 MAX_RESPONSE_BYTES of an answer are read. What a failed attempt records in its run (and so shows
 in the API and the dashboard) is one of two generic sentences; what actually happened (the status,
-the connection error, the redirect, the size) is in the worker's `webhook.delivery_failed` line."""
+the connection error, the redirect, the size) is in the worker's `webhook.delivery_failed` line,
+which names the target by its origin only (a webhook URL's path is often a secret)."""
 from __future__ import annotations
 
 import time
@@ -64,6 +65,20 @@ def _origin(url: str) -> tuple[str | None, str | None, int | None]:
     return scheme, (parts.host or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
+def _describe(exc: BaseException) -> str:
+    """`<requests error>: <its innermost cause>`, e.g. `ConnectionError: ... Connection refused`:
+    the cause names host and port, where the outer message would also quote the URL's path."""
+    root = exc
+    for _ in range(10):
+        inner = getattr(root, "reason", None)
+        if not isinstance(inner, BaseException) and root.args and isinstance(root.args[0], BaseException):
+            inner = root.args[0]
+        if not isinstance(inner, BaseException) or inner is root:
+            break
+        root = inner
+    return type(exc).__name__ if root is exc else f"{type(exc).__name__}: {root}"
+
+
 def _read_capped(response: requests.Response, deadline: float) -> int:
     """Reads (and drops) the answer's body, at most MAX_RESPONSE_BYTES; returns its size."""
     declared = response.headers.get("Content-Length", "")
@@ -97,7 +112,7 @@ def post(url: str, secret: str, body: str, event_type: str, delivery_id: str) ->
             except targets.TargetRefused as exc:
                 raise DeliveryFailed(str(exc), REFUSED) from None
             except requests.RequestException as exc:
-                raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+                raise DeliveryFailed(_describe(exc)) from None
             with response:
                 if response.is_redirect or response.status_code in (307, 308):
                     # The target as requests would prepare it, compared as urllib3 parses it: the
@@ -107,15 +122,15 @@ def post(url: str, secret: str, body: str, event_type: str, delivery_id: str) ->
                         target = requests.Request("POST", urljoin(url, location)).prepare().url
                         same_origin = _origin(target) == _origin(url)
                     except (requests.RequestException, LocationParseError, ValueError):
-                        raise DeliveryFailed(f"redirect to an invalid URL refused: {location[:200]!r}") from None
+                        raise DeliveryFailed("redirect to an invalid URL refused") from None
                     if not same_origin:
-                        raise DeliveryFailed(f"redirect to another origin refused: {targets.without_userinfo(target)}")
+                        raise DeliveryFailed(f"redirect to another origin refused: {targets.origin(target)}")
                     url = target
                     continue
                 try:
                     _read_capped(response, time.monotonic() + TIMEOUT[1])
                 except requests.RequestException as exc:
-                    raise DeliveryFailed(f"reading the answer failed: {type(exc).__name__}: {exc}") from None
+                    raise DeliveryFailed(f"reading the answer failed: {_describe(exc)}") from None
                 if not 200 <= response.status_code < 300:
                     raise DeliveryFailed(f"answered {response.status_code}")
                 return response
@@ -137,7 +152,7 @@ def deliver(ctx: StageContext) -> dict:
     except DeliveryFailed as exc:
         last = ctx.attempt >= min(RETRIES + 1, max(1, subscription.max_attempts))
         ctx.log.warning("webhook.delivery_failed", subscription_id=subscription.pk, subscription=subscription.name,
-                        url=targets.without_userinfo(subscription.url), reason=exc.detail, outcome=str(exc),
+                        target=targets.origin(subscription.url), reason=exc.detail, outcome=str(exc),
                         final=last)
         if last:
             _count_failure(ctx, subscription.pk, str(exc))

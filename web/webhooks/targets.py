@@ -138,6 +138,16 @@ def url_problem(url: object, *, resolve_host: bool = True) -> str | None:
     return None
 
 
+def origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL, for log lines: a webhook URL's path often is a secret."""
+    try:
+        parts = parse_url(url)
+    except LocationParseError:
+        return "(an invalid URL)"
+    host = f"[{parts.host}]" if parts.host and ":" in parts.host else parts.host or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
 def without_userinfo(url: str) -> str:
     """The URL as it may be shown and logged: a user name or password in it replaced by `***`."""
     try:
