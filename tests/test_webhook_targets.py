@@ -11,6 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from tests.test_webhooks import SECRET, subscribe
 
@@ -191,6 +192,60 @@ def test_a_delivery_connects_to_the_address_it_checked_and_keeps_the_host_name(
     assert response.status_code == 200
     assert lookups == {"pinned.test": 1}
     assert receiver.requests == [{"path": "/hook", "host": f"pinned.test:{receiver.port}"}]
+
+
+def test_an_https_delivery_to_a_pinned_address_still_verifies_the_certificate_of_the_host_name(
+    policy_on, monkeypatch
+):
+    """Pinning the address must not weaken TLS: SNI and the certificate check use the URL's name
+    (a certificate for that name is accepted, one for another name is refused)."""
+    import ssl
+
+    import trustme
+
+    from web.webhooks import targets, transport
+
+    authority = trustme.CA()
+    seen: dict = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen["host"] = self.headers["Host"]
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    def serve(name: str) -> ThreadingHTTPServer:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        authority.issue_cert(name).configure_cert(context)
+        context.sni_callback = lambda sock, server_name, ctx: seen.__setitem__("sni", server_name)
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    real_problem = targets.address_problem
+    monkeypatch.setattr(targets, "address_problem",
+                        lambda address: None if str(address) == "127.0.0.1" else real_problem(address))
+    fake_dns(monkeypatch, {"secure.test": ["127.0.0.1"]})
+    with authority.cert_pem.tempfile() as ca_file:
+        right, wrong = serve("secure.test"), serve("someone-else.test")
+        try:
+            with transport.session() as session:
+                url = f"https://secure.test:{right.server_address[1]}/hook"
+                assert session.post(url, data=b"{}", verify=ca_file, timeout=(3, 5)).status_code == 200
+            assert seen == {"sni": "secure.test", "host": f"secure.test:{right.server_address[1]}"}
+            with transport.session() as session, pytest.raises(requests.exceptions.SSLError):
+                session.post(f"https://secure.test:{wrong.server_address[1]}/hook", data=b"{}", verify=ca_file,
+                             timeout=(3, 5))
+        finally:
+            for httpd in (right, wrong):
+                httpd.shutdown()
+                httpd.server_close()
 
 
 def test_a_redirect_is_judged_by_the_parser_the_client_uses(server_factory, monkeypatch):
