@@ -350,6 +350,22 @@ def test_an_answer_that_declares_a_huge_length_fails_without_being_read(server_f
     assert failed.value.detail == "the answer declares 419430400 bytes, over the limit of 65536 bytes"
 
 
+def test_an_answer_cut_short_fails_the_delivery_instead_of_crashing_the_stage(server_factory):
+    from web.webhooks.pipelines import FAILED, DeliveryFailed, post
+
+    def handle(request, server):
+        request.send_response(200)
+        request.send_header("Content-Length", "1000")
+        request.end_headers()
+        request.wfile.write(b"only ten b")
+        request.close_connection = True
+
+    receiver = server_factory(handle)
+    with pytest.raises(DeliveryFailed) as failed:
+        post(f"http://127.0.0.1:{receiver.port}/hook", SECRET, "{}", "run.succeeded", "d10")
+    assert str(failed.value) == FAILED and failed.value.detail.startswith("reading the answer failed: ")
+
+
 def test_a_small_answer_body_is_read_and_the_delivery_succeeds(server_factory):
     from web.webhooks.pipelines import post
 

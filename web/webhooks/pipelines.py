@@ -16,7 +16,7 @@ import requests
 from django.db.models import F
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
-from urllib3.exceptions import LocationParseError
+from urllib3.exceptions import HTTPError, LocationParseError
 from urllib3.util import parse_url
 
 from pipeline import Pipeline, StageContext, event_type
@@ -120,7 +120,7 @@ def post(url: str, secret: str, body: str, event_type: str, delivery_id: str) ->
                     location = response.headers.get("Location", "")
                     try:
                         target = requests.Request("POST", urljoin(url, location)).prepare().url
-                        same_origin = _origin(target) == _origin(url)
+                        same_origin = _origin(target) == _origin(response.url)  # both as prepared
                     except (requests.RequestException, LocationParseError, ValueError):
                         raise DeliveryFailed("redirect to an invalid URL refused") from None
                     if not same_origin:
@@ -129,7 +129,7 @@ def post(url: str, secret: str, body: str, event_type: str, delivery_id: str) ->
                     continue
                 try:
                     _read_capped(response, time.monotonic() + TIMEOUT[1])
-                except requests.RequestException as exc:
+                except (requests.RequestException, HTTPError, OSError) as exc:  # urllib3's own, read from .raw
                     raise DeliveryFailed(f"reading the answer failed: {_describe(exc)}") from None
                 if not 200 <= response.status_code < 300:
                     raise DeliveryFailed(f"answered {response.status_code}")
