@@ -4,7 +4,15 @@ Public API: declare event schemas with `event_type`, pipelines with `Pipeline`, 
 with `emit`, start a pipeline directly with `start`."""
 from .context import EventView, StageContext
 from .definitions import Pipeline
-from .errors import DefinitionError, EventError, InvalidPayload, PayloadTooLarge, PipelineError, UnknownEventType
+from .errors import (
+    DefinitionError,
+    EventError,
+    InvalidPayload,
+    PayloadTooLarge,
+    PipelineError,
+    ReservedName,
+    UnknownEventType,
+)
 from .events import emit, event_type, start
 
 __all__ = [
@@ -15,6 +23,7 @@ __all__ = [
     "PayloadTooLarge",
     "Pipeline",
     "PipelineError",
+    "ReservedName",
     "StageContext",
     "UnknownEventType",
     "emit",

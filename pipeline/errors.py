@@ -50,5 +50,19 @@ class PayloadTooLarge(EventError):
         super().__init__(f"payload is {size} bytes, over the limit of {limit} bytes (PIPELINE_MAX_PAYLOAD_BYTES)")
 
 
+class ReservedName(EventError, ValueError):
+    """Raised when `emit` (or `POST /api/events`, `manage.py emit`) is given an event type or an
+    idempotency key in the engine's namespace: outcome events, webhook deliveries and schedule
+    fires are the engine's to emit, and their keys are how it keeps them unique."""
+
+    def __init__(self, field: str, value: str, prefix: str) -> None:
+        self.field, self.value, self.prefix = field, value, prefix
+        what = "event type" if field == "type" else "idempotency key"
+        super().__init__(f"{field} {value!r}: the {what}s starting with {prefix!r} are reserved for the engine")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field}
+
+
 class TransitionRefused(PipelineError):
     """An impossible state change (e.g. succeeded -> running) was asked for and refused."""

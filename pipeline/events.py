@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import conf, tracing
 from .definitions import Pipeline, registry
-from .errors import InvalidPayload, PayloadTooLarge, UnknownEventType
+from .errors import DefinitionError, InvalidPayload, PayloadTooLarge, ReservedName, UnknownEventType
 from .logging import get_logger, info_on_commit
 from .web import linked_trace_id
 
@@ -23,13 +23,35 @@ log = get_logger("pipeline.events")
 SchemaT = TypeVar("SchemaT", bound=type[pydantic.BaseModel])
 schemas: dict[str, type[pydantic.BaseModel]] = {}
 
+# The engine's namespace. Event types: run outcomes (run.succeeded...), webhook deliveries
+# (webhook.delivery), and `stage.` kept free as the engine's own log vocabulary. Idempotency keys:
+# schedule fires (schedule:<name>@<time>), outcomes (outcome:<run>:...), deliveries (webhook:...).
+# Callers of `emit` cannot use them, so an API client cannot forge an outcome, get a body signed
+# with a subscription's secret, or suppress a scheduled run by taking its key first.
+RESERVED_TYPE_PREFIXES = ("run.", "stage.", "webhook.")
+RESERVED_KEY_PREFIXES = ("schedule:", "outcome:", "webhook:")
+
+
+def _reserved(type_name: str, idempotency_key: str | None) -> ReservedName | None:
+    if type_name.startswith(RESERVED_TYPE_PREFIXES):
+        return ReservedName("type", type_name, next(p for p in RESERVED_TYPE_PREFIXES if type_name.startswith(p)))
+    if idempotency_key is not None and idempotency_key.startswith(RESERVED_KEY_PREFIXES):
+        prefix = next(p for p in RESERVED_KEY_PREFIXES if idempotency_key.startswith(p))
+        return ReservedName("idempotency_key", idempotency_key, prefix)
+    return None
+
 
 class _AnyPayload(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
 
-def event_type(name: str) -> Callable[[SchemaT], SchemaT]:
-    """Registers a pydantic model as the schema of the event type `name`."""
+def event_type(name: str, *, engine: bool = False) -> Callable[[SchemaT], SchemaT]:
+    """Registers a pydantic model as the schema of the event type `name`. Names in the engine's
+    namespace (RESERVED_TYPE_PREFIXES) are refused unless `engine` (the engine's own types)."""
+    reserved = None if engine or not isinstance(name, str) else _reserved(name, None)
+    if reserved is not None:
+        raise DefinitionError(f"event type {name!r}: names starting with {reserved.prefix!r} are the engine's; "
+                              f"choose another name")
 
     def register(model: SchemaT) -> SchemaT:
         if name in schemas and schemas[name] is not model:
@@ -70,11 +92,18 @@ def emit(
     idempotency_key: str | None = None,
     trace_id: str | None = None,
     source: str = "",
+    engine: bool = False,
 ) -> str:
     """Validates and records an event, starts one run per subscribed pipeline, returns the event id.
 
     Inside `transaction.atomic()` nothing is published unless that transaction commits. With an
-    `idempotency_key`, a repeated emit returns the first event's id and starts nothing."""
+    `idempotency_key`, a repeated emit returns the first event's id and starts nothing. Event
+    types and keys in the engine's namespace raise ReservedName; `engine=True` is the engine's
+    own emits (outcomes, webhook deliveries), never a caller's."""
+    if not engine:
+        reserved = _reserved(type, idempotency_key)
+        if reserved is not None:
+            raise reserved
     data = validate(type, payload)
     return _record(type, data, registry.subscribed_to(type, data), idempotency_key, trace_id, source, "event")
 
@@ -93,8 +122,14 @@ def start(
     trigger: str = "manual",
     idempotency_key: str | None = None,
     trace_id: str | None = None,
+    engine: bool = False,
 ) -> str:
-    """Starts one pipeline directly (schedules, the CLI), as an event of its type that only it receives."""
+    """Starts one pipeline directly (schedules, the CLI), as an event of its type that only it receives.
+    Idempotency keys in the engine's namespace raise ReservedName unless `engine` (the scheduler)."""
+    if not engine and idempotency_key is not None:
+        reserved = _reserved("", idempotency_key)
+        if reserved is not None:
+            raise reserved
     pipeline = registry.get(pipeline_name)
     data = validate_start_payload(pipeline_name, payload)
     return _record(pipeline.event_type, data, [pipeline], idempotency_key, trace_id, trigger, trigger)

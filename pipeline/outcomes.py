@@ -23,7 +23,7 @@ class RunOutcome(BaseModel):
 
 
 for _type in OUTCOME_TYPES:
-    event_type(_type)(RunOutcome)
+    event_type(_type, engine=True)(RunOutcome)
 
 # Other listeners (the webhooks app) say whether they want an outcome: (event type, pipeline) -> bool.
 _listeners: list[Callable[[str, str], bool]] = []
@@ -73,6 +73,7 @@ def emit_outcome(run_id: str, status: str, pipeline: str | None = None) -> str |
         idempotency_key=f"outcome:{run_id}:{status}:{finished_at.isoformat() if finished_at else ''}",
         trace_id=trace_id,
         source=f"run:{run_id}",
+        engine=True,
     )
     for observe in _observers:
         observe(outcome_type, payload, outcome_id)

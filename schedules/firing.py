@@ -25,7 +25,8 @@ _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 def _start(record: ScheduleRecord, key: str, trigger: str, trace_id: str) -> dict[str, Any]:
     spec = record.spec()
     if spec.pipeline:
-        event_id = start(spec.pipeline, spec.payload, trigger=trigger, idempotency_key=key, trace_id=trace_id)
+        event_id = start(spec.pipeline, spec.payload, trigger=trigger, idempotency_key=key, trace_id=trace_id,
+                         engine=True)
         run = Run.objects.filter(event_id=event_id, replay_of__isnull=True).only("id").first()
         return {"event_id": event_id, "run_id": str(run.id) if run else None}
     actor = dramatiq.get_broker().get_actor(spec.actor)

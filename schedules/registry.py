@@ -196,6 +196,25 @@ def check_target(schedule: Schedule) -> None:
             raise ScheduleError(f"schedule {schedule.name!r}: {exc}", "payload") from None
     elif schedule.actor not in dramatiq.get_broker().actors:
         raise ScheduleError(f"schedule {schedule.name!r}: unknown actor {schedule.actor!r}", "actor")
+    else:
+        _refuse_engine_actor(schedule, dramatiq.get_broker().actors[schedule.actor])
+
+
+def _refuse_engine_actor(schedule: Schedule, actor: Any) -> None:
+    """A stage's actor takes a run id and trusts it: sent by a schedule with arbitrary arguments, it
+    would run a stage outside its run's rules. Such actors (and any other of the engine's) are not
+    schedule targets; the pipeline is."""
+    from pipeline.definitions import registry
+
+    for pipeline in registry.pipelines.values():
+        for stage in pipeline.stages.values():
+            if stage.actor_name == schedule.actor:
+                raise ScheduleError(
+                    f"schedule {schedule.name!r}: actor {schedule.actor!r} is stage {stage.name!r} of pipeline "
+                    f"{pipeline.name!r}, run only by the engine; schedule the pipeline instead", "actor")
+    module = getattr(getattr(actor, "fn", None), "__module__", "") or ""
+    if module.split(".")[0] in ("pipeline", "schedules"):
+        raise ScheduleError(f"schedule {schedule.name!r}: actor {schedule.actor!r} is internal to the engine", "actor")
 
 
 def validate_targets() -> None:

@@ -121,3 +121,21 @@ def test_workerhealth_passes_for_a_real_worker_on_this_host(live_worker, test_da
     result = workerhealth(test_database_url, "--min-processes", "2", "--broker")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("healthy: ")
+
+
+@pytest.mark.django_db
+def test_readyz_keeps_the_brokers_answer_for_a_moment_instead_of_connecting_per_request(client, monkeypatch):
+    """Probes (or anyone: the endpoint needs no login) calling /readyz in a loop cost one AMQP
+    connection per BROKER_CACHE_SECONDS, not one per request; the answer is the same."""
+    from web import health
+
+    calls = []
+    monkeypatch.setattr(health, "check_broker", lambda url, timeout: calls.append(url))
+    monkeypatch.setattr(health, "_broker_result", {})
+    clock = [1000.0]
+    monkeypatch.setattr(health, "_clock", lambda: clock[0])
+    bodies = [client.get("/readyz").json() for _ in range(20)]
+    assert len(calls) == 1
+    assert all(b["status"] == "ready" and b["checks"]["broker"]["ok"] for b in bodies)
+    clock[0] += health.BROKER_CACHE_SECONDS + 0.1  # older than the cache: checked again
+    assert client.get("/readyz").status_code == 200 and len(calls) == 2

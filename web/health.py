@@ -2,7 +2,9 @@
 
 - `GET /healthz`: the process is up and serving (liveness); touches nothing else.
 - `GET /readyz`: the database answers `SELECT 1` and the broker accepts an AMQP connection
-  (readiness): 200 when both do, 503 naming what failed otherwise.
+  (readiness): 200 when both do, 503 naming what failed otherwise. The broker's answer is kept
+  for BROKER_CACHE_SECONDS per process, so probes (or anyone) calling it often do not open an
+  AMQP connection each time.
 - `GET /metrics`: Prometheus text format (see pipeline/metrics.py for what it holds). Run and stage
   counters are counted where runs happen, in the workers: the body starts with comment lines
   saying where their endpoint is (`PIPELINE_WORKER_METRICS_PORT`, 9191 under `make run`).
@@ -10,6 +12,7 @@
 None of them needs a login: expose them to the cluster, not to the internet."""
 from __future__ import annotations
 
+import threading
 import time
 
 from django.db import connection
@@ -17,10 +20,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from pipeline import conf
 from pipeline.broker import check_broker
 from pipeline.metrics import exposition
 
 BROKER_TIMEOUT = 2.0
+BROKER_CACHE_SECONDS = 2.0
+_broker_lock = threading.Lock()
+_broker_result: dict[str, tuple[float, dict]] = {}  # broker URL -> (checked at, result)
+_clock = time.monotonic
 
 
 def _timed(check) -> dict:
@@ -40,6 +48,20 @@ def _database() -> None:
             raise RuntimeError("SELECT 1 did not return 1")
 
 
+def _broker() -> dict:
+    """The broker check's result, at most BROKER_CACHE_SECONDS old; one thread checks at a time,
+    the others wait for its answer instead of opening connections of their own."""
+    url = conf.get("PIPELINE_BROKER_URL")
+    with _broker_lock:
+        checked_at, result = _broker_result.get(url, (float("-inf"), {}))
+        if _clock() - checked_at < BROKER_CACHE_SECONDS:
+            return {**result, "cached": True}
+        result = _timed(lambda: check_broker(url, timeout=BROKER_TIMEOUT))
+        _broker_result.clear()
+        _broker_result[url] = (_clock(), result)
+        return result
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -49,7 +71,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _timed(_database), "broker": _timed(lambda: check_broker(timeout=BROKER_TIMEOUT))}
+    checks = {"database": _timed(_database), "broker": _broker()}
     ready = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 

@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from pipeline.files import create_private
 
@@ -16,9 +17,51 @@ VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
 # hands the `postgres` user a cluster folder inside it, which that user must be able to reach.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# `production` (the Dockerfile, compose, Kubernetes and systemd files set it): the key must come
+# from the environment, cookies are HTTPS-only, HSTS, HTTPS behind a TLS proxy; see "Production".
+DJANGO_ENV = os.environ.get("DJANGO_ENV", "development").strip().lower()
+if DJANGO_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"DJANGO_ENV={os.environ['DJANGO_ENV']!r}: use development or production")
+PRODUCTION = DJANGO_ENV == "production"
+_YES_NO = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable; anything else stops the process at start, naming it."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return _YES_NO[raw.strip().lower()]
+    except KeyError:
+        raise ImproperlyConfigured(f"{name}={raw!r}: use 1 or 0 (or true/false, yes/no, on/off)") from None
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A whole-number environment variable of at least `minimum`; anything else stops the process at start."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r}: use a whole number of at least {minimum}")
+    return int(raw)
+
+
+def _production_secret_key(value: str) -> str:
+    """The key of a production process: from DJANGO_SECRET_KEY, long, not a placeholder."""
+    generate = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    if not value:
+        raise ImproperlyConfigured(f"DJANGO_SECRET_KEY is required with DJANGO_ENV=production; make one with {generate}")
+    if len(value) < 50 or len(set(value)) < 5 or "change-me" in value or value.startswith("django-insecure-"):
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY is a placeholder or too weak (50+ random characters needed); make one with {generate}")
+    return value
+
 
 def _secret_key() -> str:
     """A stable development key kept under var/, so sessions survive restarts without a committed secret."""
+    if PRODUCTION:
+        return _production_secret_key(os.environ.get("DJANGO_SECRET_KEY", "").strip())
     if os.environ.get("DJANGO_SECRET_KEY"):
         return os.environ["DJANGO_SECRET_KEY"]
     path = VAR_DIR / "secret-key"
@@ -103,7 +146,12 @@ def _database(url: str) -> dict:
 DATABASES = {"default": _database(os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTH_PASSWORD_VALIDATORS = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -152,3 +200,36 @@ SHOP_FAILURE_RATE = float(os.environ.get("SHOP_FAILURE_RATE", "0.2"))
 # Demo shop: an order of exactly this total always fails its payment (like a payment sandbox's
 # test amounts), to show a failed order's ending on demand; 0 turns it off.
 SHOP_FAILING_TOTAL_CENTS = int(os.environ.get("SHOP_FAILING_TOTAL_CENTS", "99999"))
+
+# Webhooks go to public addresses only; development and tests whose receivers run on this
+# machine (or a private network) turn that off. Never in production.
+PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS = _env_flag("PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+if PRODUCTION and PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS:
+    raise ImproperlyConfigured("PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS is for development; unset it with DJANGO_ENV=production")
+# API tokens made from now on expire after this many days (the admin can set another date).
+PIPELINE_API_TOKEN_DAYS = _env_int("PIPELINE_API_TOKEN_DAYS", 90, minimum=1)
+
+# --- Production: HTTPS behind a TLS-terminating proxy (an ingress, a load balancer, nginx) ----
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured("DJANGO_DEBUG=1 with DJANGO_ENV=production would show tracebacks to anyone")
+    # The proxy says the request came over HTTPS; it must set (overwrite) this header on every
+    # request, or a client could claim HTTPS itself. Empty: no proxy header is trusted.
+    _proxy_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto").strip()
+    if _proxy_header:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+    SECURE_SSL_REDIRECT = _env_flag("DJANGO_SECURE_SSL_REDIRECT", True)
+    # Probes and scrapes come over plain HTTP from inside the cluster: not redirected.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_HTTPONLY = True
+    SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_flag("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_flag("DJANGO_SECURE_HSTS_PRELOAD", True)
+    # The dashboard's and the admin's forms post back to the site they came from; list the
+    # origins when the proxy changes the Host header (default: https:// + each allowed host).
+    CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()] or [
+        "https://" + ("*" + h if h.startswith(".") else h) for h in ALLOWED_HOSTS if h and h != "*"
+    ]
+

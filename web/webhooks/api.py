@@ -13,18 +13,19 @@ from web.jsonbody import BadRequest, json_object
 
 from . import fanout
 from .models import EVENT_TYPES, WebhookSubscription, check_secret, check_url
+from .targets import without_userinfo
 
 _FIELDS = {"name", "url", "secret", "event_types", "pipelines", "active", "max_consecutive_failures", "max_attempts"}
 
 
 def subscription_json(sub: WebhookSubscription) -> dict[str, Any]:
     return {
-        "id": sub.pk, "name": sub.name, "url": sub.url, "event_types": sub.event_types, "pipelines": sub.pipelines,
+        "id": sub.pk, "name": sub.name, "url": without_userinfo(sub.url), "event_types": sub.event_types, "pipelines": sub.pipelines,
         "active": sub.active, "consecutive_failures": sub.consecutive_failures,
         "max_consecutive_failures": sub.max_consecutive_failures, "max_attempts": sub.max_attempts,
         "disabled_at": sub.disabled_at.isoformat() if sub.disabled_at else None,
         "disabled_reason": sub.disabled_reason or None, "created_at": sub.created_at.isoformat(),
-    }  # never the secret
+    }  # never the secret, nor a password in the URL (subscriptions made before userinfo was refused)
 
 
 def _validated(body: dict) -> dict[str, Any]:

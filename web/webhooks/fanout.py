@@ -65,4 +65,5 @@ def deliveries_for(event_type: str, payload: dict, outcome_event_id: str) -> Non
             idempotency_key=f"webhook:{subscription['id']}:{outcome_event_id}",
             trace_id=trace_id,
             source=f"webhook:{subscription['id']}",
+            engine=True,
         )

@@ -1,8 +1,6 @@
 """Webhook subscriptions: where completion events (run.succeeded, run.failed, run.cancelled) are POSTed."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -15,22 +13,11 @@ def default_event_types() -> list[str]:
     return list(EVENT_TYPES)
 
 
-def check_url(url: str) -> str | None:
-    """What is wrong with a webhook URL, or None."""
-    if not isinstance(url, str) or not url:
-        return "url is required: an http:// or https:// URL"
-    if len(url) > 2000:
-        return "url is longer than 2000 characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError:
-        return f"url {url!r} is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return f"url must be an http:// or https:// URL, not {parts.scheme + ':' if parts.scheme else url!r}"
-    if not parts.hostname:
-        return f"url {url!r} has no host"
-    return None
+def check_url(url: object) -> str | None:
+    """What is wrong with a webhook URL, or None: its form, and the target policy (see targets.py)."""
+    from .targets import url_problem
+
+    return url_problem(url)
 
 
 def check_secret(secret) -> str | None:
@@ -76,7 +63,9 @@ class WebhookSubscription(models.Model):
         ordering = ["name"]
 
     def __str__(self) -> str:
-        return f"webhook {self.name} → {self.url}"
+        from .targets import without_userinfo
+
+        return f"webhook {self.name} → {without_userinfo(self.url)}"
 
     def clean(self) -> None:
         bad = [t for t in self.event_types or [] if t not in EVENT_TYPES]
