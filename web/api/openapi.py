@@ -80,7 +80,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/api/runs/{run_id}/events", "streamRunEvents",
               "The run's transitions as server-sent events, until the run ends; resumes after Last-Event-ID",
               {200: _SSE, 204: {"description": "the run has finished and the client has seen every transition"},
-               404: "no such run"},
+               404: "no such run",
+               429: "this client (its token) already holds PIPELINE_SSE_MAX_STREAMS_PER_CLIENT streams on this web "
+                    "process: retry after `Retry-After` seconds",
+               503: "this web process already serves PIPELINE_SSE_MAX_STREAMS streams: retry after `Retry-After` "
+                    "seconds"},
               extra_parameters=[{"name": "Last-Event-ID", "in": "header", "required": False,
                                  "schema": {"type": "string"},
                                  "description": "the id of the last event received (`<count>|<key>`): the stream "
@@ -189,6 +193,9 @@ def _operation(op: Operation, definitions: dict[str, Any]) -> dict[str, Any]:
         responses.setdefault(400, "an invalid parameter, named in `field`")
     if not op.public:
         responses[401] = {"$ref": "#/components/responses/Unauthorized"}
+        if op.method not in ("get", "head", "options"):
+            responses.setdefault(403, "the token is read-only (scope `read`): writing needs a read-write token "
+                                      "(`field`: scope)")
     document: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -247,8 +254,8 @@ def _document() -> dict[str, Any]:
             "securitySchemes": {"bearerToken": {"type": "http", "scheme": "bearer",
                                                 "description": "an API token from the Django admin (JSON API > API "
                                                                "tokens)"}},
-            "responses": {"Unauthorized": _error("no `Authorization: Bearer <token>` header, or an invalid or "
-                                                 "inactive token")},
+            "responses": {"Unauthorized": _error("no `Authorization: Bearer <token>` header, or an invalid, "
+                                                 "inactive or expired token")},
             "schemas": definitions,
         },
     }
