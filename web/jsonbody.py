@@ -122,6 +122,16 @@ def parse_json(raw: bytes | str) -> Any:
     return data
 
 
+def has_body(request: HttpRequest) -> bool:
+    """Whether a request whose body is optional sent one: an empty form (what some clients, and
+    Django's test client, send for a bare POST) counts as none."""
+    if not request.body:
+        return False
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return bool(request.POST or request.FILES)
+    return True
+
+
 def json_object(request: HttpRequest) -> dict[str, Any]:
     """The request's body as a JSON object: 415 when it is not declared JSON, 413 over the size
     limit, 400 when it is not a well-formed object within the limits above."""

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods
 
 from pipeline import EventError, emit
 from pipeline.models import Event, Run
-from web.jsonbody import BadRequest
+from web.jsonbody import BadRequest, has_body
 from web.validation import parse_body, parse_query
 
 from . import schemas
@@ -81,7 +81,7 @@ def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
     from pipeline.operations import replay
 
     from_start = False
-    if request.body:
+    if has_body(request):
         try:
             from_start = parse_body(request, schemas.ReplayInput).from_start
         except BadRequest as exc:
