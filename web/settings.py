@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "pipeline.web.RequestContextMiddleware",
+    "web.unavailable.StoreUnavailableMiddleware",  # 503 + JSON while the database is unreachable
 ]
 
 ROOT_URLCONF = "web.urls"

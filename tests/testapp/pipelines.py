@@ -368,3 +368,35 @@ def kill_slow(ctx: StageContext) -> dict:
 def kill_after(ctx: StageContext) -> dict:
     _record(ctx)
     return {}
+
+
+@event_type("test.outage")
+class TestOutage(BaseModel):
+    sleep: float = 0.2  # seconds each stage takes, so that runs are in flight when the store goes
+
+
+OUTAGE_QUEUE = "outage"
+outage_chain = Pipeline("outage_chain", on="test.outage", queue=OUTAGE_QUEUE)
+
+
+# Each stage's side effect is a row in the run store's database: while it is unreachable the
+# stage's own write fails (a failed attempt, retried once the outcome could be recorded).
+@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
+def outage_one(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
+def outage_two(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
+def outage_three(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
