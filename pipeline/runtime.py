@@ -28,7 +28,7 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import CurrentMessage, TimeLimit
 from dramatiq.middleware.threading import Interrupt
 
-from . import conf, outcomes, stage_store, states, store_health, writer
+from . import conf, outcomes, redelivery, stage_store, states, store_health, writer
 from .context import EventView, StageContext
 from .definitions import Stage
 from .inflight import running_inline
@@ -105,7 +105,16 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     _local.ended = []
     thread = threading.get_ident()
     writer.activity[thread] = writer.BUSY
+    first = redelivery.executing.setdefault(message_id, thread) == thread
     try:
+        holder = redelivery.live_holder(message, run_id, WORKER_ID)
+        if holder is not None:
+            log.info("stage.deferred", run_id=run_id, reason="redelivered while a live worker runs it", holder=holder,
+                     retry_in_ms=redelivery.DEFER_MS)
+            message.options[redelivery.HOLDER] = holder  # the copy checks again
+            raise Retry(delay=redelivery.DEFER_MS)
+        if redelivery.HOLDER in options:
+            del options[redelivery.HOLDER]  # its holder is done or gone: this copy goes on
         _execute(stage, run_id, message, options, message_id)
     except Exception as exc:
         if not store_health.outage.noticed(exc):
@@ -116,6 +125,8 @@ def execute_stage(stage: Stage, run_id: str) -> None:
         raise Retry(delay=store_health.retry_delay_ms(options.get("retries", 0))) from None
     finally:
         writer.activity.pop(thread, None)
+        if first:
+            redelivery.executing.pop(message_id, None)
 
 
 def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:

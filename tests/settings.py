@@ -7,3 +7,7 @@ SHOP_FAILURE_RATE = 0.0
 PIPELINE_RELAY_AFTER_SECONDS = 1.0
 PIPELINE_RELAY_INTERVAL_SECONDS = 1.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+import os as _os
+
+# The broker failover test lowers it so a stage whose publish was lost is re-published in seconds.
+PIPELINE_STALLED_AFTER_SECONDS = float(_os.environ.get("TEST_STALLED_AFTER_SECONDS", "60"))
