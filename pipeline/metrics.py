@@ -287,8 +287,6 @@ def queue_states(url: str | None = None, timeout: float = QUEUE_CHECK_TIMEOUT) -
 
     import pika
 
-    from . import conf
-
     from .broker import connection_parameters
 
     params = connection_parameters(url)  # every node, in order: pika takes the first that answers
