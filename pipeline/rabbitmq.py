@@ -100,3 +100,34 @@ class PipelineBroker(RabbitmqBroker):
             message = message.copy(options={NOT_BEFORE: current_millis() + delay})
             delay = self.max_held_delay_ms
         return super().enqueue(message, delay=delay)
+
+
+def check_queue_types(broker: Any, names: list[str] | None = None) -> None:
+    """Declares the stage queues (`names`, default: every queue of the broker's actors), their
+    `.DQ` and `.XQ`, the way the workers will, on a connection of its own, and raises
+    `QueueTypeMismatch` for the first one that exists with another type. Why: a worker that finds
+    out only when its consumer starts retries forever; `rundramatiq` says it once, at start."""
+    if not isinstance(broker, PipelineBroker):
+        return
+    names = sorted({n for n in (names or broker.get_declared_queues()) if not n.endswith((".DQ", ".XQ"))})
+    connection = pika.BlockingConnection(broker.parameters)
+    try:
+        for name in names:
+            for queue, arguments in ((name, broker._build_queue_arguments(name)),
+                                     (dq_name(name), broker._build_queue_arguments(name)),
+                                     (xq_name(name), {"x-message-ttl": DEAD_MESSAGE_TTL,
+                                                      **({"x-queue-type": "quorum"} if broker.queue_type == "quorum"
+                                                         else {})})):
+                try:
+                    connection.channel().queue_declare(queue=queue, durable=True, arguments=arguments)
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    if exc.reply_code == 406 and "x-queue-type" in str(exc.reply_text):
+                        raise QueueTypeMismatch(
+                            f"queue {queue!r} already exists on the broker with another type than "
+                            f"PIPELINE_QUEUE_TYPE={broker.queue_type} asks for; a queue cannot change type in place: "
+                            "drain it and delete it (or use a new vhost), see infra/README.md, "
+                            "'Moving from classic to quorum queues'") from None
+                    raise
+    finally:
+        if connection.is_open:
+            connection.close()

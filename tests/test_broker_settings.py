@@ -203,3 +203,20 @@ def test_a_worker_given_several_nodes_works_on_the_first_that_answers(transactio
         wait_for(lambda: Run.objects.filter(id__in=run_ids, status="succeeded").count() == 5, 60, "5 runs")
     finally:
         worker.stop()
+
+
+@pytest.mark.broker
+def test_a_worker_asked_for_quorum_queues_where_classic_ones_exist_stops_at_start_with_one_line():
+    name = f"classic-test-{uuid.uuid4().hex[:8]}"
+    classic = PipelineBroker(url=settings.PIPELINE_BROKER_URL, queue_type="classic")
+    try:
+        classic.declare_queue(name, ensure=True)
+        classic.close()
+        env = child_env("sqlite:///var/cli-test.sqlite3", PIPELINE_QUEUE_TYPE="quorum")
+        result = subprocess.run([sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--queues", name],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        _delete(name, f"{name}.DQ", f"{name}.XQ")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors[-1].startswith("CommandError: queue") and "cannot change type in place" in errors[-1], errors[-3:]

@@ -75,3 +75,25 @@ def test_an_outage_is_said_once_and_its_end_once(caplog):
     events = [line["event"] for line in captured]
     assert events == ["store.unavailable", "store.recovered"]
     assert captured[0]["error_type"] == "OperationalError"
+
+
+def test_a_stage_whose_claim_cannot_be_written_goes_back_to_the_broker_not_counted_as_a_failure(db, monkeypatch):
+    """Dramatiq's Retries re-publishes a `Retry` with its delay, without a traceback, and neither
+    counts it against the stage's attempts nor dead-letters it (unlike any other exception)."""
+    from dramatiq.errors import Retry
+
+    from pipeline import runtime, stage_store
+    from pipeline.definitions import registry
+
+    def unreachable(*args, **kwargs):
+        raise StoreUnavailable(psycopg.OperationalError("connection refused"))
+
+    monkeypatch.setattr(stage_store, "claim", unreachable)
+    stage = registry.get("three_stages").stages["first"]
+    try:
+        with pytest.raises(Retry) as retried:
+            runtime.execute_stage(stage, "00000000-0000-0000-0000-000000000001")
+    finally:
+        store_health.outage.succeeded()
+    assert 750 <= retried.value.delay <= 1250  # the first pause: 1 s, with jitter
+    assert stage.actor.options["retry_when"](1000, retried.value)  # retried however many times it came back
