@@ -4,6 +4,18 @@
 #   infra/rabbitmq.sh start    start the node (idempotent), wait until AMQP works
 #   infra/rabbitmq.sh stop     stop the node (idempotent)
 #   infra/rabbitmq.sh status   print "running" (exit 0) or "stopped" (exit 3)
+#   infra/rabbitmq.sh pid      print the node's Erlang VM (beam) pid (exit 3 when not running)
+#   infra/rabbitmq.sh ctl ARGS rabbitmqctl ARGS against the node (e.g. `ctl list_queues name type leader`)
+#
+#   infra/rabbitmq.sh cluster start N    N nodes on this machine, AMQP on RABBITMQ_PORT, +1, ..., +N-1
+#                                        (Erlang distribution on each port+20000), the 2nd..Nth joined
+#                                        to the first (`rabbitmqctl join_cluster`); prints the
+#                                        PIPELINE_BROKER_URL that lists them all. Idempotent: a node
+#                                        already running and clustered is left as it is, a node that
+#                                        was killed is started again and rejoins by itself.
+#   infra/rabbitmq.sh cluster stop N     stop the N nodes
+#   infra/rabbitmq.sh cluster status N   one line per node; exit 0 when all N run in one cluster
+#   Cluster state lives under <repo>/var/rabbitmq-cluster-<first port>/ (one Erlang cookie for all).
 #
 # All node state (mnesia, logs, pid file, config, Erlang cookie) lives under
 # <repo>/var/rabbitmq/ ; nothing is read from /etc/rabbitmq or written to
@@ -80,7 +92,8 @@ export RABBITMQ_CONF_ENV_FILE="$ENV_CONF_FILE"                # not /etc/rabbitm
 export RABBITMQ_ALLOW_INPUT=""
 export ERL_CRASH_DUMP="$LOG_DIR/erl_crash-${NODE}.dump"
 export ERL_EPMD_ADDRESS="127.0.0.1"
-export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-} $MARKER $NODE"
+CALLER_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-}"   # as given, for the nodes of a cluster
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$CALLER_ERL_ARGS $MARKER $NODE"
 unset RABBITMQ_ENV_LOADED NOTIFY_SOCKET 2>/dev/null || true
 
 say() { echo "rabbitmq: $*"; }
@@ -574,12 +587,98 @@ cmd_status() {
     exit 3
 }
 
+cmd_pid() {
+    local p
+    p="$(our_pids beam | head -n 1)"
+    if [[ -z "$p" ]]; then
+        echo "stopped" >&2
+        exit 3
+    fi
+    echo "$p"
+}
+
+ctl() {  # rabbitmqctl against this node, with its cookie (HOME) and a time bound
+    (cd "$VAR" && timeout 60 "$CTL_BIN" -n "$NODE" "$@") </dev/null 9>&-
+}
+
+# join FIRST_NODE: make this (running) node a member of FIRST_NODE's cluster, unless it is one.
+cmd_join() {
+    local first="$1"
+    if ctl cluster_status 2>/dev/null | grep -qF "$first"; then
+        say "node $NODE already in the cluster of $first"
+        exit 0
+    fi
+    {
+        ctl stop_app && ctl reset && ctl join_cluster "$first" && ctl start_app
+    } >>"$CTL_LOG" 2>&1 || { err "node $NODE could not join $first (see $CTL_LOG)"; exit 1; }
+    ctl await_startup >>"$CTL_LOG" 2>&1 || true
+    say "node $NODE joined the cluster of $first"
+}
+
+cmd_cluster() {
+    local action="${1:-}" count="${2:-3}" i p rc=0
+    if ! [[ "$count" =~ ^[0-9]+$ ]] || (( count < 1 || count > 9 )); then
+        err "cluster: N must be 1..9 (got '$count')"
+        exit 64
+    fi
+    local cvar="${RABBITMQ_VAR:-var/rabbitmq-cluster-${PORT}}"
+    local first="pipeline-${PORT}@localhost"
+    local -a ports=() urls=()
+    for (( i = 0; i < count; i++ )); do
+        ports+=( $(( PORT + i )) )
+        urls+=( "amqp://guest:guest@127.0.0.1:$(( PORT + i ))/%2F" )
+    done
+    node_env() {  # the environment of one node of the cluster
+        # (not this shell's marker: each node's beam must name its own node only)
+        env -u RABBITMQ_NODENAME RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$CALLER_ERL_ARGS" \
+            RABBITMQ_PORT="$1" RABBITMQ_VAR="$cvar" "$0" "${@:2}"
+    }
+    case "$action" in
+        start)
+            # The first node creates the Erlang cookie the others share; the rest start side by side.
+            node_env "${ports[0]}" start || exit 1
+            local -a pids=()
+            for p in "${ports[@]:1}"; do
+                node_env "$p" start & pids+=($!)
+            done
+            for p in "${pids[@]}"; do wait "$p" || rc=1; done
+            (( rc == 0 )) || { err "cluster: a node did not start"; exit 1; }
+            for p in "${ports[@]:1}"; do
+                node_env "$p" join "$first" || exit 1
+            done
+            say "cluster of ${count} ready: PIPELINE_BROKER_URL=$(IFS=,; echo "${urls[*]}")"
+            ;;
+        stop)
+            for p in "${ports[@]}"; do node_env "$p" stop || rc=1; done
+            exit $rc
+            ;;
+        status)
+            for p in "${ports[@]}"; do
+                if node_env "$p" status >/dev/null 2>&1; then
+                    echo "pipeline-${p}@localhost running"
+                else
+                    echo "pipeline-${p}@localhost stopped"; rc=3
+                fi
+            done
+            exit $rc
+            ;;
+        *)
+            echo "usage: $0 cluster start|stop|status N" >&2
+            exit 64
+            ;;
+    esac
+}
+
 case "${1:-}" in
-    start)  cmd_start ;;
-    stop)   cmd_stop ;;
-    status) cmd_status ;;
+    start)   cmd_start ;;
+    stop)    cmd_stop ;;
+    status)  cmd_status ;;
+    pid)     cmd_pid ;;
+    ctl)     shift; ctl "$@" ;;
+    join)    cmd_join "${2:?usage: $0 join NODE}" ;;
+    cluster) shift; cmd_cluster "$@" ;;
     *)
-        echo "usage: $0 start|stop|status" >&2
+        echo "usage: $0 start|stop|status|pid|ctl ARGS... | cluster start|stop|status N" >&2
         exit 64
         ;;
 esac

@@ -66,3 +66,12 @@ class ReservedName(EventError, ValueError):
 
 class TransitionRefused(PipelineError):
     """An impossible state change (e.g. succeeded -> running) was asked for and refused."""
+
+
+class StoreUnavailable(PipelineError):
+    """Raised when the run store's database cannot be reached (refused, shut down, connection
+    lost): nothing was recorded, the same call can be made again once it is back."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.error_type = type(cause).__name__
+        super().__init__(f"the run store (database) is unreachable ({self.error_type}); nothing was recorded")

@@ -330,13 +330,14 @@ def queue_states(url: str | None = None, timeout: float = QUEUE_CHECK_TIMEOUT) -
 
     import pika
 
-    from . import conf
+    from .broker import connection_parameters
 
-    params = pika.URLParameters(url or conf.get("PIPELINE_BROKER_URL"))
-    params.connection_attempts = 1
-    params.socket_timeout = timeout
-    params.stack_timeout = timeout + 1
-    params.blocked_connection_timeout = timeout
+    params = connection_parameters(url)  # every node, in order: pika takes the first that answers
+    for node in params:
+        node.connection_attempts = 1
+        node.socket_timeout = timeout
+        node.stack_timeout = timeout + 1
+        node.blocked_connection_timeout = timeout
     pika_logger = logging.getLogger("pika")
     level = pika_logger.level
     pika_logger.setLevel(logging.CRITICAL)

@@ -28,7 +28,7 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import CurrentMessage, TimeLimit
 from dramatiq.middleware.threading import Interrupt
 
-from . import conf, outcomes, stage_store, states, writer
+from . import conf, outcomes, redelivery, stage_store, states, store_health, writer
 from .context import EventView, StageContext
 from .definitions import Stage
 from .inflight import running_inline
@@ -103,6 +103,31 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     options = message.options if message is not None else {}
     message_id = message.message_id if message is not None else str(uuid.uuid4())
     _local.ended = []
+    thread = threading.get_ident()
+    first = redelivery.executing.setdefault(message_id, thread) == thread
+    try:
+        holder = redelivery.live_holder(message, run_id, WORKER_ID)
+        if holder is not None:
+            log.info("stage.deferred", run_id=run_id, reason="redelivered while a live worker runs it", holder=holder,
+                     retry_in_ms=redelivery.DEFER_MS)
+            message.options[redelivery.HOLDER] = holder  # the copy checks again
+            raise Retry(delay=redelivery.DEFER_MS)
+        if redelivery.HOLDER in options:
+            del options[redelivery.HOLDER]  # its holder is done or gone: this copy goes on
+        _execute(stage, run_id, message, options, message_id)
+    except Exception as exc:
+        if not store_health.outage.noticed(exc):
+            raise
+        # Nothing could be recorded (the claim, or a read): the message comes back after a pause,
+        # re-published by Dramatiq's Retries (a Retry is neither a failed attempt nor dead-lettered,
+        # and Dramatiq logs it without a traceback); `store.unavailable` was said once already.
+        raise Retry(delay=store_health.retry_delay_ms(options.get("retries", 0))) from None
+    finally:
+        if first:
+            redelivery.executing.pop(message_id, None)
+
+
+def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:
     info = RunInfo.from_message(run_id, stage.pipeline.name, options)
     claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"))
     if claimed is None:
@@ -219,9 +244,21 @@ def _succeeded(
 
 
 def _write(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> Any:
-    """Writes an outcome record through the group commit; when it may end the run and someone
-    listens to this pipeline's outcome, on this thread's connection instead, so the outcome event
-    is written in the same transaction as the run's end."""
+    """Writes an outcome record; while the store is unreachable, waits for it (the stage's work is
+    done: running it again would repeat its side effects). The message stays unacknowledged
+    meanwhile, so a worker that dies waiting leaves it to be redelivered."""
+    try:
+        return _write_once(record, info, may_end_as, ended)
+    except Exception as exc:
+        if not store_health.outage.noticed(exc):
+            raise
+    return store_health.when_back(lambda: _write_once(record, info, may_end_as, ended))
+
+
+def _write_once(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> Any:
+    """Through the group commit; when it may end the run and someone listens to this pipeline's
+    outcome, on this thread's connection instead, so the outcome event is written in the same
+    transaction as the run's end."""
     if may_end_as is None or not outcomes.wanted(f"run.{may_end_as}", info.pipeline):
         return writer.run(record)
     with transaction.atomic():

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from django.db import connections, router, transaction
 
+from . import store_health
 from .sql import Dialect, Statements, dialect_for, statements_for
 
 MAX_BATCH = 256
@@ -276,7 +277,7 @@ class GroupCommitWriter:
             try:
                 (pending.result,) = self._transaction([pending.op])
             except BaseException as exc:  # handed to the waiting thread, which raises it
-                pending.error = exc
+                pending.error = store_health.as_store_unavailable(exc)  # logged once per outage
             pending.done.release()
 
     def _begin(self, tx: Tx) -> None:
@@ -337,6 +338,7 @@ class GroupCommitWriter:
             raise
         counters["commits"] += 1
         counters["batches"] += 1
+        store_health.outage.succeeded()  # says `store.recovered` once after an outage
         return results
 
 

@@ -87,7 +87,9 @@ def child_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def amqp_channel():
-    connection = pika.BlockingConnection(pika.URLParameters(settings.PIPELINE_BROKER_URL))
+    from pipeline.broker import connection_parameters
+
+    connection = pika.BlockingConnection(connection_parameters(settings.PIPELINE_BROKER_URL))
     return connection, connection.channel()
 
 

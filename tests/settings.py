@@ -10,3 +10,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The tests' webhook receivers listen on 127.0.0.1 (the worker they start reads this file too);
 # the target policy's own tests turn it off again.
 PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+import os as _os
+
+# The broker failover test lowers it so a stage whose publish was lost is re-published in seconds.
+PIPELINE_STALLED_AFTER_SECONDS = float(_os.environ.get("TEST_STALLED_AFTER_SECONDS", "60"))

@@ -316,3 +316,25 @@ def test_gunicorn_with_this_configuration_answers_probes_and_sums_metrics_over_i
         purge_queues("pipeline")  # the orders' runs: their rows go with this test's database
     assert gunicorn.returncode == 0, (tmp_path / "gunicorn.err").read_text(errors="replace")[-3000:]
     assert not (tmp_path / "prom").exists(), "gunicorn left its metrics directory behind"
+
+
+# --- the 3-node cluster recipe ---------------------------------------------------------------------
+def test_the_cluster_recipe_runs_three_clustered_nodes_and_every_process_lists_them_with_quorum_queues(compose):
+    cluster = yaml.safe_load((INFRA / "compose.cluster.yaml").read_text())
+    nodes = {name: s for name, s in cluster["services"].items() if name.startswith("rabbitmq")}
+    assert set(nodes) == {"rabbitmq", "rabbitmq-2", "rabbitmq-3"}
+    assert len({s["environment"]["RABBITMQ_ERLANG_COOKIE"] for s in nodes.values()}) == 1
+    assert len({s["hostname"] for s in nodes.values()}) == 3
+    config = (INFRA / "rabbitmq-cluster.conf").read_text()
+    for name, node in nodes.items():
+        assert any("rabbitmq-cluster.conf" in v for v in node["volumes"]), name
+        assert f"rabbit@{node['hostname']}" in config
+    from pipeline.broker import broker_urls
+
+    app = [name for name, s in compose["services"].items() if "PIPELINE_BROKER_URL" in s.get("environment", {})]
+    assert app
+    for name in app:
+        env = cluster["services"][name]["environment"]
+        assert env["PIPELINE_QUEUE_TYPE"] == "quorum"
+        hosts = [u.split("@")[1].split(":")[0] for u in broker_urls(env["PIPELINE_BROKER_URL"])]
+        assert hosts == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"], name

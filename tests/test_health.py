@@ -63,7 +63,7 @@ def test_readyz_is_503_naming_the_database_when_it_fails(client, monkeypatch):
     assert response.status_code == 503
     body = response.json()
     assert body["checks"]["database"] == {"ok": False, "error": body["checks"]["database"]["error"],
-                                          "ms": body["checks"]["database"]["ms"]}
+                                          "error_type": "OperationalError", "ms": body["checks"]["database"]["ms"]}
     assert "Connection refused" in body["checks"]["database"]["error"]
     assert body["checks"]["broker"]["ok"] is True
 

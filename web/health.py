@@ -1,10 +1,11 @@
 """Probes and metrics for the web process.
 
 - `GET /healthz`: the process is up and serving (liveness); touches nothing else.
-- `GET /readyz`: the database answers `SELECT 1` and the broker accepts an AMQP connection
-  (readiness): 200 when both do, 503 naming what failed otherwise. The broker's answer is kept
-  for BROKER_CACHE_SECONDS per process, so probes (or anyone) calling it often do not open an
-  AMQP connection each time.
+- `GET /readyz`: the database (the run store) answers `SELECT 1` and the broker accepts an AMQP
+  connection (readiness): 200 when both do, 503 naming what failed otherwise (an unreachable store
+  says so: `"store": "unreachable"` with the error class, while emits answer 503 too). The broker's
+  answer is kept for BROKER_CACHE_SECONDS per process, so probes (or anyone) calling it often do
+  not open an AMQP connection each time.
 - `GET /metrics`: Prometheus text format (see pipeline/metrics.py for what it holds). Run and stage
   counters are counted where runs happen, in the workers: the body starts with comment lines
   saying where their endpoint is (`PIPELINE_WORKER_METRICS_PORT`, 9191 under `make run`).
@@ -23,6 +24,7 @@ from django.views.decorators.http import require_GET
 from pipeline import conf
 from pipeline.broker import check_broker
 from pipeline.metrics import exposition
+from pipeline.store_health import outage
 
 BROKER_TIMEOUT = 2.0
 BROKER_CACHE_SECONDS = 2.0
@@ -36,8 +38,11 @@ def _timed(check) -> dict:
     try:
         check()
     except Exception as exc:
-        return {"ok": False, "error": str(exc) or type(exc).__name__,
-                "ms": round((time.perf_counter() - started) * 1000, 1)}
+        failed = {"ok": False, "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
+                  "ms": round((time.perf_counter() - started) * 1000, 1)}
+        if outage.noticed(exc):
+            failed["store"] = "unreachable"
+        return failed
     return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 

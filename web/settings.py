@@ -104,6 +104,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "pipeline.web.RequestContextMiddleware",
+    "web.unavailable.StoreUnavailableMiddleware",  # 503 + JSON while the database is unreachable
 ]
 
 ROOT_URLCONF = "web.urls"
@@ -168,14 +169,18 @@ PIPELINE_BROKER_URL = os.environ.get("PIPELINE_BROKER_URL", "amqp://guest:guest@
 PIPELINE_LOG_DIR = os.environ.get("PIPELINE_LOG_DIR", str(VAR_DIR / "log"))
 
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
-    # Heartbeats let RabbitMQ notice a dead worker host and redeliver its unacked stages.
-    # A `heartbeat=` or `blocked_connection_timeout=` already in PIPELINE_BROKER_URL wins (pika refuses a repeated one).
-    "OPTIONS": {"url": PIPELINE_BROKER_URL + ("&" if "?" in PIPELINE_BROKER_URL else "?") + "&".join(p for p in ("heartbeat=30", "blocked_connection_timeout=30") if p.split("=")[0] + "=" not in PIPELINE_BROKER_URL)},
+    # Dramatiq's RabbitMQ broker, declaring quorum or classic queues (PIPELINE_QUEUE_TYPE), with or
+    # without publisher confirms (PIPELINE_PUBLISH_CONFIRMS), on the first reachable node of
+    # PIPELINE_BROKER_URL (one URL, or several separated by commas or spaces): see pipeline/rabbitmq.py.
+    # Each URL gets heartbeat=30 and blocked_connection_timeout=30 unless it sets its own: heartbeats
+    # let RabbitMQ notice a dead worker host and redeliver its unacked stages.
+    "BROKER": "pipeline.rabbitmq.PipelineBroker",
+    "OPTIONS": {"url": PIPELINE_BROKER_URL},
     # Stated in full on purpose: django-dramatiq's default list leaves out Pipelines and
     # ShutdownNotifications, and order matters (logging context is bound before anything logs).
     "MIDDLEWARE": [
         "pipeline.middleware.LoggingContext",
+        "pipeline.middleware.LongDelays",  # delays past PIPELINE_MAX_HELD_DELAY_SECONDS go in hops
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.ShutdownNotifications",

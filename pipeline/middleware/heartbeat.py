@@ -13,6 +13,7 @@ from dramatiq.middleware import Middleware
 
 from ..inflight import stage_running
 from ..logging import get_logger
+from ..store_health import outage
 
 log = get_logger("pipeline.heartbeat")
 
@@ -113,7 +114,11 @@ class Heartbeat(Middleware):
                 },
             )
         except Exception as exc:  # the database is down or locked: try again next beat
-            log.warning("worker.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+
+            if not outage.noticed(exc):  # an unreachable store is said once, as `store.unavailable`
+                log.warning("worker.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            outage.succeeded()  # `store.recovered`, if this beat is the first write after an outage
         finally:
             connection.close()  # this thread's own connection: never left to go stale
 

@@ -216,6 +216,12 @@ def build(bench: Any, store_check: dict) -> dict:
                  "process's resident memory / a django_dramatiq worker process's (same Django project)",
         "detail": {sh: {k: ratios_for(res, k) for k in ("ours_sqlite", "ours_sqlite_noinline", "ours_pg") if k in res}
                    for sh, res in results.items()},
+        # Throughput with the broker's durability settings / the classic, unconfirmed default.
+        "broker": {sh: {"confirms_vs_classic": _ratio(_metric(res.get("ours_sqlite_confirms"), "runs_per_s"),
+                                                      _metric(res.get("ours_sqlite"), "runs_per_s")),
+                        "quorum_vs_classic": _ratio(_metric(res.get("ours_sqlite_quorum"), "runs_per_s"),
+                                                    _metric(res.get("ours_sqlite"), "runs_per_s"))}
+                   for sh, res in results.items()},
     }
     targets = [t for k in ("ours_sqlite", "ours_pg") if k in shape for t in targets_for(shape, k)]
     scaling_result, scaling_targets = scaling(getattr(bench, "extras", None))
@@ -372,6 +378,9 @@ def table(result: dict) -> str:
                  f"ours_vs_django_dramatiq_admin = {_fmt(r.get('ours_vs_django_dramatiq_admin'), 2)}; "
                  f"rss_vs_django_dramatiq = {_fmt(r.get('rss_vs_django_dramatiq'), 2)} (lower is better)")
     lines.append(f"  ({r['basis']})")
+    for shape, b in (r.get("broker") or {}).items():
+        lines.append(f"  {shape} broker settings, throughput / classic unconfirmed: publisher confirms "
+                     f"x{_fmt(b['confirms_vs_classic'], 2)}, quorum queues + confirms x{_fmt(b['quorum_vs_classic'], 2)}")
     for shape, per_store in r["detail"].items():
         for store, d in per_store.items():
             lines.append(f"  {shape} {store:11s}: vs Dramatiq {_fmt(d['ours_vs_dramatiq'], 2)}, vs Dramatiq+confirms "

@@ -102,8 +102,8 @@ class System:
 def build_systems(*, prefix: str, broker_url: str, work_dir, sqlite_url: str | None, postgres_url: str | None,
                   celery: bool, celery_results: bool = False, django_dramatiq: bool = True,
                   extra_sqlite_urls: dict[str, str] | None = None) -> list[System]:
-    """The systems of one run. `extra_sqlite_urls`: {"ours_sqlite_noinline" | "ours_sqlite_empty" |
-    "ours_sqlite_1m": a SQLite URL} for our SQLite variants, each with a store of its own."""
+    """The systems of one run. `extra_sqlite_urls`: {"ours_sqlite_noinline" | "ours_sqlite_confirms" |
+    "ours_sqlite_quorum" | "ours_sqlite_empty" | "ours_sqlite_1m": a SQLite URL} for our SQLite variants, each with a store of its own."""
     def done(key: str) -> str:
         return f"{prefix}.done.{key}"
 
@@ -128,6 +128,15 @@ def build_systems(*, prefix: str, broker_url: str, work_dir, sqlite_url: str | N
         # The engine reads PIPELINE_INLINE_CHAINS from the environment ("1", the default: on).
         systems.append(ours("ours_sqlite_noinline", "ours, SQLite, no inline chains", extra_urls["ours_sqlite_noinline"],
                             "sqlite", migrate=True, env={"PIPELINE_INLINE_CHAINS": "0"}))
+    # The broker's durability settings beside the classic, unconfirmed default (issue 17): publisher
+    # confirms on classic queues, and quorum queues (with confirms: their default).
+    if "ours_sqlite_confirms" in extra_urls:
+        systems.append(ours("ours_sqlite_confirms", "ours, SQLite, publisher confirms", extra_urls["ours_sqlite_confirms"],
+                            "sqlite", migrate=True, env={"PIPELINE_PUBLISH_CONFIRMS": "1"}))
+    if "ours_sqlite_quorum" in extra_urls:
+        systems.append(ours("ours_sqlite_quorum", "ours, SQLite, quorum queues + confirms",
+                            extra_urls["ours_sqlite_quorum"], "sqlite", migrate=True,
+                            env={"PIPELINE_QUEUE_TYPE": "quorum", "PIPELINE_PUBLISH_CONFIRMS": "1"}))
     if postgres_url:
         systems.append(ours("ours_pg", "ours, PostgreSQL run store", postgres_url, "postgresql", migrate=True))
     if celery:

@@ -382,3 +382,79 @@ traced = Pipeline("traced", on="test.traced")
 def call_out(ctx: StageContext) -> dict:
     """What a stage would send to another service to continue its run's trace."""
     return ctx.trace_headers()
+
+
+@event_type("test.outage")
+class TestOutage(BaseModel):
+    sleep: float = 0.2  # seconds each stage takes, so that runs are in flight when the store goes
+
+
+OUTAGE_QUEUE = "outage"
+outage_chain = Pipeline("outage_chain", on="test.outage", queue=OUTAGE_QUEUE)
+
+
+# Each stage's side effect is a row in the run store's database: while it is unreachable the
+# stage's own write fails (a failed attempt, retried once the outcome could be recorded).
+@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
+def outage_one(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
+def outage_two(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
+def outage_three(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@event_type("test.cluster")
+class TestCluster(BaseModel):
+    n: int = 0
+    sleep: float = 0.02
+
+
+CLUSTER_QUEUE = "cluster"
+cluster_chain = Pipeline("cluster_chain", on="test.cluster", queue=CLUSTER_QUEUE)
+
+
+@cluster_chain.stage(retries=3, backoff=(0.2, 2), timeout=60)
+def cluster_one(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@cluster_chain.stage(retries=3, backoff=(0.2, 2), timeout=60)
+def cluster_two(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+@cluster_chain.stage(retries=3, backoff=(0.2, 2), timeout=60)
+def cluster_three(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
+def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster") -> None:
+    """Emits `count` events at a steady rate (the cluster test runs this in a process of its own,
+    against the cluster): one event every 1/per_second seconds, late ones not made up in a burst."""
+    import time
+
+    from pipeline import emit
+
+    start = time.monotonic()
+    for n in range(count):
+        emit(event_type, {"n": n})
+        time.sleep(max(0.0, start + (n + 1) / per_second - time.monotonic()))

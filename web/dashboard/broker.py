@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pika
 
 from pipeline import conf
-from pipeline.broker import redacted_url
+from pipeline.broker import broker_urls, redacted_url
 
 TIMEOUT_SECONDS = 2.0
 
@@ -39,9 +39,24 @@ def stage_queues() -> list[str]:
 
 
 def queue_stats(url: str | None = None, names: list[str] | None = None) -> tuple[list[QueueStats], str | None]:
-    """(stats per queue, None), or ([], a sentence saying why the broker could not be read)."""
+    """(stats per queue, None) from the first node of PIPELINE_BROKER_URL that answers, or
+    ([], a sentence saying why the broker could not be read)."""
     url = url or conf.get("PIPELINE_BROKER_URL")
     names = stage_queues() if names is None else names
+    try:
+        nodes = broker_urls(url)
+    except Exception as exc:
+        return [], f"broker unreachable: {exc}"
+    errors = []
+    for node in nodes:
+        stats, error = _queue_stats_on(node, names)
+        if error is None:
+            return stats, None
+        errors.append(error)
+    return [], errors[0] if len(errors) == 1 else "; ".join(errors)
+
+
+def _queue_stats_on(url: str, names: list[str]) -> tuple[list[QueueStats], str | None]:
     try:
         params = pika.URLParameters(url)
         where = redacted_url(url)

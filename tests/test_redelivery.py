@@ -1,0 +1,67 @@
+"""A stage message redelivered (the broker connection of its worker broke) while a live worker
+still runs its stage waits instead of running the stage a second time at once."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from pipeline import emit, redelivery
+from pipeline.models import Run, StageRun, WorkerHeartbeat
+
+
+class Delivery:
+    def __init__(self, message_id: str, redelivered: bool = True, options: dict | None = None) -> None:
+        self.message_id = message_id
+        self.redelivered = redelivered
+        self.options = options or {}
+
+
+@pytest.fixture
+def held_stage(db):
+    run = Run.objects.get(event_id=emit("test.started", {"value": 1}))
+    message_id = str(uuid.uuid4())
+    StageRun.objects.filter(run=run, stage="first").update(
+        status="running", message_id=message_id, worker="host-b:4242", lease_until=timezone.now() + timedelta(minutes=1))
+    return str(run.id), message_id
+
+
+def _beat(last_seen, stopped_at=None) -> None:
+    WorkerHeartbeat.objects.create(host="host-b", pid=4242, started_at=timezone.now(), last_seen=last_seen,
+                                   stopped_at=stopped_at)
+
+
+def test_a_redelivered_message_whose_stage_a_live_worker_runs_is_held_back(held_stage):
+    run_id, message_id = held_stage
+    _beat(timezone.now())
+    assert redelivery.live_holder(Delivery(message_id), run_id, "host-a:1") == "host-b:4242"
+    # The deferred copy is a new publish (not flagged redelivered) but carries the mark: checked again.
+    assert redelivery.live_holder(Delivery(message_id, False, {redelivery.HOLDER: "host-b:4242"}), run_id,
+                                  "host-a:1") == "host-b:4242"
+
+
+def test_a_holder_that_went_silent_or_stopped_is_taken_over(held_stage):
+    run_id, message_id = held_stage
+    _beat(timezone.now() - timedelta(minutes=5))
+    assert redelivery.live_holder(Delivery(message_id), run_id, "host-a:1") is None
+    WorkerHeartbeat.objects.all().delete()
+    _beat(timezone.now(), stopped_at=timezone.now())
+    assert redelivery.live_holder(Delivery(message_id), run_id, "host-a:1") is None
+
+
+def test_a_first_delivery_is_not_checked(held_stage, django_assert_num_queries):
+    run_id, message_id = held_stage
+    _beat(timezone.now())
+    with django_assert_num_queries(0):
+        assert redelivery.live_holder(Delivery(message_id, redelivered=False), run_id, "host-a:1") is None
+
+
+def test_a_redelivery_while_another_thread_of_this_process_runs_it_is_held_back(held_stage):
+    run_id, message_id = held_stage
+    redelivery.executing[message_id] = -1  # as if another thread were executing it
+    try:
+        assert redelivery.live_holder(Delivery(message_id), run_id, "host-a:1") == "host-a:1"
+    finally:
+        redelivery.executing.pop(message_id, None)
