@@ -50,6 +50,8 @@ _ID = {"type": "string", "format": "uuid"}
 _SSE = {"description": "text/event-stream: events run.started, stage.started|retrying|succeeded|failed|cancelled, "
                        "run.succeeded|failed|cancelled; data is JSON with key, type, at, stage, attempt, error",
         "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+_STORE_DOWN = ("the run store's database cannot be reached: nothing was recorded; try again after `Retry-After` "
+               "seconds (`store`: unavailable)")
 WEBHOOK_ID_MAX = 10**18 - 1  # ids are matched as 1 to 18 digits; any other path segment is a 404
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -83,8 +85,8 @@ OPERATIONS: tuple[Operation, ...] = (
                404: "no such run",
                429: "this client (its token) already holds PIPELINE_SSE_MAX_STREAMS_PER_CLIENT streams on this web "
                     "process: retry after `Retry-After` seconds",
-               503: "this web process already serves PIPELINE_SSE_MAX_STREAMS streams: retry after `Retry-After` "
-                    "seconds"},
+               503: "this web process already serves PIPELINE_SSE_MAX_STREAMS streams, or the run store's database "
+                    "cannot be reached: retry after `Retry-After` seconds"},
               extra_parameters=[{"name": "Last-Event-ID", "in": "header", "required": False,
                                  "schema": {"type": "string"},
                                  "description": "the id of the last event received (`<count>|<key>`): the stream "
@@ -193,6 +195,7 @@ def _operation(op: Operation, definitions: dict[str, Any]) -> dict[str, Any]:
         responses.setdefault(400, "an invalid parameter, named in `field`")
     if not op.public:
         responses[401] = {"$ref": "#/components/responses/Unauthorized"}
+        responses.setdefault(503, _STORE_DOWN)
         if op.method not in ("get", "head", "options"):
             responses.setdefault(403, "the token is read-only (scope `read`): writing needs a read-write token "
                                       "(`field`: scope)")

@@ -73,7 +73,7 @@ class FieldError(_Output):
 
 
 class Error(BaseModel):
-    """Every 4xx answer of the API is this JSON object."""
+    """Every 4xx and 503 answer of the API is this JSON object."""
 
     error: str = Field(description="what is wrong, in one sentence")
     field: str | None = Field(None, description="the field or parameter at fault (a dotted path into the body), "
@@ -81,6 +81,9 @@ class Error(BaseModel):
     fields: list[FieldError] | None = Field(None, description="an invalid event payload: each bad field and what is "
                                                               "wrong with it")
     type: str | None = Field(None, description="the event type, on an event refused for its type or payload")
+    store: str | None = Field(None, description="`unavailable` on a 503: the run store's database could not be "
+                                                "reached, nothing was recorded")
+    retry_after_seconds: int | None = Field(None, description="on a 503: when to try again (also `Retry-After`)")
 
 
 # ---- events and runs ----------------------------------------------------------------------------
