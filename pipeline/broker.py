@@ -7,10 +7,7 @@ import socket
 import pika
 
 from . import conf
-
-
-class BrokerUnavailable(Exception):
-    pass
+from .errors import BrokerUnavailable
 
 
 def redacted_url(url: str) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import structlog
 from dramatiq.middleware import Middleware
 
 from .files import open_private, private_dir, write_private
@@ -419,13 +420,11 @@ def start_scheduler_server() -> None:
     try:
         start_http_server(port, _SchedulerExposition())  # type: ignore[arg-type]
     except OSError as exc:
-        from .logging import get_logger
 
-        get_logger("pipeline.metrics").warning("metrics.endpoint_failed", port=port, error=str(exc))
+        structlog.get_logger("pipeline.metrics").warning("metrics.endpoint_failed", port=port, error=str(exc))
         return
-    from .logging import get_logger
 
-    get_logger("pipeline.metrics").info("metrics.listening", port=port, address=bind_address())
+    structlog.get_logger("pipeline.metrics").info("metrics.listening", port=port, address=bind_address())
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -521,9 +520,8 @@ class WorkerMetrics(Middleware):
             start_http_server(port, registry)
         except OSError:
             return  # a sibling process serves this port
-        from .logging import get_logger
 
-        get_logger("pipeline.metrics").info("metrics.listening", port=port, address=bind_address(),
+        structlog.get_logger("pipeline.metrics").info("metrics.listening", port=port, address=bind_address(),
                                              multiprocess_dir=str(path))
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:

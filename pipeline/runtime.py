@@ -34,7 +34,7 @@ from .definitions import Stage
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
-from .models import StageStatus
+from .models import Run, StageRun, StageStatus
 from .publisher import publish_ready
 from .sql import now as utcnow
 
@@ -273,8 +273,6 @@ def _failed(
 def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
     """A duplicate or stale message, a stage of a run that stopped, or the redelivery of a chain
     cut short. Returns the stage to go on with, if this message still holds one."""
-    from .models import Run, StageRun
-
     row = StageRun.objects.filter(run_id=info.run_id, stage=stage.name).values("status", "lease_until").first()
     if row is None:
         log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")

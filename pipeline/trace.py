@@ -20,14 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from .errors import TraceUsageError
+
 ID_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 ID_KEYS = ("run_id", "event_id", "trace_id")
 RUN_END = ("run.succeeded", "run.failed", "run.cancelled")
 ATTEMPT_END = ("stage.succeeded", "stage.failed", "stage.retrying", "stage.cancelled")
-
-
-class TraceUsageError(Exception):
-    """Bad input: exit code 2."""
 
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is skipped unread (ours: a payload is at most 256 KiB)

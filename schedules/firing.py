@@ -10,9 +10,7 @@ import dramatiq
 import structlog
 from django.db.models import Q
 
-from pipeline import start, tracing
-from pipeline.logging import get_logger
-from pipeline.models import Run, RunStatus
+from pipeline import Run, RunStatus, get_logger, new_trace_id, start
 
 from .models import ScheduleRecord
 from .timing import fire_key
@@ -40,7 +38,7 @@ def fire(name: str, fire_time: datetime, *, reason: str = "schedule", check_over
     if record is None:
         return None
     fire_iso = fire_time.astimezone(timezone.utc).isoformat()
-    trace_id = tracing.new_trace_id()
+    trace_id = new_trace_id()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(trace_id=trace_id, schedule_id=name, fire_time=fire_iso)
     try:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipeline.logging import get_logger
+from pipeline import get_logger
 
 from .bounds import MAX_BACKFILL, check_bounds
 from .firing import fire
@@ -149,7 +149,7 @@ def backfill(
     times = list(fire_times(record.spec().trigger(), start, end, limit=MAX_BACKFILL + 1))
     if len(times) > MAX_BACKFILL:
         raise ScheduleError(f"the range holds more than {MAX_BACKFILL} fire times; backfill it in parts", "end")
-    from pipeline.models import Event
+    from pipeline import Event
 
     from .timing import fire_key
 

@@ -180,9 +180,7 @@ def check_target(schedule: Schedule) -> None:
     and that its payload fits the pipeline's event schema."""
     import dramatiq
 
-    from pipeline.definitions import registry
-    from pipeline.errors import EventError
-    from pipeline.events import validate_start_payload
+    from pipeline import EventError, registry, validate_start_payload
 
     if schedule.pipeline:
         if schedule.pipeline not in registry.pipelines:
@@ -204,7 +202,7 @@ def _refuse_engine_actor(schedule: Schedule, actor: Any) -> None:
     """A stage's actor takes a run id and trusts it: sent by a schedule with arbitrary arguments, it
     would run a stage outside its run's rules. Such actors (and any other of the engine's) are not
     schedule targets; the pipeline is."""
-    from pipeline.definitions import registry
+    from pipeline import registry
 
     for pipeline in registry.pipelines.values():
         for stage in pipeline.stages.values():

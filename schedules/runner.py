@@ -17,10 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone as dj_timezone
 
-from pipeline import conf
-from pipeline.logging import get_logger
-from pipeline.models import RunStatus
-from pipeline.publisher import relay_once
+from pipeline import RunStatus, conf, get_logger, relay_once
 
 from .firing import fire
 from .leader import Lease

@@ -7,8 +7,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from pipeline import EventError, emit
-from pipeline.models import Event, Run
+from pipeline import Event, EventError, OperationRefused, Run, RunNotFound, cancel, emit, replay
+from web.errors import error_response
 from web.jsonbody import BadRequest
 from web.validation import parse_body, parse_query
 
@@ -38,7 +38,7 @@ def post_event(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return exc.response()
     except EventError as exc:
-        return JsonResponse(exc.as_dict(), status=exc.status_code)
+        return error_response(exc)
     trace_id = Event.objects.filter(id=event_id).values_list("trace_id", flat=True).first()
     return JsonResponse({"event_id": event_id, "trace_id": trace_id}, status=202)
 
@@ -64,22 +64,16 @@ def get_run(request: HttpRequest, run_id: str) -> JsonResponse:
 
 
 def _run_operation(run_id: str, operation) -> JsonResponse:
-    from pipeline.operations import OperationRefused, RunNotFound
-
     try:
         result = operation()
-    except RunNotFound as exc:
-        return JsonResponse({"error": str(exc)}, status=404)
-    except OperationRefused as exc:
-        return JsonResponse({"error": str(exc)}, status=409)
+    except (RunNotFound, OperationRefused) as exc:
+        return error_response(exc)
     return JsonResponse(result, status=202)
 
 
 @token_required
 @require_http_methods(["POST"])
 def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
-    from pipeline.operations import replay
-
     from_start = False
     if request.body:
         try:
@@ -92,8 +86,6 @@ def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
 @token_required
 @require_http_methods(["POST"])
 def cancel_run(request: HttpRequest, run_id: str) -> JsonResponse:
-    from pipeline.operations import cancel
-
     return _run_operation(run_id, lambda: (cancel(run_id), {"run_id": run_id, "status": "cancelled"})[1])
 
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import pika
 
-from pipeline import conf
-from pipeline.broker import redacted_url
+from pipeline import conf, redacted_url, registry
 
 TIMEOUT_SECONDS = 2.0
 
@@ -27,8 +26,6 @@ class QueueStats:
 def stage_queues() -> list[str]:
     """The queues of every registered stage actor (and any other queue declared in this process)."""
     import dramatiq
-
-    from pipeline.definitions import registry
 
     names = {stage.actor.queue_name for pipeline in registry.pipelines.values() for stage in pipeline.stages.values()}
     try:

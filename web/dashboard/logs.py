@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from pipeline import conf
-from pipeline.trace import MAX_LINE_BYTES, parse_line
+from pipeline import MAX_LINE_BYTES, conf, parse_line
 
 LINE_CAP = 500
 # Only the tail of each file is scanned: a run's lines are near its time, and a page view must

@@ -19,7 +19,7 @@ from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncHour, TruncMinute
 from django.utils import timezone
 
-from pipeline.models import Event, Run, RunStatus, StageRun, StageStatus
+from pipeline import Event, Run, RunStatus, StageRun, StageStatus
 from web.validation import MomentError, parse_moment
 
 DEFAULT_PAGE_SIZE = 50

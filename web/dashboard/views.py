@@ -14,11 +14,19 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline.definitions import registry
-from pipeline.events import schemas
-from pipeline.logging import redact
-from pipeline.models import Event, Run, RunStatus, StageRun
-from pipeline.operations import OperationRefused, RunNotFound, cancel, replay
+from pipeline import (
+    Event,
+    OperationRefused,
+    Run,
+    RunNotFound,
+    RunStatus,
+    StageRun,
+    cancel,
+    event_schemas,
+    redact,
+    registry,
+    replay,
+)
 
 from . import broker, graph, logs, queries, workers
 
@@ -27,7 +35,7 @@ BULK_REPLAY_CAP = 200
 
 
 def _choices() -> dict[str, Any]:
-    event_types = sorted(set(schemas) | {p.event_type for p in registry.pipelines.values()})
+    event_types = sorted(set(event_schemas) | {p.event_type for p in registry.pipelines.values()})
     return {"pipelines": sorted(registry.pipelines), "statuses": RunStatus.values, "event_types": event_types,
             "ranges": list(queries.RANGES)}
 

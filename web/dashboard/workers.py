@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from pipeline.models import WorkerHeartbeat
+from pipeline import WorkerHeartbeat
 
 # Heartbeats come every 5 s (PIPELINE_HEARTBEAT_SECONDS); three missed ones and more mean offline.
 DEFAULT_OFFLINE_AFTER = 20.0

@@ -30,7 +30,7 @@ from django.db import connection
 from django.utils import timezone
 from django.http import HttpResponse, StreamingHttpResponse
 
-from pipeline.models import Run, StageRun
+from pipeline import Run, StageRun
 
 from . import stream_limits
 

@@ -70,7 +70,7 @@ def customer_reason(status: str, failed_stage: str | None, charged: bool) -> str
 def mark_order_failed(ctx: StageContext) -> dict:
     """Sets the order of a failed or cancelled `fulfil_order` run `failed`, with its reason. A run
     replayed to success later sets the order's status again (and clears the reason)."""
-    from pipeline.models import StageRun
+    from pipeline import StageRun
 
     outcome = ctx.event.payload
     failed_stage = (StageRun.objects.filter(run_id=outcome["run_id"], status="failed")

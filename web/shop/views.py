@@ -13,8 +13,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import ValidationError
 
-from pipeline import EventError, emit
-from pipeline.models import Run
+from pipeline import EventError, Run, emit
+from web.errors import error_response
 from web.jsonbody import BadRequest, check_document, json_object
 
 from .events import OrderPlaced
@@ -58,7 +58,7 @@ def place_order(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return exc.response()
     except EventError as exc:
-        return JsonResponse(exc.as_dict(), status=exc.status_code)
+        return error_response(exc)
     return JsonResponse({"order_id": order.pk, "order_url": reverse("shop-order", args=[order.public_token]),
                          "event_id": event_id, "trace_id": request.trace_id}, status=201)
 

@@ -49,8 +49,7 @@ def wants(event_type: str, pipeline: str) -> bool:
 
 
 def deliveries_for(event_type: str, payload: dict, outcome_event_id: str) -> None:
-    from pipeline import emit
-    from pipeline.models import Event
+    from pipeline import Event, emit
 
     matching = [s for s in active_subscriptions() if _matches(s, event_type, payload["pipeline"])]
     if not matching:

@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.metrics import start_scheduler_server
+from pipeline import start_scheduler_server
 from schedules.registry import schedules
 from schedules.runner import SchedulerProcess
 
