@@ -35,8 +35,8 @@ from .errors import (
 from .events import emit, event_type, schemas as event_schemas, start, validate_start_payload
 from .files import create_private, write_private
 from .logging import get_logger, redact
-from .metrics import bind_address, exposition, scheduler_port, start_scheduler_server, worker_port
-from .trace import MAX_LINE_BYTES, parse_line
+from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
+from .logfiles import MAX_LINE_BYTES, parse_line
 from .tracing import new_trace_id
 from .web import trust_received_trace
 
@@ -103,7 +103,8 @@ __all__ = [
     "bind_address",
     "worker_port",
     "scheduler_port",
-    "start_scheduler_server",
+    "start_http_server",
+    "SystemCollector",
 ]
 
 # name -> (module, attribute) for the names loaded on first use.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import traceback
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -227,8 +228,6 @@ class SchedulerProcess:
                 fire(record.name, record.buffered_fire_at, reason="buffered", check_overlap=False)
 
     def _relay(self) -> None:
-        import time
-
         if time.monotonic() - self.last_relay < conf.get("PIPELINE_RELAY_INTERVAL_SECONDS"):
             return
         self.last_relay = time.monotonic()

@@ -186,7 +186,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "pipeline.middleware.Heartbeat",
         "pipeline.middleware.Drain",  # worker.draining / worker.drained lines on SIGTERM
-        "pipeline.metrics.WorkerMetrics",  # PIPELINE_WORKER_METRICS_PORT: one /metrics per rundramatiq
+        "pipeline.middleware.WorkerMetrics",  # PIPELINE_WORKER_METRICS_PORT: one /metrics per rundramatiq
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks", "pipelines"]

@@ -2,5 +2,6 @@
 from .drain import Drain
 from .heartbeat import Heartbeat
 from .logging_context import LoggingContext
+from .metrics import WorkerMetrics
 
-__all__ = ["Drain", "Heartbeat", "LoggingContext"]
+__all__ = ["Drain", "Heartbeat", "LoggingContext", "WorkerMetrics"]

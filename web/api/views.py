@@ -8,12 +8,14 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from pipeline import Event, EventError, OperationRefused, Run, RunNotFound, cancel, emit, replay
+from web.dashboard import queries
 from web.errors import error_response
 from web.jsonbody import BadRequest
 from web.validation import parse_body, parse_query
 
 from . import schemas
 from .auth import token_required
+from .openapi import schema
 from .serializers import event_json, run_json
 
 
@@ -93,8 +95,6 @@ def cancel_run(request: HttpRequest, run_id: str) -> JsonResponse:
 @require_http_methods(["GET"])
 def list_runs(request: HttpRequest) -> JsonResponse:
     """Runs newest first, filtered like the dashboard's list, a page at a time (`next_cursor`)."""
-    from web.dashboard import queries
-
     try:
         query = parse_query(request.GET, schemas.RunListQuery)
         filters = queries.RunFilters.from_params(request.GET)
@@ -116,6 +116,4 @@ def list_runs(request: HttpRequest) -> JsonResponse:
 @require_http_methods(["GET", "HEAD"])
 def openapi_schema(request: HttpRequest) -> JsonResponse:
     """The OpenAPI 3.1 description of every /api endpoint; public, like any documentation."""
-    from .openapi import schema
-
     return JsonResponse(schema(request.build_absolute_uri("/")))

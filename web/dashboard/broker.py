@@ -6,6 +6,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
+import dramatiq
 import pika
 
 from pipeline import conf, redacted_url, registry
@@ -25,8 +26,6 @@ class QueueStats:
 
 def stage_queues() -> list[str]:
     """The queues of every registered stage actor (and any other queue declared in this process)."""
-    import dramatiq
-
     names = {stage.actor.queue_name for pipeline in registry.pipelines.values() for stage in pipeline.stages.values()}
     try:
         names |= {q for q in dramatiq.get_broker().get_declared_queues() if not q.endswith((".DQ", ".XQ"))}

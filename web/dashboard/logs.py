@@ -1,7 +1,7 @@
 """A run's log lines, read from the JSON-lines files in PIPELINE_LOG_DIR when this process can read them.
 
 The files are input like any other: a line that cannot be used (not JSON, longer than
-MAX_LINE_BYTES, fields of the wrong type: `pipeline.trace.parse_line`) is skipped and counted, so
+MAX_LINE_BYTES, fields of the wrong type: `pipeline.parse_line`) is skipped and counted, so
 one crafted line never fails the run page."""
 from __future__ import annotations
 

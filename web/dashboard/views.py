@@ -27,6 +27,10 @@ from pipeline import (
     registry,
     replay,
 )
+from schedules import operations as schedule_ops
+from schedules.models import ScheduleRecord
+from schedules.registry import ScheduleError
+from schedules.registry import schedules as declared
 
 from . import broker, graph, logs, queries, workers
 
@@ -313,10 +317,6 @@ def workers_page(request: HttpRequest) -> HttpResponse:
 def _schedule_records() -> list[Any]:
     """Every schedule's database record (the state the schedulers keep); schedules declared in code
     but not recorded yet (no scheduler has started since they were added) are recorded first."""
-    from schedules import operations as schedule_ops
-    from schedules.models import ScheduleRecord
-    from schedules.registry import schedules as declared
-
     if set(declared) - set(ScheduleRecord.objects.filter(name__in=list(declared)).values_list("name", flat=True)):
         schedule_ops.sync_code_schedules()
     return list(ScheduleRecord.objects.select_related("last_run").order_by("name"))
@@ -331,9 +331,6 @@ def schedules_page(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_POST
 def schedule_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    from schedules import operations as schedule_ops
-    from schedules.registry import ScheduleError
-
     actions = {"pause": schedule_ops.pause, "resume": schedule_ops.resume, "trigger": schedule_ops.trigger_now}
     if action not in actions:
         raise Http404(f"unknown action {action!r}")

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
 from django.db import connection
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
-from django.http import HttpResponse, StreamingHttpResponse
 
 from pipeline import Run, StageRun
+from web.api.auth import token_required
 
 from . import stream_limits
 
@@ -204,10 +206,6 @@ def sse_response(request, run_id: str, *, extra: Callable[[], dict] | None = Non
 
 def api_run_events(request, run_id: str):
     """`GET /api/runs/<id>/events` (token auth): the run's transitions as server-sent events."""
-    import uuid
-
-    from django.http import JsonResponse
-
     try:
         uuid.UUID(run_id)
     except ValueError:
@@ -222,8 +220,6 @@ def api_run_events(request, run_id: str):
 
 
 def _token_protected():
-    from web.api.auth import token_required
-
     return token_required(api_run_events)
 
 

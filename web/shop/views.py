@@ -17,6 +17,7 @@ from pipeline import EventError, Run, emit
 from web.errors import error_response
 from web.jsonbody import BadRequest, check_document, json_object
 
+from . import live
 from .events import OrderPlaced
 from .models import Order
 
@@ -98,8 +99,6 @@ def order_events(request: HttpRequest, token: str):
     """`GET /shop/orders/<token>/events`: the order's fulfilment as server-sent events (public, like
     the page), ending with the order's own ending: `order.fulfilled` or `order.failed` (with the
     reason), which for a failed run comes from the shop's `order_failed` pipeline just after it."""
-    from . import live
-
     order = get_object_or_404(Order, public_token=token)
     run_id = _fulfilment_run_id(order)
     live._release_connection()
@@ -116,8 +115,6 @@ def order_events(request: HttpRequest, token: str):
 def _order_transitions(order_id: int, run_id: str) -> tuple[list[dict], str | None]:
     """The run's transitions, then the order's ending once it has one. After the run ends the
     stream waits for it (state "ending"), at most `live.SETTLE_SECONDS`."""
-    from . import live
-
     transitions, state = live.derive_transitions(run_id)
     if state not in live.FINAL:
         return transitions, state

@@ -8,6 +8,7 @@ class WebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Here, not at the top: fanout reads this app's models, loaded only once every app is imported.
         from pipeline import add_outcome_listener, add_outcome_observer
 
         from . import fanout

@@ -21,10 +21,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify(secret: str, body: bytes, timestamp: str, signature: str, tolerance: int = 300) -> bool:
     """True if `signature` (X-Pipeline-Signature) signs `body` at `timestamp` (X-Pipeline-Timestamp)."""
-    import hashlib
-    import hmac
-    import time
-
     try:
         if abs(time.time() - int(timestamp)) > tolerance:
             return False
