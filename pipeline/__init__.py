@@ -34,14 +34,14 @@ from .errors import (
 )
 from .events import emit, event_type, schemas as event_schemas, start, validate_start_payload
 from .files import create_private, write_private
+from .logfiles import MAX_LINE_BYTES, parse_line
 from .logging import get_logger, redact
 from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
-from .logfiles import MAX_LINE_BYTES, parse_line
+from .request_context import trust_received_trace
 from .tracing import new_trace_id
-from .web import trust_received_trace
 
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
-    from .models import Event, Run, RunStatus, StageRun, StageStatus, WorkerHeartbeat
+    from .models import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus, WorkerHeartbeat
     from .operations import cancel, failed_runs, replay
     from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
     from .publisher import relay_once
@@ -77,6 +77,7 @@ __all__ = [
     "StageRun",
     "StageStatus",
     "WorkerHeartbeat",
+    "ACTIVE_RUN_STATUSES",
     # Operations on runs (needs the app registry)
     "cancel",
     "replay",
@@ -109,7 +110,8 @@ __all__ = [
 
 # name -> (module, attribute) for the names loaded on first use.
 _LAZY: dict[str, tuple[str, str]] = {
-    **{name: ("models", name) for name in ("Event", "Run", "RunStatus", "StageRun", "StageStatus", "WorkerHeartbeat")},
+    **{name: ("models", name) for name in ("Event", "Run", "RunStatus", "StageRun", "StageStatus", "WorkerHeartbeat",
+                                           "ACTIVE_RUN_STATUSES")},
     **{name: ("operations", name) for name in ("cancel", "failed_runs", "replay")},
     "add_outcome_listener": ("outcomes", "add_listener"),
     "add_outcome_observer": ("outcomes", "add_observer"),

@@ -16,8 +16,8 @@ from . import conf, tracing, writer
 from .definitions import Pipeline, registry
 from .errors import DefinitionError, InvalidPayload, PayloadTooLarge, ReservedName, UnknownEventType
 from .logging import get_logger, info_on_commit
+from .request_context import linked_trace_id
 from .schemas import schemas
-from .web import linked_trace_id
 
 log = get_logger("pipeline.events")
 
@@ -152,7 +152,7 @@ def _record(
     runs = [(uuid.uuid4(), p) for p in pipelines]
     payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
     payload_text, payload_size = payload_json.decode(), len(payload_json)
-    linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.web)
+    linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.request_context)
     # The rest of the trace context that came with the request: the flags as received, tracestate.
     incoming = tracing.incoming_for(trace_id)
     flags, tracestate = (incoming.flags, incoming.tracestate) if incoming else (tracing.DEFAULT_FLAGS, "")

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import fastsql, writer
 from .logging import get_logger, info_on_commit
-from .models import Run, RunStatus, StageRun, StageStatus
+from .models import ACTIVE_RUN_STATUSES, Run, RunStatus, StageRun, StageStatus
 
 log = get_logger("pipeline.states")
 
@@ -32,7 +32,7 @@ STAGE_TRANSITIONS: dict[str, set[str]] = {
     StageStatus.SUCCEEDED: set(),
 }
 
-RUN_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+RUN_ACTIVE = ACTIVE_RUN_STATUSES
 RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING)
 

@@ -10,14 +10,14 @@ import dramatiq
 import structlog
 from django.db.models import Q
 
-from pipeline import Run, RunStatus, get_logger, new_trace_id, start
+from pipeline import ACTIVE_RUN_STATUSES, Run, get_logger, new_trace_id, start
 
 from .models import ScheduleRecord
 from .timing import fire_key
 
 log = get_logger("schedules.firing")
 
-_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+_ACTIVE = ACTIVE_RUN_STATUSES
 
 
 def _start(record: ScheduleRecord, key: str, trigger: str, trace_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone as dj_timezone
 
-from pipeline import RunStatus, conf, get_logger, relay_once
+from pipeline import ACTIVE_RUN_STATUSES, conf, get_logger, relay_once
 
 from .firing import fire
 from .leader import Lease
@@ -224,7 +224,7 @@ class SchedulerProcess:
     def _fire_buffered(self) -> None:
         waiting = self._records().filter(buffered_fire_at__isnull=False, paused=False).select_related("last_run")
         for record in waiting:
-            if record.last_run is None or record.last_run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+            if record.last_run is None or record.last_run.status not in ACTIVE_RUN_STATUSES:
                 fire(record.name, record.buffered_fire_at, reason="buffered", check_overlap=False)
 
     def _relay(self) -> None:

@@ -206,3 +206,14 @@ def test_no_engine_module_is_over_300_lines():
         if count > 300
     )
     assert long == []
+
+
+def test_nothing_outside_the_demo_shop_imports_it():
+    """The shop is a demo: deleting web/shop must break nothing else (tests/test_web_apps.py runs the
+    API and dashboard tests without it)."""
+    users = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items() if not module.startswith("web.shop")
+        for target in targets if target.startswith("web.shop")
+    )
+    assert users == []

@@ -103,7 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "pipeline.web.RequestContextMiddleware",
+    "pipeline.request_context.RequestContextMiddleware",
 ]
 
 ROOT_URLCONF = "web.urls"

@@ -51,13 +51,13 @@ class SystemCollector:
 
     def _store(self, Gauge: Any) -> Iterator[Any]:
         # Not at the top: the log set-up imports this package before Django's app registry is ready.
-        from ..models import Event, Run, RunStatus
+        from ..models import ACTIVE_RUN_STATUSES, Event, Run
 
         up = Gauge("pipeline_store_up", "1 when the run store answered this scrape's queries.")
         try:
             backlog = Event.objects.filter(published_at__isnull=True).aggregate(n=Count("id"), oldest=Min("occurred_at"))
             active = list(
-                Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+                Run.objects.filter(status__in=ACTIVE_RUN_STATUSES)
                 .values("pipeline", "status").annotate(n=Count("id")).order_by()
             )
         except Exception:

@@ -8,7 +8,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from pipeline import Event, EventError, OperationRefused, Run, RunNotFound, cancel, emit, replay
-from web.dashboard import queries
+from web import run_queries as queries
 from web.errors import error_response
 from web.jsonbody import BadRequest
 from web.validation import parse_body, parse_query

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from pipeline import (
+    ACTIVE_RUN_STATUSES,
     Event,
     OperationRefused,
     Run,
@@ -31,10 +32,11 @@ from schedules import operations as schedule_ops
 from schedules.models import ScheduleRecord
 from schedules.registry import ScheduleError
 from schedules.registry import schedules as declared
+from web import run_queries as queries
 
-from . import broker, graph, logs, queries, workers
+from . import broker, graph, logs, workers
 
-ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+ACTIVE = ACTIVE_RUN_STATUSES
 BULK_REPLAY_CAP = 200
 
 

@@ -14,10 +14,10 @@ from django.views.decorators.http import require_http_methods
 from pydantic import ValidationError
 
 from pipeline import EventError, Run, emit
+from web.api import live
 from web.errors import error_response
 from web.jsonbody import BadRequest, check_document, json_object
 
-from . import live
 from .events import OrderPlaced
 from .models import Order
 

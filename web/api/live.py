@@ -1,4 +1,5 @@
-"""Live run updates for browsers: server-sent events derived from the run store.
+"""Live run updates for browsers (`GET /api/runs/<id>/events`, and the shop's order page through
+`sse_response`): server-sent events derived from the run store.
 
 No table of transitions is written (every extra write per transition would cost the engine
 throughput): each poll re-derives a run's ordered list of transitions from `Run` and its
@@ -32,9 +33,8 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from pipeline import Run, StageRun
-from web.api.auth import token_required
-
 from . import stream_limits
+from .auth import token_required
 
 Derive = Callable[[], "tuple[list[dict], str | None]"]
 
@@ -219,8 +219,4 @@ def api_run_events(request, run_id: str):
     return sse_response(request, run_id)
 
 
-def _token_protected():
-    return token_required(api_run_events)
-
-
-api_run_events_view = _token_protected()
+api_run_events_view = token_required(api_run_events)
