@@ -29,7 +29,7 @@ workers = _int("GUNICORN_WORKERS", max(2, os.cpu_count() or 1))
 threads = _int("GUNICORN_THREADS", 8)
 # Server-sent event streams (`/shop/orders/<token>/events`, `/api/runs/<id>/events`) each hold a
 # thread while open: a worker keeps at most half its threads for them (4 per client), and answers
-# further ones 429 / 503 with Retry-After (web/shop/stream_limits.py), so ordinary requests and the
+# further ones 429 / 503 with Retry-After (web/api/stream_limits.py), so ordinary requests and the
 # probes always find a free thread. Set either variable to change it (applied through raw_env below).
 _sse_max_streams = os.environ.get("PIPELINE_SSE_MAX_STREAMS", str(max(1, threads // 2)))
 _sse_max_streams_per_client = os.environ.get("PIPELINE_SSE_MAX_STREAMS_PER_CLIENT", str(min(4, max(1, threads // 2))))

@@ -10,7 +10,7 @@ Each backend gets a scratch database under var/query-bench/ (SQLite file; Postgr
 an existing server given by `--postgres-url`), migrated with the project's migrations, filled once with bulk
 inserts (kept for the next run), then every filter combination of the runs page is timed: the
 page query (50 rows, keyset pagination) plus the capped count the page shows, as the dashboard
-runs them (web/dashboard/queries.py). Results go to var/query-bench/latest.json and stdout.
+runs them (web/run_queries.py). Results go to var/query-bench/latest.json and stdout.
 Not part of `make test`: filling a million runs takes minutes."""
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def measure(repeat: int, label: str) -> dict:
     from django.utils import timezone as dj_timezone
 
     from pipeline.models import Event, Run
-    from web.dashboard import queries
+    from web import run_queries as queries
 
     now = dj_timezone.now()
     sample = Run.objects.order_by("-created_at").values("id", "event_id", "created_at")[5000]

@@ -1,6 +1,9 @@
 from django.apps import AppConfig
 from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
 
+from . import conf
+from .definitions import registry
 from .files import private_sqlite_file
 
 
@@ -12,10 +15,12 @@ class PipelineConfig(AppConfig):
     def ready(self) -> None:
         # Every app's pipelines.py is imported at start-up, in every process, the way
         # django-dramatiq finds tasks.py: the web process needs them to start runs, workers to run them.
-        from django.utils.module_loading import autodiscover_modules
+        # Imported here, not at the top: these modules import the models, which Django loads only
+        # after every app's package (this one's included) is imported.
+        from . import outcomes  # noqa: F401  (registers the run.* outcome event schemas)
+        from . import runtime
 
-        from . import conf, outcomes  # noqa: F401  (outcomes registers the run.* outcome event schemas)
-        from .definitions import registry
+        registry.attach_runner(runtime.execute_stage)
 
         conf.get("PIPELINE_INLINE_CHAINS")  # a bad value stops every process at start, not each message
         _private_sqlite_files()

@@ -18,16 +18,13 @@ import pika
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf
+from .errors import BrokerUnavailable
 
 QUEUE_TYPES = ("classic", "quorum")
 # Added to each node's URL unless it sets them: heartbeats let RabbitMQ notice a dead worker host
 # and redeliver its unacked stages; a blocked connection (broker out of memory or disk) fails.
 CLIENT_DEFAULTS = (("heartbeat", "30"), ("blocked_connection_timeout", "30"))
 _SEPARATORS = re.compile(r"[,;\s]+")
-
-
-class BrokerUnavailable(Exception):
-    pass
 
 
 def _setting(name: str, default: Any) -> Any:

@@ -10,6 +10,7 @@ from dramatiq.errors import Retry
 
 from . import conf
 from .errors import DefinitionError
+from .schemas import schemas
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 OUTCOME_TYPES = ("run.succeeded", "run.failed", "run.cancelled")
@@ -167,10 +168,8 @@ def _retry_when(retries: int, exception: BaseException) -> bool:
 
 
 def _declare_actor(stage: Stage, queue_name: str) -> Any:
-    from .runtime import execute_stage
-
     def run_stage(run_id: str) -> None:
-        execute_stage(stage, run_id)
+        registry.run_stage(stage, run_id)
 
     run_stage.__name__ = run_stage.__qualname__ = stage.actor_name
     return dramatiq.actor(
@@ -185,9 +184,27 @@ def _declare_actor(stage: Stage, queue_name: str) -> Any:
     )
 
 
+StageRunner = Callable[[Stage, str], None]
+
+
 class Registry:
+    """The declared pipelines, and the runtime that runs their stages: declarations sit below the
+    runtime, so the runtime is attached to them (by the app's `ready()`) rather than imported."""
+
     def __init__(self) -> None:
         self.pipelines: dict[str, Pipeline] = {}
+        self._stage_runner: StageRunner | None = None
+
+    def attach_runner(self, runner: StageRunner) -> None:
+        """Called once per process by `PipelineConfig.ready()` with `pipeline.runtime.execute_stage`."""
+        self._stage_runner = runner
+
+    def run_stage(self, stage: Stage, run_id: str) -> None:
+        """What a stage's actor does with its message."""
+        if self._stage_runner is None:
+            raise DefinitionError(f"stage {stage.actor_name!r} received a message before the pipeline app was "
+                                  f"ready: add 'pipeline' to INSTALLED_APPS and call django.setup() first")
+        self._stage_runner(stage, run_id)
 
     def get(self, name: str) -> Pipeline:
         try:
@@ -207,8 +224,6 @@ class Registry:
 
     def validate(self) -> None:
         """Checks what can only be checked once every module is imported."""
-        from .events import schemas
-
         for pipeline in self.pipelines.values():
             if not pipeline.stages:
                 raise DefinitionError(f"pipeline {pipeline.name!r} has no stages")

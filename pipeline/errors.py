@@ -1,27 +1,31 @@
-"""Errors users see: each says what is wrong precisely enough to fix it."""
+"""Errors users see: each says what is wrong precisely enough to fix it.
+
+One hierarchy under `PipelineError`. The engine knows no transport: what HTTP status an error
+becomes is `web/`'s business (`web/errors.py`), what exit code a command gives is the command's."""
 from __future__ import annotations
 
 from typing import Any
 
 
 class PipelineError(Exception):
-    """Base class of the engine's errors."""
+    """Base class of the engine's errors: `except PipelineError` catches every one of them."""
 
 
 class DefinitionError(PipelineError):
-    """A pipeline or stage declaration is invalid (raised at import time)."""
+    """Raised when a pipeline, stage or event type declaration is invalid (at import time, or
+    when the app registry is checked once every app is loaded)."""
 
 
 class EventError(PipelineError):
-    """An event cannot be accepted; nothing was stored or published."""
-
-    status_code = 400
+    """Raised when an event cannot be accepted; nothing was stored or published."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"error": str(self)}
 
 
 class UnknownEventType(EventError):
+    """Raised when an event's type is not declared with `event_type` (the message lists those that are)."""
+
     def __init__(self, event_type: str, known: list[str]) -> None:
         self.event_type = event_type
         known_text = ", ".join(sorted(known)) or "none registered"
@@ -32,6 +36,8 @@ class UnknownEventType(EventError):
 
 
 class InvalidPayload(EventError):
+    """Raised when a payload does not fit its event type's schema; `errors` names each bad field."""
+
     def __init__(self, event_type: str, errors: list[dict[str, Any]]) -> None:
         self.event_type = event_type
         self.errors = errors
@@ -43,7 +49,7 @@ class InvalidPayload(EventError):
 
 
 class PayloadTooLarge(EventError):
-    status_code = 413
+    """Raised when a payload's JSON is larger than PIPELINE_MAX_PAYLOAD_BYTES."""
 
     def __init__(self, size: int, limit: int) -> None:
         self.size, self.limit = size, limit
@@ -64,10 +70,6 @@ class ReservedName(EventError, ValueError):
         return {"error": str(self), "field": self.field}
 
 
-class TransitionRefused(PipelineError):
-    """An impossible state change (e.g. succeeded -> running) was asked for and refused."""
-
-
 class StoreUnavailable(PipelineError):
     """Raised when the run store's database cannot be reached (refused, shut down, connection
     lost): nothing was recorded, the same call can be made again once it is back."""
@@ -75,3 +77,22 @@ class StoreUnavailable(PipelineError):
     def __init__(self, cause: BaseException) -> None:
         self.error_type = type(cause).__name__
         super().__init__(f"the run store (database) is unreachable ({self.error_type}); nothing was recorded")
+
+
+class OperationRefused(PipelineError):
+    """Raised when a run's state does not allow the operation asked for (replaying a run that has
+    not failed, cancelling one that has finished); the message says why."""
+
+
+class RunNotFound(PipelineError):
+    """Raised when an operation names a run id the store does not hold."""
+
+
+class BrokerUnavailable(PipelineError):
+    """Raised when the broker cannot be reached or refuses the connection; the message says what
+    to do, with the broker's address but never its credentials."""
+
+
+class TraceUsageError(PipelineError):
+    """Raised when `manage.py trace` is given input it cannot use (an id that is not one, no log
+    files where it looks); the command exits with code 2."""

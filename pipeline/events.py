@@ -9,19 +9,19 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 import pydantic
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import conf, tracing
+from . import conf, tracing, writer
 from .definitions import Pipeline, registry
 from .errors import DefinitionError, InvalidPayload, PayloadTooLarge, ReservedName, UnknownEventType
 from .logging import get_logger, info_on_commit
-from .web import linked_trace_id
+from .request_context import linked_trace_id
+from .schemas import schemas
 
 log = get_logger("pipeline.events")
 
 SchemaT = TypeVar("SchemaT", bound=type[pydantic.BaseModel])
-schemas: dict[str, type[pydantic.BaseModel]] = {}
 
 # The engine's namespace. Event types: run outcomes (run.succeeded...), webhook deliveries
 # (webhook.delivery), and `stage.` kept free as the engine's own log vocabulary. Idempotency keys:
@@ -146,17 +146,13 @@ def _record(
     source: str,
     trigger: str,
 ) -> str:
-    from django.db import connection
-
-    from . import writer
-
     trace_id = trace_id or tracing.current_trace_id() or tracing.new_trace_id()
     event_id = uuid.uuid4()
     now = timezone.now()
     runs = [(uuid.uuid4(), p) for p in pipelines]
     payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
     payload_text, payload_size = payload_json.decode(), len(payload_json)
-    linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.web)
+    linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.request_context)
     # The rest of the trace context that came with the request: the flags as received, tracestate.
     incoming = tracing.incoming_for(trace_id)
     flags, tracestate = (incoming.flags, incoming.tracestate) if incoming else (tracing.DEFAULT_FLAGS, "")
@@ -185,7 +181,7 @@ def _record(
     except (IntegrityError, connection.Database.IntegrityError):
         if idempotency_key is None:
             raise
-        from .models import Event
+        from .models import Event  # this module is imported before Django's app registry is ready
 
         first = Event.objects.filter(idempotency_key=idempotency_key).values_list("id", flat=True).first()
         if first is None:
@@ -218,6 +214,6 @@ def _record(
 
 
 def _publish_after_commit(event_id: str, trace_id: str, first_stages: list, carried: dict) -> None:
-    from .publisher import publish_first_stages
+    from .publisher import publish_first_stages  # it imports the models: not before the app registry is ready
 
     publish_first_stages(event_id, trace_id, first_stages, carried)

@@ -5,7 +5,7 @@ Two paths reach the file, because they cost very different amounts:
 
 - Our lines (`structlog.get_logger(name)`, `get_logger`) take structlog's native path: a filtering
   bound logger (a line below the level is a no-op method), the processors once, one orjson render,
-  and one `os.write` per destination by `_LineWriter`. No stdlib `Logger.handle`, no formatter.
+  and one `os.write` per destination by `_LineWriter` (`pipeline.log_output`). No stdlib `Logger.handle`, no formatter.
 - Third-party lines (Django, Dramatiq, pika, APScheduler, gunicorn) arrive as stdlib records at
   the root logger, where `_StdlibHandler` runs them through structlog's `ProcessorFormatter`
   (foreign pre-chain) into the same JSON shape, written through the same descriptor.
@@ -18,7 +18,6 @@ callable gets every event dict about to be written, ours and third parties', jus
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -30,10 +29,11 @@ from typing import Any, Callable
 
 import orjson
 import structlog
-from structlog._frames import _find_first_app_frame_and_name
+from django.db import connection, transaction
 
-from .files import open_private
-from .metrics import observe as _observe_metrics
+from . import conf
+from .log_output import _LineWriterFactory, _output
+from .metrics.processor import observe as _observe_metrics
 from .redaction import add_secret_keys, redact, redact_text, redactor  # noqa: F401  (redact*: re-exported)
 
 # Every callable here gets each event dict just before it is rendered (after redaction), once per
@@ -43,8 +43,8 @@ line_observers: list[Callable[[dict], None]] = []
 
 def process_name() -> str:
     """The kind of process we are, which names the log file: web, worker, scheduler or the command."""
-    if os.environ.get("PIPELINE_PROCESS"):
-        return os.environ["PIPELINE_PROCESS"]
+    if conf.environment("PIPELINE_PROCESS"):
+        return conf.environment("PIPELINE_PROCESS")
     argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
     if argv0.startswith("dramatiq"):
         return "worker"
@@ -121,112 +121,6 @@ def _dumps(event_dict: dict) -> bytes:
         return json.dumps({str(k): redact_text(repr(v)) for k, v in event_dict.items()}, separators=(",", ":")).encode()
 
 
-# --- where lines go ------------------------------------------------------------------------------------
-class _Output:
-    """The log file's descriptor (O_APPEND, so processes sharing the file never tear lines; it stays
-    open: rotate with logrotate's `copytruncate`, see infra/README.md) and the console copy on fd 2.
-
-    The descriptor belongs to this module, not to a logging handler: `logging.config.dictConfig()`
-    closes every handler it finds (Django runs it again in some commands), and that must not close
-    the file under our own lines. `close()` forgets the descriptor and the next line reopens it; a
-    new path is swapped in with dup2, so a line being written meanwhile never sees a stale number."""
-
-    def __init__(self) -> None:
-        self.path: Path | None = None
-        self.fd: int | None = None
-        self.console = "json"  # json | console | none
-        self.console_renderer: Any = None
-
-    def _open(self) -> int:
-        assert self.path is not None
-        return open_private(self.path, os.O_WRONLY | os.O_APPEND)  # 0600 (lines hold customer data), folder 0700
-
-    def set_path(self, path: Path) -> None:
-        if path == self.path and self.fd is not None:
-            return
-        self.path = path
-        fd = self._open()
-        if self.fd is None:
-            self.fd = fd
-        else:
-            os.dup2(fd, self.fd, inheritable=False)
-            os.close(fd)
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def write(self, line: bytes, console: str | None = None) -> None:
-        """One line: one write(2) to the file, and one to stderr (the same bytes, or the console
-        view when there is one). Never raises: logging must not break the caller."""
-        data = line + b"\n"
-        try:
-            fd = self.fd
-            if fd is None:
-                if self.path is None:
-                    return
-                fd = self.fd = self._open()
-            _write_all(fd, data)
-        except OSError as exc:
-            if exc.errno == errno.EBADF and self.path is not None:  # closed behind our back: reopen once
-                try:
-                    self.fd = self._open()
-                    _write_all(self.fd, data)
-                except OSError:
-                    pass
-        if self.console == "none":
-            return
-        try:
-            _write_all(2, data if console is None else (console + "\n").encode("utf-8", "replace"))
-        except OSError:  # no stderr (daemons), or a full non-blocking pipe
-            pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:  # one write(2), unless it is cut short (a signal, a full disk)
-        written = os.write(fd, data)
-        if written <= 0:
-            return
-        data = data[written:]
-
-
-_output = _Output()
-
-
-class _LineWriter:
-    """The structlog logger at the end of the native path: gets the rendered line (and the console
-    view, in console mode) and hands it to `_output`. Whatever the method name, it writes."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name  # for structlog.stdlib.add_logger_name: the `logger` key
-
-    def msg(self, line: bytes, console: str | None = None) -> None:
-        _output.write(line, console)
-
-    debug = info = warning = warn = error = err = critical = fatal = exception = failure = log = msg
-
-
-class _LineWriterFactory:
-    """structlog's logger factory: one `_LineWriter` per logger name. A logger asked for without a
-    name is named after the module that asked, as the stdlib factory did."""
-
-    def __init__(self) -> None:
-        self._writers: dict[str, _LineWriter] = {}
-
-    def __call__(self, *args: Any) -> _LineWriter:
-        name = args[0] if args and args[0] else _find_first_app_frame_and_name([__name__])[1]
-        writer = self._writers.get(name)
-        if writer is None:
-            writer = self._writers[name] = _LineWriter(name)
-        return writer
-
-
 def _render(logger: Any, method: str, event_dict: dict) -> Any:
     """The native path's last processor: the JSON line, rendered once; in console mode also the
     readable view (ConsoleRenderer), passed to `_LineWriter` as a keyword."""
@@ -252,7 +146,7 @@ def _native_chain() -> list[Any]:
         structlog.stdlib.add_logger_name,
         _add_timestamp,
         _add_process,
-        _observe_metrics,  # Prometheus counters from the transition lines (pipeline/metrics.py): ours only
+        _observe_metrics,  # Prometheus counters from the transition lines (pipeline/metrics/processor.py): ours only
         # exc_info=True -> `exception` (the traceback), rendered before redaction so it is redacted too.
         structlog.processors.format_exc_info,
         _redact_processor,  # last before the line is rendered: what it leaves is what is written
@@ -281,7 +175,7 @@ class _StdlibHandler(logging.Handler):
 
 def _console_format() -> str:
     """PIPELINE_LOG_FORMAT: auto (console view on a TTY, else JSON), console, json or none."""
-    wanted = os.environ.get("PIPELINE_LOG_FORMAT", "auto").strip().lower()
+    wanted = conf.environment("PIPELINE_LOG_FORMAT").strip().lower()
     if wanted == "auto":
         return "console" if _stderr_is_tty() else "json"
     return wanted if wanted in ("console", "none") else "json"
@@ -309,7 +203,7 @@ def configure(process: str | None = None, log_dir: str | None = None, level: str
     set it before logging, as Django's set-up does with PIPELINE_LOG_LEVEL."""
     global _PROCESS
     _PROCESS = process or process_name()
-    log_dir = log_dir or os.environ.get("PIPELINE_LOG_DIR") or "var/log"
+    log_dir = log_dir or conf.environment("PIPELINE_LOG_DIR")
     level_number = _level_number(level)
 
     console = _console_format()
@@ -363,18 +257,14 @@ def configure(process: str | None = None, log_dir: str | None = None, level: str
 
 def configure_from_django(logging_settings: dict | None) -> None:
     """LOGGING_CONFIG entry point: Django hands us settings.LOGGING during django.setup()."""
-    from django.conf import settings
-
     options = logging_settings or {}
-    add_secret_keys(tuple(getattr(settings, "PIPELINE_REDACT_KEYS", ())))
+    add_secret_keys(tuple(conf.get("PIPELINE_REDACT_KEYS")))
     configure(log_dir=options.get("log_dir"), level=options.get("level", "INFO"))
 
 
 def info_on_commit(logger: Any, event: str, **fields: Any) -> None:
     """Logs a transition once the transaction recording it commits (at once outside one), so
     the logs never tell of a change that was rolled back."""
-    from django.db import connection, transaction
-
     if connection.in_atomic_block:
         transaction.on_commit(lambda: logger.info(event, **fields))
     else:

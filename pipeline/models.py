@@ -18,6 +18,10 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+# A run still under way: new stages may start, it may be cancelled, a schedule's next fire overlaps it.
+ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
 class StageStatus(models.TextChoices):
     PENDING = "pending"
     RUNNING = "running"
@@ -39,7 +43,7 @@ class Event(models.Model):
     trace_flags = models.CharField(max_length=2, default="01", db_default="01")
     tracestate = models.TextField(blank=True, default="", db_default="")
     # A trace id received with the request that emitted this event but not trusted as its own
-    # (PIPELINE_TRUSTED_TRACEPARENT, pipeline/web.py): kept as a link, like an OpenTelemetry link.
+    # (PIPELINE_TRUSTED_TRACEPARENT, pipeline/request_context.py): kept as a link, like an OpenTelemetry link.
     linked_trace_id = models.CharField(max_length=32, null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: event_idempotency_key
     source = models.CharField(max_length=255, blank=True, default="")
@@ -72,7 +76,7 @@ class RunManager(models.Manager):
 
 def _fill_event_type(runs: list["Run"]) -> None:
     """`Run.event_type` copies the event's type, so the runs list filters by it on an index of
-    its own instead of joining a million events (see web/dashboard/queries.py)."""
+    its own instead of joining a million events (see web/run_queries.py)."""
     missing = [r for r in runs if not r.event_type]
     if not missing:
         return

@@ -8,9 +8,9 @@ from typing import Iterator
 from django.db import transaction
 from django.utils import timezone
 
-from . import states
+from . import outcomes, states
 from .definitions import registry
-from .errors import PipelineError
+from .errors import OperationRefused, RunNotFound
 from .logging import get_logger
 from .models import Run, RunStatus, StageRun, StageStatus
 from .publisher import publish_ready
@@ -19,14 +19,6 @@ from .runs import create_runs
 log = get_logger("pipeline.operations")
 
 REPLAYABLE = (RunStatus.FAILED, RunStatus.CANCELLED)
-
-
-class OperationRefused(PipelineError):
-    """The run's state does not allow the operation; the message says why."""
-
-
-class RunNotFound(PipelineError):
-    pass
 
 
 def _get_run(run_id: str) -> Run:
@@ -105,6 +97,7 @@ def cancel(run_id: str) -> None:
                                log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),
                                            "trace_id": run.event.trace_id}):
             raise OperationRefused(f"run {run_id} finished while being cancelled")
+        outcomes.emit_outcome(str(run.id), RunStatus.CANCELLED, run.pipeline)
         for row in StageRun.objects.filter(run=run, status__in=states.STAGE_WAITING):
             states.move_stage(run.id, row.stage, StageStatus.CANCELLED, finished_at=now,
                               log_fields={"pipeline": run.pipeline, "reason": "run cancelled"})

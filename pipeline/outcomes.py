@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from .definitions import OUTCOME_TYPES, registry
 from .events import emit, event_type
+from .models import Run
 
 
 class RunOutcome(BaseModel):
@@ -52,8 +53,6 @@ def wanted(outcome_type: str, pipeline: str) -> bool:
 def emit_outcome(run_id: str, status: str, pipeline: str | None = None) -> str | None:
     """Emits the run's outcome if anyone listens; call inside the transaction that ended the run.
     With the run's `pipeline` known, a run nobody listens to costs no query at all."""
-    from .models import Run
-
     if pipeline is not None and not wanted(f"run.{status}", pipeline):
         return None
     run = Run.objects.filter(id=run_id).values_list(

@@ -14,11 +14,11 @@ from django.utils import timezone
 from . import conf, writer
 from .definitions import DefinitionError, Stage, registry
 from .logging import get_logger
-from .models import Event, RunStatus, StageRun, StageStatus
+from .models import ACTIVE_RUN_STATUSES, Event, StageRun, StageStatus
 
 log = get_logger("pipeline.publisher")
 
-_ACTIVE_RUN = Q(run__status__in=[RunStatus.PENDING, RunStatus.RUNNING])
+_ACTIVE_RUN = Q(run__status__in=list(ACTIVE_RUN_STATUSES))
 
 
 def message_options(*, run_id: str, event_id: str, trace_id: str, pipeline: str) -> dict:

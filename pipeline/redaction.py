@@ -24,69 +24,35 @@ every line), so an ordinary transition line costs a few dict lookups.
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from datetime import date, datetime, time
 from enum import Enum
 from typing import Any, Iterable
 
+from .secret_patterns import (
+    BEARER_RE,
+    CARD_RE,
+    DESCRIPTIVE_LAST_WORDS,
+    MASK,
+    PAIR_RE,
+    SECRET_PHRASES,
+    SECRET_SUFFIXES,
+    SECRET_WORDS,
+    TOKEN_SHAPES_RE,
+    USERINFO_RE,
+    VALUE_RE,
+    WORD_RE,
+    is_card_number,
+    mask_bearer,
+    mask_card,
+    mask_userinfo,
+)
+
 __all__ = ["MASK", "MAX_DEPTH", "Redactor", "redactor", "redact", "redact_text", "is_secret_key", "add_secret_keys"]
 
-MASK = "[redacted]"
 MAX_DEPTH = 200  # containers deeper than this are replaced whole (orjson itself stops at 255)
 TOO_DEEP = f"[redacted: nested deeper than {MAX_DEPTH} levels]"
 CIRCULAR = "[redacted: circular reference]"
-
-# A key is secret when one of its words is one of these ...
-SECRET_WORDS = frozenset((
-    "password", "passwd", "pwd", "pass", "passphrase", "passcode", "secret", "secrets", "token",
-    "authorization", "auth", "credential", "credentials", "creds", "dsn", "jwt", "pin", "session",
-    "cookie", "cookies", "cvv", "cvc", "cvv2", "otp", "apikey", "privatekey", "cardnumber", "bearer",
-    "sessionid", "csrftoken", "xsrf", "csrf",
-))
-# ... or these words follow each other in it ...
-SECRET_PHRASES = frozenset((
-    ("api", "key"), ("private", "key"), ("card", "number"), ("credit", "card"), ("access", "key"),
-    ("signing", "key"), ("encryption", "key"),
-))
-# ... or one of its words ends with one of these (single-word compounds: `accesstoken`, `pgpassword`).
-SECRET_SUFFIXES = ("password", "passwd", "token", "secret", "apikey", "privatekey", "sessionid", "cardnumber")
-# A key of several words whose last word is one of these describes a secret without holding one
-# (`token_count`, `token_type`, `auth_url`): its value is not masked whole, but still checked.
-DESCRIPTIVE_LAST_WORDS = frozenset((
-    "count", "type", "types", "length", "len", "expires", "expiry", "ttl", "timeout", "enabled",
-    "required", "url", "uri", "endpoint", "policy", "validators", "method", "scheme", "mode", "status",
-    "provider", "backend", "backends", "model", "kind", "name", "header", "field", "fields", "at",
-))
-
-_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_SCHEMES = r"(?:bearer|basic|token|digest|negotiate|bot|jwt|apikey|ntlm|hoba|mutual|vapid|scram-sha-256|aws4-hmac-sha256)"
-# `key=value`, `key: value`, `"key": "value"`, `?key=value&…`: the key and its separator are
-# matched, and only under a secret key (`is_secret_key`) is the value read — so a pair under an
-# ordinary key (`ValueError: password=x`, `Not Found: /x?token=y`) does not swallow the pairs in
-# its value, and text made of many pairs costs linear time.
-_PAIR_RE = re.compile(r"""(?<![\w.-])(?P<q>["']?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)\s*[:=]\s*""")
-_VALUE_RE = re.compile(
-    r"""(?P<scheme>""" + _SCHEMES + r"""\s+)?(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\])'"]+)""", re.IGNORECASE)
-# Bounded repeats throughout: a crafted string (`a.a.a.a…://`) must not cost quadratic time.
-_USERINFO_RE = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s/?#@:'\"]{0,256}:)(?P<password>[^\s/?#@'\"]{1,1024})@")
-_BEARER_RE = re.compile(r"\b(?P<scheme>[Bb]earer|BEARER)(?P<space>\s+)[A-Za-z0-9._~+/-]{8,}=*")
-_TOKEN_SHAPES_RE = re.compile(
-    r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"        # a JWT (header.payload.signature)
-    r"|\b(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{10,}"                        # Stripe-style keys
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}"          # GitHub tokens
-    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"                                        # Slack tokens
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"                                         # AWS access key ids
-)
-# A card number stands alone (not inside an id: hex trace ids and UUIDs hold digit runs), written
-# whole or in the groups cards print: 4-4-4-4(-3), or Amex's 4-6-5.
-_CARD_RE = re.compile(
-    r"(?<![\w.])(?:[2-6]\d{12,18}"
-    r"|[2-6]\d{3}(?P<sep>[ -])\d{4}(?P=sep)\d{4}(?P=sep)\d{1,7}"
-    r"|3[47]\d{2}(?P<amex>[ -])\d{6}(?P=amex)\d{5})"
-    r"(?!\w|\.\d)"
-)
 
 _PLAIN = (float, bool, type(None))
 _KEPT = (datetime, date, time, uuid.UUID)  # rendered by orjson (or str()) as they are: no secret inside
@@ -94,37 +60,6 @@ _CLEAN_CACHE_MAX = 4096
 _CLEAN_TEXT_MAX = 160  # strings up to this long are remembered once found clean
 _KEY_CACHE_MAX = 4096
 _KEY_TEXT_MAX = 100  # keys up to this long are remembered
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        n = ord(char) - 48
-        if position % 2:
-            n *= 2
-            if n > 9:
-                n -= 9
-        total += n
-    return total % 10 == 0
-
-
-def _is_card_number(digits: str) -> bool:
-    """13 to 19 digits, led by a card network's first digit (2 to 6: Mastercard, Visa, Amex,
-    Discover, JCB, UnionPay, Maestro), passing Luhn. Millisecond timestamps start with 1."""
-    return 13 <= len(digits) <= 19 and digits[0] in "23456" and _luhn(digits)
-
-
-def _mask_card(match: re.Match) -> str:
-    text = match.group(0)
-    return MASK if _is_card_number(text.replace(" ", "").replace("-", "")) else text
-
-
-def _mask_bearer(match: re.Match) -> str:
-    return match.group("scheme") + match.group("space") + MASK
-
-
-def _mask_userinfo(match: re.Match) -> str:
-    return match.group("head") + MASK + "@"
 
 
 class Redactor:
@@ -145,7 +80,7 @@ class Redactor:
         """More key names (matched as whole words, like the built-in ones): `ssn`, `tax_id`."""
         words, phrases = set(self._words), set(self._phrases)
         for key in keys:
-            parts = tuple(w.lower() for w in _WORD_RE.findall(str(key)))
+            parts = tuple(w.lower() for w in WORD_RE.findall(str(key)))
             if len(parts) == 1:
                 words.add(parts[0])
             elif parts:
@@ -166,7 +101,7 @@ class Redactor:
         return verdict
 
     def _judge_key(self, key: str) -> bool:
-        words = [w.lower() for w in _WORD_RE.findall(key)]
+        words = [w.lower() for w in WORD_RE.findall(key)]
         if not words:
             return False
         secret_at = -1
@@ -187,10 +122,10 @@ class Redactor:
     def _mask_pairs(self, text: str) -> str:
         pieces: list[str] = []
         done = 0
-        for match in _PAIR_RE.finditer(text):
+        for match in PAIR_RE.finditer(text):
             if match.start() < done or not self.is_secret_key(match.group("key")):
                 continue
-            value = _VALUE_RE.match(text, match.end())
+            value = VALUE_RE.match(text, match.end())
             if value is None:
                 continue
             start, end = value.span("value")
@@ -205,16 +140,16 @@ class Redactor:
     def redact_text(self, text: str) -> str:
         """Masks the secrets inside free text (messages, tracebacks, URLs, request lines)."""
         if "://" in text:
-            text = _USERINFO_RE.sub(_mask_userinfo, text)
+            text = USERINFO_RE.sub(mask_userinfo, text)
         if ":" in text or "=" in text:
             text = self._mask_pairs(text)
         if "earer" in text or "EARER" in text:
-            text = _BEARER_RE.sub(_mask_bearer, text)
+            text = BEARER_RE.sub(mask_bearer, text)
         if len(text) >= 13:
             if ("eyJ" in text or "_live_" in text or "_test_" in text or "gh" in text or "github_pat_" in text
-                    or "xox" in text or "AKIA" in text or "ASIA" in text):  # what _TOKEN_SHAPES_RE's shapes start with: cheaper than it
-                text = _TOKEN_SHAPES_RE.sub(MASK, text)
-            text = _CARD_RE.sub(_mask_card, text)
+                    or "xox" in text or "AKIA" in text or "ASIA" in text):  # what TOKEN_SHAPES_RE's shapes start with: cheaper than it
+                text = TOKEN_SHAPES_RE.sub(MASK, text)
+            text = CARD_RE.sub(mask_card, text)
         return text
 
     def _text(self, text: str) -> str:
@@ -240,7 +175,7 @@ class Redactor:
         if kind is str:
             return self._text(value)
         if kind is int:
-            return MASK if value >= 1_000_000_000_000 and _is_card_number(str(value)) else value
+            return MASK if value >= 1_000_000_000_000 and is_card_number(str(value)) else value
         if kind in _PLAIN:
             return value
         if isinstance(value, (dict, list, tuple, set, frozenset)):
@@ -295,7 +230,7 @@ class Redactor:
                 if value not in clean and key != "timestamp":  # the timestamp is our own clock's text
                     event_dict[key] = self._text(value)
             elif kind is int:
-                if value >= 1_000_000_000_000 and _is_card_number(str(value)):
+                if value >= 1_000_000_000_000 and is_card_number(str(value)):
                     event_dict[key] = MASK
             elif kind not in _PLAIN:
                 event_dict[key] = self._value(value, 1, set())

@@ -16,7 +16,6 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,62 +33,16 @@ from .definitions import Stage
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
-from .models import StageStatus
+from .models import Run, StageRun, StageStatus
 from .publisher import publish_ready
+from .run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from .sql import now as utcnow
 
 log = get_logger("pipeline.runtime")
 
 LEASE_MARGIN_SECONDS = 30
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 _local = threading.local()
-
-
-@dataclass
-class RunInfo:
-    """What a stage needs of its run and event: carried in the message, or read once."""
-
-    run_id: str
-    pipeline: str
-    event_id: str
-    trace_id: str
-    event_type: str | None = None
-    payload: dict | None = None
-    occurred_at: datetime | None = None
-    started_at: datetime | None = None
-
-    @classmethod
-    def from_message(cls, run_id: str, pipeline: str, options: dict) -> "RunInfo":
-        occurred = options.get("occurred_at")
-        started = options.get("run_started_at")
-        return cls(
-            run_id=str(run_id), pipeline=pipeline, event_id=options.get("event_id", ""),
-            trace_id=options.get("trace_id", ""), event_type=options.get("event_type"),
-            payload=options.get("payload"),
-            occurred_at=datetime.fromisoformat(occurred) if occurred else None,
-            started_at=datetime.fromisoformat(started) if started else None,
-        )
-
-    def carried(self, results: dict | None) -> dict[str, Any]:
-        """The options a next stage message carries, the payload and results only when small."""
-        limit = conf.get("PIPELINE_MESSAGE_CARRY_BYTES")
-        out: dict[str, Any] = {"event_type": self.event_type}
-        if self.occurred_at is not None:
-            out["occurred_at"] = self.occurred_at.isoformat()
-        if self.started_at is not None:
-            out["run_started_at"] = self.started_at.isoformat()
-        budget = limit
-        if self.payload is not None:
-            size = len(orjson.dumps(self.payload, option=_JSON_OPTIONS))
-            if size <= budget:
-                out["payload"] = self.payload
-                budget -= size
-        if results is not None:
-            size = len(orjson.dumps(results, option=_JSON_OPTIONS))
-            if size <= budget:
-                out["results"] = results
-        return out
 
 
 def runs_ended() -> list[tuple[str, str, str]]:
@@ -310,8 +263,6 @@ def _failed(
 def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
     """A duplicate or stale message, a stage of a run that stopped, or the redelivery of a chain
     cut short. Returns the stage to go on with, if this message still holds one."""
-    from .models import Run, StageRun
-
     row = StageRun.objects.filter(run_id=info.run_id, stage=stage.name).values("status", "lease_until").first()
     if row is None:
         log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")

@@ -9,10 +9,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-
-from . import fastsql
+from . import fastsql, writer
 from .logging import get_logger, info_on_commit
-from .models import Run, RunStatus, StageRun, StageStatus
+from .models import ACTIVE_RUN_STATUSES, Run, RunStatus, StageRun, StageStatus
 
 log = get_logger("pipeline.states")
 
@@ -33,7 +32,7 @@ STAGE_TRANSITIONS: dict[str, set[str]] = {
     StageStatus.SUCCEEDED: set(),
 }
 
-RUN_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+RUN_ACTIVE = ACTIVE_RUN_STATUSES
 RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING)
 
@@ -52,7 +51,8 @@ def move_run(
     **fields: Any,
 ) -> bool:
     """Moves a run to `target` if its current status allows it (and is one of `sources`, when
-    given); logs `run.<target>` (`run.started` for running, or `log_name`) or the refusal."""
+    given); logs `run.<target>` (`run.started` for running, or `log_name`) or the refusal.
+    What a run's end sets off (its outcome event) is the caller's to do, in the same transaction."""
     allowed = _sources(RUN_TRANSITIONS, target)
     if sources is not None:
         allowed = [s for s in allowed if s in sources]
@@ -60,10 +60,6 @@ def move_run(
     if updated:
         name = log_name or ("run.started" if target == RunStatus.RUNNING else f"run.{target}")
         info_on_commit(log, name, run_id=str(run_id), **(log_fields or {}))
-        if target in RUN_FINAL:
-            from .outcomes import emit_outcome
-
-            emit_outcome(str(run_id), target, (log_fields or {}).get("pipeline"))
     else:
         current = Run.objects.filter(id=run_id).values_list("status", flat=True).first()
         log.warning("run.transition_refused", run_id=str(run_id), from_status=current, to_status=target)
@@ -111,8 +107,6 @@ def claim_stage(
 
     One `UPDATE ... RETURNING` (SQLite >= 3.35, PostgreSQL); the message path runs the same
     statement through the group-commit writer (`pipeline.stage_store.claim`)."""
-    from . import writer
-
     def op(tx: Any) -> int | None:
         d = tx.d
         key = d.uuid(run_id)

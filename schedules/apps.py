@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class SchedulesConfig(AppConfig):
@@ -7,9 +8,8 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.utils.module_loading import autodiscover_modules
-
-        from .registry import validate_targets  # noqa: F401
+        # Not at the top: the registry imports the engine, which Django imports app by app.
+        from .registry import validate_targets
 
         autodiscover_modules("schedules")
         validate_targets()

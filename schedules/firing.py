@@ -10,16 +10,14 @@ import dramatiq
 import structlog
 from django.db.models import Q
 
-from pipeline import start, tracing
-from pipeline.logging import get_logger
-from pipeline.models import Run, RunStatus
+from pipeline import ACTIVE_RUN_STATUSES, Run, get_logger, new_trace_id, start
 
 from .models import ScheduleRecord
 from .timing import fire_key
 
 log = get_logger("schedules.firing")
 
-_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+_ACTIVE = ACTIVE_RUN_STATUSES
 
 
 def _start(record: ScheduleRecord, key: str, trigger: str, trace_id: str) -> dict[str, Any]:
@@ -40,7 +38,7 @@ def fire(name: str, fire_time: datetime, *, reason: str = "schedule", check_over
     if record is None:
         return None
     fire_iso = fire_time.astimezone(timezone.utc).isoformat()
-    trace_id = tracing.new_trace_id()
+    trace_id = new_trace_id()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(trace_id=trace_id, schedule_id=name, fire_time=fire_iso)
     try:

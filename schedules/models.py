@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .bounds import check_bounds
 from .registry import CATCH_UP_POLICIES, OVERLAP_POLICIES, Schedule, ScheduleError, check_target
 
 
@@ -78,8 +79,6 @@ class ScheduleRecord(models.Model):
 
     def clean(self) -> None:
         try:
-            from .bounds import check_bounds
-
             spec = check_bounds(self.spec())
             check_target(spec)
         except ScheduleError as exc:

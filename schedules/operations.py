@@ -9,13 +9,13 @@ from typing import Any, Callable, Iterable
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from pipeline.logging import get_logger
+from pipeline import Event, get_logger
 
 from .bounds import MAX_BACKFILL, check_bounds
 from .firing import fire
 from .models import ScheduleRecord
 from .registry import Schedule, ScheduleError, check_target, schedules
-from .timing import fire_times
+from .timing import fire_key, fire_times
 
 log = get_logger("schedules.operations")
 
@@ -149,10 +149,6 @@ def backfill(
     times = list(fire_times(record.spec().trigger(), start, end, limit=MAX_BACKFILL + 1))
     if len(times) > MAX_BACKFILL:
         raise ScheduleError(f"the range holds more than {MAX_BACKFILL} fire times; backfill it in parts", "end")
-    from pipeline.models import Event
-
-    from .timing import fire_key
-
     created = 0
     for fire_time in progress(times):
         key = fire_key(name, fire_time)

@@ -9,9 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import dramatiq
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
+from pipeline import EventError, registry, validate_start_payload
 
 from .cron import CronError, CronExpression, CrontabTrigger
 
@@ -178,12 +181,6 @@ def once(
 def check_target(schedule: Schedule) -> None:
     """Checks, once every app is loaded, that the schedule names a pipeline or actor that exists
     and that its payload fits the pipeline's event schema."""
-    import dramatiq
-
-    from pipeline.definitions import registry
-    from pipeline.errors import EventError
-    from pipeline.events import validate_start_payload
-
     if schedule.pipeline:
         if schedule.pipeline not in registry.pipelines:
             raise ScheduleError(
@@ -204,8 +201,6 @@ def _refuse_engine_actor(schedule: Schedule, actor: Any) -> None:
     """A stage's actor takes a run id and trusts it: sent by a schedule with arbitrary arguments, it
     would run a stage outside its run's rules. Such actors (and any other of the engine's) are not
     schedule targets; the pipeline is."""
-    from pipeline.definitions import registry
-
     for pipeline in registry.pipelines.values():
         for stage in pipeline.stages.values():
             if stage.actor_name == schedule.actor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import traceback
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -17,10 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone as dj_timezone
 
-from pipeline import conf
-from pipeline.logging import get_logger
-from pipeline.models import RunStatus
-from pipeline.publisher import relay_once
+from pipeline import ACTIVE_RUN_STATUSES, conf, get_logger, relay_once
 
 from .firing import fire
 from .leader import Lease
@@ -226,12 +224,10 @@ class SchedulerProcess:
     def _fire_buffered(self) -> None:
         waiting = self._records().filter(buffered_fire_at__isnull=False, paused=False).select_related("last_run")
         for record in waiting:
-            if record.last_run is None or record.last_run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+            if record.last_run is None or record.last_run.status not in ACTIVE_RUN_STATUSES:
                 fire(record.name, record.buffered_fire_at, reason="buffered", check_overlap=False)
 
     def _relay(self) -> None:
-        import time
-
         if time.monotonic() - self.last_relay < conf.get("PIPELINE_RELAY_INTERVAL_SECONDS"):
             return
         self.last_relay = time.monotonic()

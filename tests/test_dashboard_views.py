@@ -249,7 +249,7 @@ def test_runs_are_paginated_newest_first_without_gaps_or_repeats(staff_client):
 
 
 def test_the_count_above_the_list_is_capped(staff_client, monkeypatch):
-    from web.dashboard import queries
+    from web import run_queries as queries
 
     monkeypatch.setattr(queries, "COUNT_CAP", 5)
     monkeypatch.setattr(queries.count_capped, "__defaults__", (5,))

@@ -181,7 +181,7 @@ def test_an_idle_stream_holds_no_database_connection_between_polls(transactional
     from django.utils import timezone
 
     from pipeline.models import Event, Run
-    from web.shop.live import event_stream
+    from web.api.live import event_stream
 
     now = timezone.now()
     event = Event.objects.create(type="test.started", payload={"value": 1}, occurred_at=now, trace_id="0" * 32)
@@ -243,7 +243,7 @@ def test_a_stage_seen_started_before_its_run_still_comes_after_run_started(trans
     from django.utils import timezone
 
     from pipeline.models import Event, Run, StageRun
-    from web.shop.live import derive_transitions
+    from web.api.live import derive_transitions
 
     now = timezone.now()
     event = Event.objects.create(type="test.started", payload={"value": 1}, occurred_at=now, trace_id="0" * 32)

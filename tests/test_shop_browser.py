@@ -141,7 +141,7 @@ def test_a_page_refused_a_stream_follows_its_order_by_polling(live_worker, live_
     """Beyond the open-stream limits the server answers 429 (stream_limits); the page polls instead."""
     from playwright.sync_api import expect
 
-    from web.shop import stream_limits
+    from web.api import stream_limits
 
     settings.PIPELINE_SSE_MAX_STREAMS_PER_CLIENT = 1
     held = stream_limits.acquire(type("R", (), {"META": {"REMOTE_ADDR": "127.0.0.1"}})())  # this client's one stream

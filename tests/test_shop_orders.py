@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory
 
 from pipeline.models import Event
-from web.shop import stream_limits
+from web.api import stream_limits
 from web.shop.models import Order
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -92,7 +92,7 @@ def test_pipeline_trusted_traceparent_decides_where_a_traceparent_is_trusted(
 
 
 def test_a_bad_pipeline_trusted_traceparent_is_refused_naming_the_setting(settings):
-    from pipeline.web import trust_mode
+    from pipeline.request_context import trust_mode
 
     settings.PIPELINE_TRUSTED_TRACEPARENT = "sometimes"
     with pytest.raises(ImproperlyConfigured, match="PIPELINE_TRUSTED_TRACEPARENT"):

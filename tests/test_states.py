@@ -53,3 +53,27 @@ def test_a_redelivered_message_reclaims_its_own_stage_and_an_expired_lease_can_b
     assert states.claim_stage(run.id, "first", "m2", later, later + timezone.timedelta(seconds=60), "w")
     assert not states.move_stage(run.id, "first", "succeeded", holder="m1", quiet_refusal=True)
     assert StageRun.objects.get(run=run, stage="first").attempts == 3
+
+
+@pytest.fixture
+def outcome_listener(monkeypatch):
+    """Someone (as the webhooks app would) wants every outcome of every pipeline."""
+    from pipeline import outcomes
+
+    monkeypatch.setattr(outcomes, "_listeners", [lambda event_type, pipeline: True])
+
+
+def test_ending_a_run_only_moves_its_state_its_outcome_is_the_callers(run, outcome_listener):
+    states.move_run(run.id, "running")
+    assert states.move_run(run.id, "cancelled", log_fields={"pipeline": run.pipeline})
+    assert not Event.objects.filter(type="run.cancelled").exists()
+
+
+def test_cancelling_a_run_emits_its_outcome_with_the_run_s_end(run, outcome_listener):
+    from pipeline import operations
+
+    states.move_run(run.id, "running")
+    operations.cancel(str(run.id))
+    outcome = Event.objects.get(type="run.cancelled")
+    assert outcome.payload["run_id"] == str(run.id) and outcome.payload["pipeline"] == "three_stages"
+    assert Run.objects.get(id=run.id).status == "cancelled"

@@ -21,10 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from pipeline import conf
-from pipeline.broker import check_broker
-from pipeline.metrics import exposition
-from pipeline.store_health import outage
+from pipeline import bind_address, check_broker, conf, exposition, scheduler_port, store_outage, worker_port
 
 BROKER_TIMEOUT = 2.0
 BROKER_CACHE_SECONDS = 2.0
@@ -40,7 +37,7 @@ def _timed(check) -> dict:
     except Exception as exc:
         failed = {"ok": False, "error": str(exc) or type(exc).__name__, "error_type": type(exc).__name__,
                   "ms": round((time.perf_counter() - started) * 1000, 1)}
-        if outage.noticed(exc):
+        if store_outage.noticed(exc):
             failed["store"] = "unreachable"
         return failed
     return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
@@ -90,8 +87,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
 def _where_run_counters_are() -> bytes:
     """Comment lines (Prometheus ignores them) for a person who looks here for run counters."""
-    from pipeline.metrics import bind_address, scheduler_port, worker_port
-
     try:
         port, scheduler = worker_port(), scheduler_port()
     except ValueError:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from pipeline.files import create_private
+from pipeline import create_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
@@ -103,7 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "pipeline.web.RequestContextMiddleware",
+    "pipeline.request_context.RequestContextMiddleware",
     "web.unavailable.StoreUnavailableMiddleware",  # 503 + JSON while the database is unreachable
 ]
 
@@ -191,7 +191,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "pipeline.middleware.Heartbeat",
         "pipeline.middleware.Drain",  # worker.draining / worker.drained lines on SIGTERM
-        "pipeline.metrics.WorkerMetrics",  # PIPELINE_WORKER_METRICS_PORT: one /metrics per rundramatiq
+        "pipeline.middleware.WorkerMetrics",  # PIPELINE_WORKER_METRICS_PORT: one /metrics per rundramatiq
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks", "pipelines"]

@@ -9,7 +9,7 @@ from typing import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from pipeline.store_health import outage
+from pipeline import store_outage as outage
 
 RETRY_AFTER_SECONDS = 5
 

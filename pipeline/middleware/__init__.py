@@ -3,5 +3,6 @@ from .drain import Drain
 from .heartbeat import Heartbeat
 from .logging_context import LoggingContext
 from .long_delays import LongDelays
+from .metrics import WorkerMetrics
 
-__all__ = ["Drain", "Heartbeat", "LoggingContext", "LongDelays"]
+__all__ = ["Drain", "Heartbeat", "LoggingContext", "LongDelays", "WorkerMetrics"]

@@ -9,8 +9,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django.db import connection
+from django.utils import timezone
 from dramatiq.middleware import Middleware
 
+from .. import conf
 from ..inflight import stage_running
 from ..logging import get_logger
 from ..store_health import outage
@@ -19,12 +22,6 @@ log = get_logger("pipeline.heartbeat")
 
 # Rows of workers silent for this long are deleted at the next worker start.
 FORGET_AFTER = timedelta(days=7)
-
-
-def _setting(name: str, default: float) -> float:
-    from django.conf import settings
-
-    return float(getattr(settings, name, default))
 
 
 class Heartbeat(Middleware):
@@ -64,8 +61,6 @@ class Heartbeat(Middleware):
 
     # --- the worker's life --------------------------------------------------------------------
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        from django.utils import timezone
-
         whitelist = getattr(worker, "consumer_whitelist", None)
         queues = whitelist or broker.get_declared_queues()
         self._queues = sorted(q for q in queues if not q.endswith((".DQ", ".XQ")))
@@ -81,22 +76,17 @@ class Heartbeat(Middleware):
             self._thread.join(timeout=10)
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        from django.utils import timezone
-
         self._write(stopped_at=timezone.now())
 
     def _loop(self) -> None:
-        interval = self.interval or _setting("PIPELINE_HEARTBEAT_SECONDS", 5.0)
+        interval = self.interval or float(conf.get("PIPELINE_HEARTBEAT_SECONDS"))
         self._forget_old()
         while not self._stop.is_set():
             self._write()
             self._stop.wait(interval)
 
     def _write(self, stopped_at: Any = None) -> None:
-        from django.db import connection
-        from django.utils import timezone
-
-        from ..models import WorkerHeartbeat
+        from ..models import WorkerHeartbeat  # the middleware is loaded before the app registry is ready
 
         if self._started_at is None:
             return
@@ -123,10 +113,7 @@ class Heartbeat(Middleware):
             connection.close()  # this thread's own connection: never left to go stale
 
     def _forget_old(self) -> None:
-        from django.db import connection
-        from django.utils import timezone
-
-        from ..models import WorkerHeartbeat
+        from ..models import WorkerHeartbeat  # the middleware is loaded before the app registry is ready
 
         try:
             WorkerHeartbeat.objects.filter(last_seen__lt=timezone.now() - FORGET_AFTER).delete()

@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from pipeline.web import trust_received_trace
+from pipeline import trust_received_trace
 
 from .models import ApiToken
 

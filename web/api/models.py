@@ -9,9 +9,10 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from pipeline import conf
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -21,7 +22,7 @@ def hash_token(token: str) -> str:
 
 
 def default_expiry() -> datetime:
-    return timezone.now() + timedelta(days=getattr(settings, "PIPELINE_API_TOKEN_DAYS", 90))
+    return timezone.now() + timedelta(days=conf.get("PIPELINE_API_TOKEN_DAYS"))
 
 
 class ApiToken(models.Model):

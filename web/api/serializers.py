@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.definitions import registry
-from pipeline.logging import redact
-from pipeline.models import Event, Run, StageRun
+from pipeline import Event, Run, StageRun, redact, registry
 
 
 def _iso(value: Any) -> str | None:

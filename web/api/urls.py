@@ -1,10 +1,9 @@
 from django.urls import path, register_converter
 from django.views.decorators.http import require_http_methods
 
-from web.shop import live
 from web.webhooks import api as webhooks
 
-from . import schedules, views
+from . import live, schedules, views
 from .openapi import WEBHOOK_ID_MAX
 
 

@@ -7,13 +7,15 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from pipeline import EventError, emit
-from pipeline.models import Event, Run
+from pipeline import Event, EventError, OperationRefused, Run, RunNotFound, cancel, emit, replay
+from web import run_queries as queries
+from web.errors import error_response
 from web.jsonbody import BadRequest, has_body
 from web.validation import parse_body, parse_query
 
 from . import schemas
 from .auth import token_required
+from .openapi import schema
 from .serializers import event_json, run_json
 
 
@@ -38,7 +40,7 @@ def post_event(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return exc.response()
     except EventError as exc:
-        return JsonResponse(exc.as_dict(), status=exc.status_code)
+        return error_response(exc)
     trace_id = Event.objects.filter(id=event_id).values_list("trace_id", flat=True).first()
     return JsonResponse({"event_id": event_id, "trace_id": trace_id}, status=202)
 
@@ -64,22 +66,16 @@ def get_run(request: HttpRequest, run_id: str) -> JsonResponse:
 
 
 def _run_operation(run_id: str, operation) -> JsonResponse:
-    from pipeline.operations import OperationRefused, RunNotFound
-
     try:
         result = operation()
-    except RunNotFound as exc:
-        return JsonResponse({"error": str(exc)}, status=404)
-    except OperationRefused as exc:
-        return JsonResponse({"error": str(exc)}, status=409)
+    except (RunNotFound, OperationRefused) as exc:
+        return error_response(exc)
     return JsonResponse(result, status=202)
 
 
 @token_required
 @require_http_methods(["POST"])
 def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
-    from pipeline.operations import replay
-
     from_start = False
     if has_body(request):
         try:
@@ -92,8 +88,6 @@ def replay_run(request: HttpRequest, run_id: str) -> JsonResponse:
 @token_required
 @require_http_methods(["POST"])
 def cancel_run(request: HttpRequest, run_id: str) -> JsonResponse:
-    from pipeline.operations import cancel
-
     return _run_operation(run_id, lambda: (cancel(run_id), {"run_id": run_id, "status": "cancelled"})[1])
 
 
@@ -101,8 +95,6 @@ def cancel_run(request: HttpRequest, run_id: str) -> JsonResponse:
 @require_http_methods(["GET"])
 def list_runs(request: HttpRequest) -> JsonResponse:
     """Runs newest first, filtered like the dashboard's list, a page at a time (`next_cursor`)."""
-    from web.dashboard import queries
-
     try:
         query = parse_query(request.GET, schemas.RunListQuery)
         filters = queries.RunFilters.from_params(request.GET)
@@ -124,6 +116,4 @@ def list_runs(request: HttpRequest) -> JsonResponse:
 @require_http_methods(["GET", "HEAD"])
 def openapi_schema(request: HttpRequest) -> JsonResponse:
     """The OpenAPI 3.1 description of every /api endpoint; public, like any documentation."""
-    from .openapi import schema
-
     return JsonResponse(schema(request.build_absolute_uri("/")))

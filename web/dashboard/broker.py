@@ -6,10 +6,10 @@ import logging
 import socket
 from dataclasses import dataclass
 
+import dramatiq
 import pika
 
-from pipeline import conf
-from pipeline.broker import broker_urls, redacted_url
+from pipeline import broker_urls, conf, redacted_url, registry
 
 TIMEOUT_SECONDS = 2.0
 
@@ -26,10 +26,6 @@ class QueueStats:
 
 def stage_queues() -> list[str]:
     """The queues of every registered stage actor (and any other queue declared in this process)."""
-    import dramatiq
-
-    from pipeline.definitions import registry
-
     names = {stage.actor.queue_name for pipeline in registry.pipelines.values() for stage in pipeline.stages.values()}
     try:
         names |= {q for q in dramatiq.get_broker().get_declared_queues() if not q.endswith((".DQ", ".XQ"))}

@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pipeline.models import Run, StageRun
+from pipeline import Run, StageRun, registry
 
 NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 170, 50, 60, 24, 12
 
@@ -55,8 +55,6 @@ class Graph:
 def build_graph(run: Run, rows: dict[str, StageRun]) -> Graph:
     """Stages in columns by depth (a stage sits one column right of its deepest parent), edges
     from each `after` parent; nodes keyed by state for the stylesheet's colours."""
-    from pipeline.definitions import registry
-
     try:
         pipeline = registry.get(run.pipeline)
     except Exception as exc:  # a run of a pipeline no longer declared: draw what the database knows

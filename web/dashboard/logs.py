@@ -1,7 +1,7 @@
 """A run's log lines, read from the JSON-lines files in PIPELINE_LOG_DIR when this process can read them.
 
 The files are input like any other: a line that cannot be used (not JSON, longer than
-MAX_LINE_BYTES, fields of the wrong type: `pipeline.trace.parse_line`) is skipped and counted, so
+MAX_LINE_BYTES, fields of the wrong type: `pipeline.parse_line`) is skipped and counted, so
 one crafted line never fails the run page."""
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from pipeline import conf
-from pipeline.trace import MAX_LINE_BYTES, parse_line
+from pipeline import MAX_LINE_BYTES, conf, parse_line
 
 LINE_CAP = 500
 # Only the tail of each file is scanned: a run's lines are near its time, and a page view must

@@ -14,20 +14,34 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from pipeline.definitions import registry
-from pipeline.events import schemas
-from pipeline.logging import redact
-from pipeline.models import Event, Run, RunStatus, StageRun
-from pipeline.operations import OperationRefused, RunNotFound, cancel, replay
+from pipeline import (
+    ACTIVE_RUN_STATUSES,
+    Event,
+    OperationRefused,
+    Run,
+    RunNotFound,
+    RunStatus,
+    StageRun,
+    cancel,
+    event_schemas,
+    redact,
+    registry,
+    replay,
+)
+from schedules import operations as schedule_ops
+from schedules.models import ScheduleRecord
+from schedules.registry import ScheduleError
+from schedules.registry import schedules as declared
+from web import run_queries as queries
 
-from . import broker, graph, logs, queries, workers
+from . import broker, graph, logs, workers
 
-ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+ACTIVE = ACTIVE_RUN_STATUSES
 BULK_REPLAY_CAP = 200
 
 
 def _choices() -> dict[str, Any]:
-    event_types = sorted(set(schemas) | {p.event_type for p in registry.pipelines.values()})
+    event_types = sorted(set(event_schemas) | {p.event_type for p in registry.pipelines.values()})
     return {"pipelines": sorted(registry.pipelines), "statuses": RunStatus.values, "event_types": event_types,
             "ranges": list(queries.RANGES)}
 
@@ -305,10 +319,6 @@ def workers_page(request: HttpRequest) -> HttpResponse:
 def _schedule_records() -> list[Any]:
     """Every schedule's database record (the state the schedulers keep); schedules declared in code
     but not recorded yet (no scheduler has started since they were added) are recorded first."""
-    from schedules import operations as schedule_ops
-    from schedules.models import ScheduleRecord
-    from schedules.registry import schedules as declared
-
     if set(declared) - set(ScheduleRecord.objects.filter(name__in=list(declared)).values_list("name", flat=True)):
         schedule_ops.sync_code_schedules()
     return list(ScheduleRecord.objects.select_related("last_run").order_by("name"))
@@ -323,9 +333,6 @@ def schedules_page(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_POST
 def schedule_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    from schedules import operations as schedule_ops
-    from schedules.registry import ScheduleError
-
     actions = {"pause": schedule_ops.pause, "resume": schedule_ops.resume, "trigger": schedule_ops.trigger_now}
     if action not in actions:
         raise Http404(f"unknown action {action!r}")

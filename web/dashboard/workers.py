@@ -5,19 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from pipeline.models import WorkerHeartbeat
+from pipeline import WorkerHeartbeat, conf
 
-# Heartbeats come every 5 s (PIPELINE_HEARTBEAT_SECONDS); three missed ones and more mean offline.
-DEFAULT_OFFLINE_AFTER = 20.0
 SHOW_GONE_FOR = timedelta(hours=24)
 
 
 def offline_after() -> float:
-    return float(getattr(settings, "PIPELINE_WORKER_OFFLINE_AFTER_SECONDS", DEFAULT_OFFLINE_AFTER))
+    return float(conf.get("PIPELINE_WORKER_OFFLINE_AFTER_SECONDS"))
 
 
 @dataclass

@@ -4,7 +4,7 @@ import random
 
 from django.conf import settings
 
-from pipeline import Pipeline, StageContext
+from pipeline import Pipeline, StageContext, StageRun
 
 from .events import OrderPlaced  # noqa: F401  (registers the order.placed schema)
 from .models import Order
@@ -70,8 +70,6 @@ def customer_reason(status: str, failed_stage: str | None, charged: bool) -> str
 def mark_order_failed(ctx: StageContext) -> dict:
     """Sets the order of a failed or cancelled `fulfil_order` run `failed`, with its reason. A run
     replayed to success later sets the order's status again (and clears the reason)."""
-    from pipeline.models import StageRun
-
     outcome = ctx.event.payload
     failed_stage = (StageRun.objects.filter(run_id=outcome["run_id"], status="failed")
                     .order_by("-finished_at").values_list("stage", flat=True).first())

@@ -13,8 +13,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import ValidationError
 
-from pipeline import EventError, emit
-from pipeline.models import Run
+from pipeline import EventError, Run, emit
+from web.api import live
+from web.errors import error_response
 from web.jsonbody import BadRequest, check_document, json_object
 
 from .events import OrderPlaced
@@ -58,7 +59,7 @@ def place_order(request: HttpRequest) -> JsonResponse:
     except BadRequest as exc:
         return exc.response()
     except EventError as exc:
-        return JsonResponse(exc.as_dict(), status=exc.status_code)
+        return error_response(exc)
     return JsonResponse({"order_id": order.pk, "order_url": reverse("shop-order", args=[order.public_token]),
                          "event_id": event_id, "trace_id": request.trace_id}, status=201)
 
@@ -98,8 +99,6 @@ def order_events(request: HttpRequest, token: str):
     """`GET /shop/orders/<token>/events`: the order's fulfilment as server-sent events (public, like
     the page), ending with the order's own ending: `order.fulfilled` or `order.failed` (with the
     reason), which for a failed run comes from the shop's `order_failed` pipeline just after it."""
-    from . import live
-
     order = get_object_or_404(Order, public_token=token)
     run_id = _fulfilment_run_id(order)
     live._release_connection()
@@ -116,8 +115,6 @@ def order_events(request: HttpRequest, token: str):
 def _order_transitions(order_id: int, run_id: str) -> tuple[list[dict], str | None]:
     """The run's transitions, then the order's ending once it has one. After the run ends the
     stream waits for it (state "ending"), at most `live.SETTLE_SECONDS`."""
-    from . import live
-
     transitions, state = live.derive_transitions(run_id)
     if state not in live.FINAL:
         return transitions, state

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from pipeline.definitions import registry
+from pipeline import registry
 from web.api.auth import token_required
 from web.jsonbody import BadRequest, json_object
 

@@ -8,9 +8,10 @@ class WebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from pipeline import outcomes
+        # Here, not at the top: fanout reads this app's models, loaded only once every app is imported.
+        from pipeline import add_outcome_listener, add_outcome_observer
 
         from . import fanout
 
-        outcomes.add_listener(fanout.wants)
-        outcomes.add_observer(fanout.deliveries_for)
+        add_outcome_listener(fanout.wants)
+        add_outcome_observer(fanout.deliveries_for)

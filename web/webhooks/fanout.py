@@ -10,6 +10,10 @@ import json
 import threading
 import time
 
+from pipeline import Event, emit
+
+from .models import WebhookSubscription
+
 CACHE_SECONDS = 5.0
 _lock = threading.Lock()
 _cache: tuple[float, list[dict]] = (0.0, [])
@@ -22,8 +26,6 @@ def active_subscriptions() -> list[dict]:
         loaded_at, subscriptions = _cache
         if now - loaded_at < CACHE_SECONDS:
             return subscriptions
-    from .models import WebhookSubscription
-
     subscriptions = list(
         WebhookSubscription.objects.filter(active=True).values("id", "event_types", "pipelines")
     )
@@ -49,9 +51,6 @@ def wants(event_type: str, pipeline: str) -> bool:
 
 
 def deliveries_for(event_type: str, payload: dict, outcome_event_id: str) -> None:
-    from pipeline import emit
-    from pipeline.models import Event
-
     matching = [s for s in active_subscriptions() if _matches(s, event_type, payload["pipeline"])]
     if not matching:
         return

@@ -5,6 +5,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from .targets import url_problem, without_userinfo
+
 EVENT_TYPES = ("run.succeeded", "run.failed", "run.cancelled")
 MIN_SECRET_LENGTH = 16
 
@@ -15,8 +17,6 @@ def default_event_types() -> list[str]:
 
 def check_url(url: object) -> str | None:
     """What is wrong with a webhook URL, or None: its form, and the target policy (see targets.py)."""
-    from .targets import url_problem
-
     return url_problem(url)
 
 
@@ -63,8 +63,6 @@ class WebhookSubscription(models.Model):
         ordering = ["name"]
 
     def __str__(self) -> str:
-        from .targets import without_userinfo
-
         return f"webhook {self.name} → {without_userinfo(self.url)}"
 
     def clean(self) -> None:

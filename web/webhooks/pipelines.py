@@ -22,6 +22,7 @@ from urllib3.util import parse_url
 from pipeline import Pipeline, StageContext, event_type
 
 from . import signing, targets, transport
+from .models import WebhookSubscription
 
 RETRIES = 5  # six attempts at most; a subscription's max_attempts may ask for fewer
 BACKOFF = (1, 60)  # seconds, exponential with jitter
@@ -139,8 +140,6 @@ def post(url: str, secret: str, body: str, event_type: str, delivery_id: str) ->
 
 @deliver_webhook.stage(retries=RETRIES, backoff=BACKOFF, timeout=60, throws=(GaveUp,))
 def deliver(ctx: StageContext) -> dict:
-    from .models import WebhookSubscription
-
     payload = ctx.event.payload
     subscription = WebhookSubscription.objects.filter(pk=payload["subscription_id"]).first()
     if subscription is None:
@@ -163,8 +162,6 @@ def deliver(ctx: StageContext) -> dict:
 
 
 def _count_failure(ctx: StageContext, subscription_id: int, error: str) -> None:
-    from .models import WebhookSubscription
-
     WebhookSubscription.objects.filter(pk=subscription_id).update(consecutive_failures=F("consecutive_failures") + 1)
     row = WebhookSubscription.objects.filter(pk=subscription_id).values(
         "name", "consecutive_failures", "max_consecutive_failures", "active").first()

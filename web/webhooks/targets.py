@@ -18,12 +18,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from typing import Union
-
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
+from urllib3.util.connection import allowed_gai_family
+
+from pipeline import conf
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -51,7 +52,7 @@ class TargetRefused(Exception):
 
 
 def allow_private_targets() -> bool:
-    return bool(getattr(settings, "PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS", False))
+    return bool(conf.get("PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS"))
 
 
 def address_problem(address: IPAddress) -> str | None:
@@ -79,8 +80,6 @@ def address_problem(address: IPAddress) -> str | None:
 
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to, in the resolver's order (raises socket.gaierror)."""
-    from urllib3.util.connection import allowed_gai_family
-
     infos = socket.getaddrinfo(host.strip("[]"), port, allowed_gai_family(), socket.SOCK_STREAM)
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:

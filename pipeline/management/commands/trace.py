@@ -5,7 +5,9 @@ import time
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipeline import conf
-from pipeline.trace import ID_RE, TraceUsageError, finished, follow_files, log_sources, render, scan, timeline
+from pipeline.errors import TraceUsageError
+from pipeline.logfiles import ID_RE, follow_files, log_sources, scan
+from pipeline.timeline import finished, render, timeline
 
 
 class Command(BaseCommand):

@@ -18,7 +18,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.utils import timezone
 
-from pipeline.broker import BrokerUnavailable, check_broker
+from pipeline import conf
+from pipeline.broker import check_broker
+from pipeline.errors import BrokerUnavailable
 
 
 class Command(BaseCommand):
@@ -33,17 +35,15 @@ class Command(BaseCommand):
         parser.add_argument("--broker", action="store_true", help="also require the broker to accept a connection")
 
     def handle(self, *args, **options):
-        from django.conf import settings
-
         host = options["host"] or socket.gethostname()
-        interval = float(getattr(settings, "PIPELINE_HEARTBEAT_SECONDS", 5.0))
+        interval = float(conf.get("PIPELINE_HEARTBEAT_SECONDS"))
         max_age = options["max_age"] if options["max_age"] is not None else max(15.0, 3 * interval)
         if max_age <= 0 or options["min_processes"] < 1:
             raise CommandError("--max-age must be > 0 and --min-processes >= 1", returncode=2)
 
         problems: list[str] = []
         try:
-            from pipeline.models import WorkerHeartbeat
+            from pipeline.models import WorkerHeartbeat  # a store without the table (an older schema) still answers
         except ImportError:
             WorkerHeartbeat = None  # noqa: N806
 

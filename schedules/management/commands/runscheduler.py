@@ -3,7 +3,8 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.metrics import start_scheduler_server
+from schedules.metrics import start_scheduler_server
+from schedules.models import ScheduleRecord
 from schedules.registry import schedules
 from schedules.runner import SchedulerProcess
 
@@ -18,8 +19,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         only = options.get("only") or []
-        from schedules.models import ScheduleRecord
-
         known = set(schedules) | set(ScheduleRecord.objects.values_list("name", flat=True))
         unknown = [name for name in only if name not in known]
         if unknown:

@@ -13,14 +13,14 @@ address (`REMOTE_ADDR`; behind a proxy, that is the proxy's unless it is made th
 The counts are per process: the limits of a deployment are these times its web processes."""
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
 from typing import Iterator
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, JsonResponse
+
+from pipeline import conf
 
 RETRY_AFTER_SECONDS = 10
 
@@ -28,10 +28,8 @@ _lock = threading.Lock()
 _open: Counter[str] = Counter()
 
 
-def _limit(name: str, default: int) -> int:
-    raw = getattr(settings, name, None)
-    if raw is None:
-        raw = os.environ.get(name, default)
+def _limit(name: str) -> int:
+    raw = conf.get(name)
     try:
         value = int(raw)
     except (TypeError, ValueError):
@@ -42,11 +40,11 @@ def _limit(name: str, default: int) -> int:
 
 
 def max_streams() -> int:
-    return _limit("PIPELINE_SSE_MAX_STREAMS", 32)
+    return _limit("PIPELINE_SSE_MAX_STREAMS")
 
 
 def max_streams_per_client() -> int:
-    return _limit("PIPELINE_SSE_MAX_STREAMS_PER_CLIENT", 4)
+    return _limit("PIPELINE_SSE_MAX_STREAMS_PER_CLIENT")
 
 
 def client_key(request: HttpRequest) -> str:

@@ -1,4 +1,5 @@
-"""Live run updates for browsers: server-sent events derived from the run store.
+"""Live run updates for browsers (`GET /api/runs/<id>/events`, and the shop's order page through
+`sse_response`): server-sent events derived from the run store.
 
 No table of transitions is written (every extra write per transition would cost the engine
 throughput): each poll re-derives a run's ordered list of transitions from `Run` and its
@@ -23,16 +24,17 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
 from django.db import connection
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
-from django.http import HttpResponse, StreamingHttpResponse
 
-from pipeline.models import Run, StageRun
-
+from pipeline import Run, StageRun
 from . import stream_limits
+from .auth import token_required
 
 Derive = Callable[[], "tuple[list[dict], str | None]"]
 
@@ -204,10 +206,6 @@ def sse_response(request, run_id: str, *, extra: Callable[[], dict] | None = Non
 
 def api_run_events(request, run_id: str):
     """`GET /api/runs/<id>/events` (token auth): the run's transitions as server-sent events."""
-    import uuid
-
-    from django.http import JsonResponse
-
     try:
         uuid.UUID(run_id)
     except ValueError:
@@ -221,10 +219,4 @@ def api_run_events(request, run_id: str):
     return sse_response(request, run_id)
 
 
-def _token_protected():
-    from web.api.auth import token_required
-
-    return token_required(api_run_events)
-
-
-api_run_events_view = _token_protected()
+api_run_events_view = token_required(api_run_events)

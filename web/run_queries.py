@@ -1,4 +1,5 @@
-"""The queries behind the runs list (dashboard and `GET /api/runs`) and the overview.
+"""The queries behind the runs list (dashboard and `GET /api/runs`) and the overview: one module
+shared by the API and the dashboard.
 
 Runs are listed newest first with keyset pagination on (created_at, id): a page costs the same
 at the millionth run as at the first, and nothing counts the whole table (the total shown is
@@ -19,7 +20,7 @@ from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncHour, TruncMinute
 from django.utils import timezone
 
-from pipeline.models import Event, Run, RunStatus, StageRun, StageStatus
+from pipeline import Event, Run, RunStatus, StageRun, StageStatus
 from web.validation import MomentError, parse_moment
 
 DEFAULT_PAGE_SIZE = 50

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from pipeline.files import write_private
+from pipeline import write_private
 from web.api.models import ApiToken
 
 

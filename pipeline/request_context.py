@@ -18,15 +18,14 @@ The answer carries the trace context to propagate: our `traceparent` (with the i
 the incoming trace was taken) and the incoming `tracestate`, unchanged."""
 from __future__ import annotations
 
-import os
 from contextvars import ContextVar
 from typing import Callable
 
 import structlog
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
+from . import conf
 from .tracing import DEFAULT_FLAGS, bind_incoming, new_trace_id, parse_trace_context, reset_incoming, traceparent
 
 MODES = ("authenticated", "all", "none")
@@ -37,8 +36,7 @@ _linked_trace_id: ContextVar[str | None] = ContextVar("pipeline_linked_trace_id"
 
 def trust_mode() -> str:
     """PIPELINE_TRUSTED_TRACEPARENT (setting, else environment variable): authenticated, all or none."""
-    raw = getattr(settings, "PIPELINE_TRUSTED_TRACEPARENT", None) or os.environ.get(
-        "PIPELINE_TRUSTED_TRACEPARENT", "authenticated")
+    raw = conf.get("PIPELINE_TRUSTED_TRACEPARENT")
     mode = str(raw).strip().lower()
     if mode not in MODES:
         raise ImproperlyConfigured(f"PIPELINE_TRUSTED_TRACEPARENT={raw!r}: use one of {', '.join(MODES)}")

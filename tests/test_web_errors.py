@@ -1,0 +1,48 @@
+"""The engine's errors become HTTP statuses in one table (`web.errors`), the same on every endpoint."""
+import json
+
+import pytest
+
+from pipeline import (
+    BrokerUnavailable,
+    EventError,
+    InvalidPayload,
+    OperationRefused,
+    PayloadTooLarge,
+    PipelineError,
+    ReservedName,
+    RunNotFound,
+    UnknownEventType,
+)
+from web.errors import error_response, status_for
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (UnknownEventType("nope", ["order.placed"]), 400),
+    (InvalidPayload("order.placed", [{"field": "total", "message": "required"}]), 400),
+    (ReservedName("type", "run.x", "run."), 400),
+    (PayloadTooLarge(300_000, 262_144), 413),
+    (RunNotFound("no run with id 'x'"), 404),
+    (OperationRefused("run x has already finished"), 409),
+    (BrokerUnavailable("cannot reach RabbitMQ"), 503),
+    (PipelineError("something else"), 500),
+])
+def test_each_engine_error_has_one_http_status(error, status):
+    assert status_for(error) == status
+
+
+def test_an_event_error_keeps_the_fields_it_names_in_the_body():
+    response = error_response(InvalidPayload("order.placed", [{"field": "total", "message": "required"}]))
+    body = json.loads(response.content)
+    assert response.status_code == 400
+    assert body["fields"] == [{"field": "total", "message": "required"}]
+    assert body["type"] == "order.placed"
+
+
+def test_an_operation_error_is_its_message():
+    response = error_response(OperationRefused("run x has already finished"))
+    assert (response.status_code, json.loads(response.content)) == (409, {"error": "run x has already finished"})
+
+
+def test_event_errors_carry_no_status_of_their_own():
+    assert not hasattr(EventError("x"), "status_code")
