@@ -9,7 +9,6 @@ every process moves to a surviving node by itself, without a restart."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 from typing import Any
@@ -28,12 +27,8 @@ _SEPARATORS = re.compile(r"[,;\s]+")
 
 
 def _setting(name: str, default: Any) -> Any:
-    """A Django setting of that name, else the environment variable, else `default`."""
-    from django.conf import settings
-
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name)
+    """The setting's value through `conf` (a Django setting, else the environment variable)."""
+    value = conf.get(name)
     return default if value is None or value == "" else value
 
 

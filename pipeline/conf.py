@@ -57,6 +57,17 @@ SETTINGS: tuple[Setting, ...] = (
             "an existing broker instead of the local node"),
     Setting("PIPELINE_GROUP_COMMIT", True, "True",
             "worker processes batch the run store's writes of all their threads into one transaction"),
+    Setting("PIPELINE_QUEUE_TYPE", "classic", "classic",
+            "`quorum`: every queue the engine declares is a quorum queue (a RabbitMQ cluster); anything else "
+            "stops the process at start", source="setting, environment"),
+    Setting("PIPELINE_PUBLISH_CONFIRMS", None, "quorum",
+            "stage messages confirmed by the broker before the publishing stage is acknowledged; default: on "
+            "with `quorum` queues, off with classic ones", source="setting, environment"),
+    Setting("PIPELINE_DELIVERY_LIMIT", 20, "20",
+            "quorum queues: deliveries of one message before it is dead-lettered", source="setting, environment"),
+    Setting("PIPELINE_MAX_HELD_DELAY_SECONDS", 900, "900",
+            "longer retry delays are re-published in hops (keep it below RabbitMQ's `consumer_timeout`)",
+            source="setting, environment"),
     # Events and messages
     Setting("PIPELINE_MAX_PAYLOAD_BYTES", 256 * 1024, "262144",
             "payloads are stored and carried in messages: a larger one is refused (point at big data instead)"),

@@ -15,6 +15,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from . import conf
 from .sql import now as utcnow
 
 HOLDER = "held_by"  # message option: a copy deferred because a live worker held its stage
@@ -24,9 +25,7 @@ executing: dict[str, int] = {}
 
 
 def _heartbeat_seconds() -> float:
-    from django.conf import settings
-
-    return float(getattr(settings, "PIPELINE_HEARTBEAT_SECONDS", 5.0))
+    return float(conf.get("PIPELINE_HEARTBEAT_SECONDS"))
 
 
 def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:

@@ -1,6 +1,5 @@
-"""Running one stage message: claim the stage, call the user's function, record the outcome,
-move the run forward (publish the stages now ready, or end the run), and, for a linear chain,
-go on with the next stage in the same thread.
+"""Running one stage message: claim the stage, call the user's function, record the outcome, move
+the run forward (publish the stages now ready, or end the run), and go on inline along a chain.
 
 This runs for every stage message, so its reads and writes are a few precompiled statements
 (`pipeline.stage_store`) batched with the other threads' by the process's group-commit writer,
