@@ -17,6 +17,9 @@ from schedules.cron import CronExpression
 from schedules.registry import Schedule
 from schedules.timing import fire_times
 
+# Pure logic (no run store): run once, in the SQLite pass of `make test`.
+pytestmark = pytest.mark.store_independent
+
 UTC = timezone.utc
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe")
 

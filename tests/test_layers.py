@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Pure logic (no run store): run once, in the SQLite pass of `make test`.
+pytestmark = pytest.mark.store_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "schedules", "web")
 # Importing across layers upwards: the engine knows nothing of the scheduler or the project,

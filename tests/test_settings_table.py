@@ -7,6 +7,9 @@ import pytest
 
 from pipeline import conf
 
+# Pure logic (no run store): run once, in the SQLite pass of `make test`.
+pytestmark = pytest.mark.store_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^\| `(PIPELINE_[A-Z_]+)` \| ([^|]*) \|")
 
