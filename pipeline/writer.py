@@ -14,111 +14,24 @@ bad operation fails alone. Code already inside a Django transaction (emit in a v
 block, tests) runs its operations on that connection instead (`run_direct`)."""
 from __future__ import annotations
 
-import fcntl
 import os
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from django.db import connections, router, transaction
 
 from . import store_health
-from .sql import Dialect, Statements, dialect_for, statements_for
+from .sql import dialect_for, statements_for
+from .sqlite_lock import CrossProcessLock
+from .tx import Operation, Tx, counters
+from .wal_checkpoints import checkpoint_forever
 
 MAX_BATCH = 256
 IDLE_CLOSE_SECONDS = 5.0
 SQLITE_LOCK_WAIT_SECONDS = 30.0
-CHECKPOINT_INTERVAL_SECONDS = 0.2
 
-# Counted for the hot-path tool (tests/bench/hotpath.py): statements and commits of the run store.
-counters = {"statements": 0, "commits": 0, "batches": 0}
-
-
-DEFERRED_ROWS_PER_STATEMENT = 200
-
-
-class Tx:
-    """What an operation sees: `execute` on the batch's cursor, the backend's statements, and
-    `insert_later`/`update_later` for writes whose outcome the operation does not need to read."""
-
-    __slots__ = ("cursor", "d", "q", "_inserts", "_updates")
-
-    def __init__(self, cursor: Any, dialect: Dialect, statements: Statements) -> None:
-        self.cursor = cursor
-        self.d = dialect
-        self.q = statements
-        self._inserts: dict[tuple[str, str], list[tuple]] = {}
-        self._updates: dict[str, tuple[tuple, list[Any]]] = {}
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        counters["statements"] += 1
-        return self.cursor.execute(sql, params)
-
-    def executemany(self, sql: str, rows: list) -> Any:
-        counters["statements"] += 1
-        self.cursor.executemany(sql, rows)  # psycopg returns None, sqlite3 the cursor
-        return self.cursor
-
-    def insert_later(self, head: str, row_marks: str, row: tuple) -> None:
-        """An INSERT run once for the whole batch, as one multi-row statement per table, just
-        before the commit: `head` is "INSERT INTO t (cols) VALUES ", `row_marks` "(?, ?, ...)".
-        Why: each statement lets go of the GIL and must get it back while the database's write
-        lock is held (other processes wait meanwhile); ten emits in a batch cost one statement.
-        Tables are written in the order first asked (events before their runs). A failing row
-        fails the batch, whose operations are then run one by one: the error reaches its own."""
-        self._inserts.setdefault((head, row_marks), []).append(row)
-
-    def update_later(self, template: str, params: tuple, key: Any) -> None:
-        """`template` with `{}` for an IN list of keys, run once for the batch with the `params`
-        of the first caller (e.g. one timestamp for every event marked published)."""
-        pending = self._updates.get(template)
-        if pending is None:
-            self._updates[template] = (params, [key])
-        else:
-            pending[1].append(key)
-
-    def flush(self) -> None:
-        """Runs the deferred writes (called before the commit)."""
-        inserts, self._inserts = self._inserts, {}
-        if self.d.vendor == "postgresql" and len(inserts) > 1 and all(
-                len(rows) <= DEFERRED_ROWS_PER_STATEMENT for rows in inserts.values()):
-            # One round trip: every INSERT in one statement (WITH i0 AS (INSERT ...), ... INSERT ...);
-            # the foreign keys between them are checked at commit (Django makes them deferrable).
-            parts = [head + ", ".join([marks] * len(rows)) for (head, marks), rows in inserts.items()]
-            text = "WITH " + ", ".join(f"i{n} AS ({part})" for n, part in enumerate(parts[:-1])) + " " + parts[-1]
-            self.execute(_sql(self.d, text), [value for rows in inserts.values() for row in rows for value in row])
-            inserts = {}
-        for (head, marks), rows in inserts.items():
-            for i in range(0, len(rows), DEFERRED_ROWS_PER_STATEMENT):
-                chunk = rows[i:i + DEFERRED_ROWS_PER_STATEMENT]
-                self.execute(_sql(self.d, head + ", ".join([marks] * len(chunk))),
-                             [value for row in chunk for value in row])
-        updates, self._updates = self._updates, {}
-        for template, (params, keys) in updates.items():
-            for i in range(0, len(keys), DEFERRED_ROWS_PER_STATEMENT):
-                chunk = keys[i:i + DEFERRED_ROWS_PER_STATEMENT]
-                self.execute(_sql(self.d, template.format(", ".join(["?"] * len(chunk)))), (*params, *chunk))
-
-    def discard(self) -> None:
-        self._inserts, self._updates = {}, {}
-
-
-_SQL_TEXTS: dict[tuple[str, str], str] = {}
-
-
-def _sql(d: Dialect, text: str) -> str:
-    """A deferred statement's text in the backend's placeholders (a few distinct sizes recur)."""
-    key = (d.vendor, text)
-    converted = _SQL_TEXTS.get(key)
-    if converted is None:
-        if len(_SQL_TEXTS) > 4096:
-            _SQL_TEXTS.clear()
-        converted = _SQL_TEXTS[key] = d.sql(text)
-    return converted
-
-
-Operation = Callable[[Tx], Any]
 
 class _Pending:
     """An operation handed over, and the lock its thread waits on (held until the writer is done
@@ -147,8 +60,7 @@ class GroupCommitWriter:
         self._wrapper: Any = None
         self._tx: Tx | None = None
         self._checkpointer: threading.Thread | None = None
-        self._lock_fd: int | None = None
-        self._lock_path = _lock_path(connections.settings[alias])
+        self._cross_process = CrossProcessLock.for_database(connections.settings[alias])
         self._thread = threading.Thread(target=self._loop, name="pipeline-group-commit", daemon=True)
         self._thread.start()
 
@@ -184,7 +96,7 @@ class GroupCommitWriter:
                 continue
             # The batch is gathered once the cross-process lock is ours (SQLite), so everything
             # handed over while other processes held it goes into this one transaction.
-            self._lock()
+            self._cross_process.acquire()
             closing: list[_Pending] = []
             done: list[_Pending] = []
             try:
@@ -200,7 +112,7 @@ class GroupCommitWriter:
                 if batch:
                     done = self._execute(batch)
             finally:
-                self._unlock()
+                self._cross_process.release()
             # Woken only now: a woken thread competes for the GIL, and the lock other processes
             # queue on must not wait for this thread to get it back.
             for pending in done:
@@ -216,7 +128,7 @@ class GroupCommitWriter:
             dialect = dialect_for(wrapper.vendor)
             if wrapper.vendor == "sqlite":
                 wrapper.connection.execute("PRAGMA busy_timeout = 0")  # see _begin
-                # Most of the WAL checkpointing moves out of the commit path (see _checkpoints).
+                # Most of the WAL checkpointing moves out of the commit path (pipeline.wal_checkpoints).
                 self._start_checkpoints()
             self._wrapper = wrapper
             self._tx = Tx(dialect.prepare(wrapper.connection), dialect, statements_for(wrapper.vendor))
@@ -224,34 +136,10 @@ class GroupCommitWriter:
 
     def _start_checkpoints(self) -> None:
         if self._checkpointer is None:
-            self._checkpointer = threading.Thread(target=self._checkpoints, name="pipeline-wal-checkpoint",
-                                                  daemon=True)
+            path = str(connections[self.alias].settings_dict["NAME"])
+            self._checkpointer = threading.Thread(target=checkpoint_forever, args=(path, counters),
+                                                  name="pipeline-wal-checkpoint", daemon=True)
             self._checkpointer.start()
-
-    def _checkpoints(self) -> None:
-        """Copies the SQLite write-ahead log back into the database every 200 ms, on a
-        connection of its own. Left to SQLite alone, the commit that crosses 1,000 WAL pages
-        copies them and syncs the file while every thread of its batch waits; a PASSIVE
-        checkpoint takes no write lock, so batches go on meanwhile, and the automatic one then
-        finds the pages already copied (measured: 238 -> 316-351 runs/s, 2x8 workers)."""
-        import sqlite3
-
-        path = connections[self.alias].settings_dict["NAME"]
-        conn = None
-        seen = -1
-        while True:
-            time.sleep(CHECKPOINT_INTERVAL_SECONDS)
-            if counters["batches"] == seen:
-                continue  # nothing written since the last checkpoint
-            seen = counters["batches"]
-            try:
-                if conn is None:
-                    conn = sqlite3.connect(str(path), timeout=0, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except Exception:  # busy, or the file went away (a test database): try again later
-                if conn is not None:
-                    conn.close()
-                conn = None
 
     def _disconnect(self) -> None:
         wrapper, self._wrapper, self._tx = self._wrapper, None, None
@@ -281,7 +169,7 @@ class GroupCommitWriter:
             pending.done.release()
 
     def _begin(self, tx: Tx) -> None:
-        """BEGIN. On SQLite the writer already holds the lock file (`_lock`), so the write lock
+        """BEGIN. On SQLite the writer already holds the lock file (`CrossProcessLock`), so the write lock
         is normally free; another connection (the ORM's) may still hold it for a moment, so it is
         retried in steps of at most 0.5 ms rather than left to SQLite's busy handler."""
         if tx.d.vendor != "sqlite":
@@ -297,26 +185,6 @@ class GroupCommitWriter:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.0005)
-
-    def _lock(self) -> None:
-        """SQLite: the writers of all processes queue on an flock(2) of a lock file beside the
-        database, and the kernel wakes the next one the moment it is free. SQLite's own busy
-        handler sleeps 5, 10, 25... 100 ms between tries, far longer than a batch holds the lock:
-        with two worker processes and a producer, that sleeping was most of the time a run took."""
-        try:
-            if self._lock_fd is None and self._lock_path is not None:
-                self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            if self._lock_fd is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        except OSError:  # no lock file (its folder went away): SQLite's own lock still holds
-            self._lock_fd = None
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            except OSError:
-                self._lock_fd = None
 
     def _transaction(self, ops: list[Operation]) -> list[Any]:
         try:
@@ -368,15 +236,6 @@ def close() -> None:
     """Closes this process's writer connection, if any (tests, before their database is dropped)."""
     if _writer is not None and _writer_pid == os.getpid():
         _writer.close()
-
-
-def _lock_path(settings_dict: dict) -> str | None:
-    if "sqlite" not in settings_dict.get("ENGINE", ""):
-        return None
-    name = str(settings_dict.get("NAME") or "")
-    if not name or ":memory:" in name or name.startswith("file:"):
-        return None
-    return name + "-writer.lock"
 
 
 _store_alias: str | None = None

@@ -35,8 +35,8 @@ connection.ensure_connection()  # held open: the -wal and -shm files exist while
 from pipeline.metrics import prepare_worker_metrics_dir
 from pipeline.writer import GroupCommitWriter
 writer = GroupCommitWriter()
-writer._lock()
-writer._unlock()
+writer._cross_process.acquire()
+writer._cross_process.release()
 prepare_worker_metrics_dir(os.getpid())
 
 var = os.environ["PIPELINE_VAR_DIR"]
