@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pika
 from django.core.exceptions import ImproperlyConfigured
@@ -130,6 +131,31 @@ def max_held_delay_ms() -> int:
     return _positive_int("PIPELINE_MAX_HELD_DELAY_SECONDS", 900) * 1000
 
 
+def for_probe(params: pika.URLParameters, timeout: float, stack_timeout: float | None = None) -> pika.URLParameters:
+    """`params` set for a short-lived probe (a health check, a queue-depth read): one attempt,
+    each wait bounded by `timeout`."""
+    params.connection_attempts = 1
+    params.retry_delay = 0
+    params.socket_timeout = timeout
+    params.blocked_connection_timeout = timeout
+    if stack_timeout is not None:
+        params.stack_timeout = stack_timeout
+    return params
+
+
+@contextmanager
+def quiet_pika() -> Iterator[None]:
+    """pika logs each failed step of a connection at ERROR, with tracebacks; a probe says once
+    what failed, so pika's own lines are silenced meanwhile."""
+    pika_logger = logging.getLogger("pika")
+    level = pika_logger.level
+    pika_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        pika_logger.setLevel(level)
+
+
 def check_broker(url: str | list[str] | None = None, timeout: float = 3.0) -> None:
     """Opens and closes one AMQP connection to the first node that accepts one, or raises
     BrokerUnavailable saying what each node answered and what to do."""
@@ -158,18 +184,11 @@ def _check_node(url: str, timeout: float) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise BrokerUnavailable(f"cannot reach RabbitMQ at {where} ({reason})") from None
-    params.connection_attempts = 1
-    params.socket_timeout = timeout
-    params.blocked_connection_timeout = timeout
-    pika_logger = logging.getLogger("pika")
-    level = pika_logger.level
-    pika_logger.setLevel(logging.CRITICAL)  # pika logs each failed step at ERROR; we say it once
     try:
-        pika.BlockingConnection(params).close()
+        with quiet_pika():
+            pika.BlockingConnection(for_probe(params, timeout)).close()
     except pika.exceptions.ProbableAuthenticationError:
         raise BrokerUnavailable(f"RabbitMQ at {where} refused the credentials in PIPELINE_BROKER_URL") from None
     except Exception as exc:
         reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         raise BrokerUnavailable(f"cannot open an AMQP connection to {where} ({reason})") from None
-    finally:
-        pika_logger.setLevel(level)

@@ -1,12 +1,10 @@
 """The depth and consumers of every stage queue, read from the broker by passive declares."""
 from __future__ import annotations
 
-import logging
-
 import dramatiq
 import pika
 
-from ..broker import connection_parameters
+from ..broker import connection_parameters, for_probe, quiet_pika
 
 QUEUE_CHECK_TIMEOUT = 2.0
 
@@ -23,16 +21,9 @@ def stage_queue_names() -> list[str]:
 def queue_states(url: str | None = None, timeout: float = QUEUE_CHECK_TIMEOUT) -> dict[str, tuple[int, int]]:
     """(messages ready, consumers) of each stage queue, by passive declares on one short-lived
     connection; a queue that does not exist yet is left out."""
-    params = connection_parameters(url)  # every node, in order: pika takes the first that answers
-    for node in params:
-        node.connection_attempts = 1
-        node.socket_timeout = timeout
-        node.stack_timeout = timeout + 1
-        node.blocked_connection_timeout = timeout
-    pika_logger = logging.getLogger("pika")
-    level = pika_logger.level
-    pika_logger.setLevel(logging.CRITICAL)
-    try:
+    # Every node, in order: pika takes the first that answers.
+    params = [for_probe(node, timeout, timeout + 1) for node in connection_parameters(url)]
+    with quiet_pika():
         connection = pika.BlockingConnection(params)
         try:
             channel = connection.channel()
@@ -48,5 +39,3 @@ def queue_states(url: str | None = None, timeout: float = QUEUE_CHECK_TIMEOUT) -
         finally:
             if connection.is_open:
                 connection.close()
-    finally:
-        pika_logger.setLevel(level)

@@ -2,14 +2,13 @@
 queue), with short timeouts: an unreachable broker is one sentence on the page, never an error page."""
 from __future__ import annotations
 
-import logging
 import socket
 from dataclasses import dataclass
 
 import dramatiq
 import pika
 
-from pipeline import broker_urls, conf, redacted_url, registry
+from pipeline import broker_urls, conf, for_probe, quiet_pika, redacted_url, registry
 
 TIMEOUT_SECONDS = 2.0
 
@@ -62,43 +61,34 @@ def _queue_stats_on(url: str, names: list[str]) -> tuple[list[QueueStats], str |
         socket.create_connection((params.host, params.port), timeout=TIMEOUT_SECONDS).close()
     except OSError as exc:
         return [], f"broker unreachable at {where} ({exc.strerror or exc})"
-    params.connection_attempts = 1
-    params.retry_delay = 0
-    params.socket_timeout = TIMEOUT_SECONDS
-    params.stack_timeout = TIMEOUT_SECONDS * 2
-    params.blocked_connection_timeout = TIMEOUT_SECONDS
-    pika_logger = logging.getLogger("pika")
-    level = pika_logger.level
-    pika_logger.setLevel(logging.CRITICAL)
-    try:
-        connection = pika.BlockingConnection(params)
-    except Exception as exc:
-        pika_logger.setLevel(level)
-        return [], f"broker unreachable at {where} ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
-    try:
-        channel = connection.channel()
-        rows = []
-        for name in names:
-            row = QueueStats(name)
-            for queue, attr in ((name, "ready"), (f"{name}.DQ", "delayed"), (f"{name}.XQ", "dead")):
-                try:
-                    frame = channel.queue_declare(queue=queue, passive=True)
-                except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue
-                    channel = connection.channel()
-                    if attr == "ready":
-                        row.missing = True
-                    continue
-                setattr(row, attr, frame.method.message_count)
-                if attr == "ready":
-                    row.consumers = frame.method.consumer_count
-            rows.append(row)
-        return rows, None
-    except Exception as exc:
-        return [], f"broker at {where} did not answer ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
-    finally:
-        pika_logger.setLevel(level)
+    with quiet_pika():  # for the whole read: a missing queue's 404 is no error here
         try:
-            if connection.is_open:
-                connection.close()
-        except Exception:
-            pass
+            connection = pika.BlockingConnection(for_probe(params, TIMEOUT_SECONDS, TIMEOUT_SECONDS * 2))
+        except Exception as exc:
+            return [], f"broker unreachable at {where} ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+        try:
+            channel = connection.channel()
+            rows = []
+            for name in names:
+                row = QueueStats(name)
+                for queue, attr in ((name, "ready"), (f"{name}.DQ", "delayed"), (f"{name}.XQ", "dead")):
+                    try:
+                        frame = channel.queue_declare(queue=queue, passive=True)
+                    except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue
+                        channel = connection.channel()
+                        if attr == "ready":
+                            row.missing = True
+                        continue
+                    setattr(row, attr, frame.method.message_count)
+                    if attr == "ready":
+                        row.consumers = frame.method.consumer_count
+                rows.append(row)
+            return rows, None
+        except Exception as exc:
+            return [], f"broker at {where} did not answer ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
+        finally:
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:
+                pass
