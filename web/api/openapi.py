@@ -54,6 +54,11 @@ _STORE_DOWN = ("the run store's database cannot be reached: nothing was recorded
                "seconds (`store`: unavailable)")
 WEBHOOK_ID_MAX = 10**18 - 1  # ids are matched as 1 to 18 digits; any other path segment is a 404
 
+# PATCH and PUT of a schedule are the same operation (PUT for clients that only know it).
+_SCHEDULE_CHANGE_ANSWERS: dict[int, type[BaseModel] | str | dict[str, Any]] = {
+    200: schemas.Schedule, 400: "an invalid field, named in `field`", 404: "no such schedule",
+    409: "the schedule is declared in code"}
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/events", "postEvent",
               "Emit an event: it is stored with the runs it starts and published to the workers",
@@ -116,13 +121,9 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: schemas.Schedule, 404: "no such schedule"}),
     Operation("patch", "/api/schedules/{name}", "updateSchedule",
               "Change a schedule created at run time (a schedule declared in code: only `paused`)",
-              {200: schemas.Schedule, 400: "an invalid field, named in `field`", 404: "no such schedule",
-               409: "the schedule is declared in code"},
-              body=schemas.ScheduleChange),
+              _SCHEDULE_CHANGE_ANSWERS, body=schemas.ScheduleChange),
     Operation("put", "/api/schedules/{name}", "replaceSchedule", "Same as PATCH",
-              {200: schemas.Schedule, 400: "an invalid field, named in `field`", 404: "no such schedule",
-               409: "the schedule is declared in code"},
-              body=schemas.ScheduleChange),
+              _SCHEDULE_CHANGE_ANSWERS, body=schemas.ScheduleChange),
     Operation("delete", "/api/schedules/{name}", "deleteSchedule", "Delete a schedule created at run time",
               {200: schemas.ScheduleDeleted, 404: "no such schedule", 409: "the schedule is declared in code"}),
     Operation("post", "/api/schedules/{name}/pause", "pauseSchedule", "Stop firing until resumed",
