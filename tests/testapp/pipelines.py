@@ -393,27 +393,18 @@ OUTAGE_QUEUE = "outage"
 outage_chain = Pipeline("outage_chain", on="test.outage", queue=OUTAGE_QUEUE)
 
 
+def _sleep_then_record(ctx: StageContext) -> dict:
+    """A stage that takes `sleep` seconds (so that runs are in flight when something goes down)
+    and leaves one side-effect row per execution (so a stage run twice shows)."""
+    _sleep_for(ctx.event.payload["sleep"])
+    _record(ctx)
+    return {}
+
+
 # Each stage's side effect is a row in the run store's database: while it is unreachable the
 # stage's own write fails (a failed attempt, retried once the outcome could be recorded).
-@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
-def outage_one(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
-    _record(ctx)
-    return {}
-
-
-@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
-def outage_two(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
-    _record(ctx)
-    return {}
-
-
-@outage_chain.stage(retries=5, backoff=(0.2, 2), timeout=120)
-def outage_three(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
-    _record(ctx)
-    return {}
+for _name in ("outage_one", "outage_two", "outage_three"):
+    outage_chain.stage(_name, retries=5, backoff=(0.2, 2), timeout=120)(_sleep_then_record)
 
 
 @event_type("test.cluster")
@@ -426,25 +417,8 @@ CLUSTER_QUEUE = "cluster"
 cluster_chain = Pipeline("cluster_chain", on="test.cluster", queue=CLUSTER_QUEUE)
 
 
-@cluster_chain.stage(retries=3, backoff=(0.2, 2), timeout=60)
-def cluster_one(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
-    _record(ctx)
-    return {}
-
-
-@cluster_chain.stage(retries=3, backoff=(0.2, 2), timeout=60)
-def cluster_two(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
-    _record(ctx)
-    return {}
-
-
-@cluster_chain.stage(retries=3, backoff=(0.2, 2), timeout=60)
-def cluster_three(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
-    _record(ctx)
-    return {}
+for _name in ("cluster_one", "cluster_two", "cluster_three"):
+    cluster_chain.stage(_name, retries=3, backoff=(0.2, 2), timeout=60)(_sleep_then_record)
 
 
 def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster") -> None:
