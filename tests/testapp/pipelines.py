@@ -446,8 +446,8 @@ class TestFlow(BaseModel):
     seq: int = 0
 
 
-for _flow_type in ("test.flow_throttle", "test.flow_drop", "test.flow_debounce", "test.flow_batch",
-                   "test.flow_priority"):
+for _flow_type in ("test.flow_throttle", "test.flow_drop", "test.flow_debounce", "test.flow_debounce_burst",
+                   "test.flow_batch", "test.flow_priority"):
     event_type(_flow_type)(TestFlow)
 
 
@@ -467,6 +467,10 @@ flow_dropped.stage("only", retries=0, timeout=30)(_seq)
 flow_debounced = Pipeline("flow_debounced", on="test.flow_debounce", queue=FLOW_QUEUE,
                           debounce=Debounce(seconds=2, key="key", max_wait=5))
 flow_debounced.stage("reindex", retries=0, timeout=30)(_seq)
+# Without a maximum wait: how many events one window takes depends only on their spacing.
+flow_debounced_burst = Pipeline("flow_debounced_burst", on="test.flow_debounce_burst", queue=FLOW_QUEUE,
+                                debounce=Debounce(seconds=2, key="key"))
+flow_debounced_burst.stage("reindex", retries=0, timeout=30)(_seq)
 
 flow_batched = Pipeline("flow_batched", on="test.flow_batch", queue=FLOW_QUEUE,
                         batch=Batch(size=25, seconds=600, key="key"))
