@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = get_logger("pipeline.flow")
 
 WAITED = "flow_waited"  # message option: the rule this message waited for (it was throttled or held)
-TURN = "flow_turn"  # message option: it comes back at a turn the rate limit gave it
 
 
 def admit(stage: "Stage", info: "RunInfo", message: Any) -> datetime | bool:
@@ -50,7 +49,7 @@ def admit(stage: "Stage", info: "RunInfo", message: Any) -> datetime | bool:
         rules.append((stage.actor_name, stage.rate_limit))
     for name, rule in rules:
         key = key_of(rule.key, info.payload or {})
-        decision = rate.acquire(name, key, rule, had_turn=TURN in options)
+        decision = rate.acquire(name, key, rule)
         if not decision.admitted:
             _refused(stage, info, message, rule, key, decision, ids)
             return False
@@ -119,8 +118,9 @@ def _refused(stage: "Stage", info: "RunInfo", message: Any, rule: Any, key: str,
         with transaction.atomic():
             states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED, finished_at=decision.now,
                               error=error, quiet_refusal=True)
+            fields = {k: v for k, v in ids.items() if k != "run_id"}
             if states.move_run(info.run_id, RunStatus.CANCELLED, finished_at=decision.now, error=error,
-                               log_fields={**ids, "reason": error}):
+                               log_fields={**fields, "reason": error}):
                 outcomes.emit_outcome(info.run_id, RunStatus.CANCELLED, info.pipeline)
         log.info("flow.dropped", rule=rule.rule, key=key, stage=stage.name, **ids)
         return
@@ -130,7 +130,7 @@ def _refused(stage: "Stage", info: "RunInfo", message: Any, rule: Any, key: str,
     states.move_stage(info.run_id, stage.name, StageStatus.THROTTLED, next_attempt_at=decision.retry_at,
                       quiet_refusal=True)
     log.info("flow.waiting", rule=rule.rule, key=key, stage=stage.name, retry_in_ms=delay_ms, **ids)
-    _again(stage, message, delay_ms, {TURN: True, WAITED: rule.rule})
+    _again(stage, message, delay_ms, {WAITED: rule.rule})
 
 
 __all__ = ["admit"]

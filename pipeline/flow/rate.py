@@ -37,10 +37,10 @@ def interval(rule: RateLimit) -> timedelta:
     return timedelta(microseconds=math.ceil(rule.per * 1_000_000 / rule.limit))
 
 
-def acquire(name: str, key: str, rule: RateLimit, had_turn: bool = False) -> Decision:
-    """One admission decision for rule `name` and `key`, in its own transaction. `had_turn`: the
-    stage comes back at a turn it was given, and is refused only because the admission before it
-    came late; it tries again at the next free moment instead of queueing behind every waiter."""
+def acquire(name: str, key: str, rule: RateLimit) -> Decision:
+    """One admission decision for rule `name` and `key`, in its own transaction. A stage refused
+    again at its turn (the admission before it came late) takes a new turn at the end of the line:
+    sending every such stage back at the next free moment made them a crowd that grew each time."""
     with transaction.atomic():
         FlowRate.objects.bulk_create([FlowRate(rule=name, key=key)], ignore_conflicts=True)
         row = FlowRate.objects.select_for_update().get(rule=name, key=key)
@@ -53,8 +53,6 @@ def acquire(name: str, key: str, rule: RateLimit, had_turn: bool = False) -> Dec
             return Decision(True, now)
         if rule.mode != "throttle":
             return Decision(False, now)
-        if had_turn:
-            return Decision(False, now, earliest)
         turn = earliest if row.hint is None or row.hint < earliest else row.hint + step
         FlowRate.objects.filter(pk=row.pk).update(hint=turn)
         return Decision(False, now, turn)
