@@ -138,6 +138,8 @@ def test_a_batch_that_does_not_fill_goes_when_due(db, clock):
     windows.admit(p, "batch", *second, at(1), "*", held=False)
     clock["now"] = at(1.5)
     assert not windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
+    # held, not stalled: the relay leaves its first stage alone until the window is due
+    assert StageRun.objects.get(run_id=first[0]).enqueued_at == at(2)
     clock["now"] = at(2)
     assert windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
     assert len(windows.batch_of(first[0])) == 2

@@ -87,6 +87,8 @@ def _due_or_held(window: FlowWindow, now: datetime) -> Admission:
         size = window.size
         window.delete()
         return Admission(proceed=True, size=size)
+    # The relay looks for first stages pending too long: a held one is not, until its window is due.
+    StageRun.objects.filter(run_id=window.leader_run, status=StageStatus.PENDING).update(enqueued_at=window.due_at)
     return Admission(proceed=False, due_in_ms=max(1, int((window.due_at - now).total_seconds() * 1000) + 1),
                      size=window.size)
 
