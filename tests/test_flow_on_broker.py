@@ -66,6 +66,7 @@ def test_a_global_rate_limit_holds_across_every_worker_and_every_throttled_run_c
 
 
 def test_a_rate_limit_in_drop_mode_cancels_the_excess_runs_and_says_why(live_flow_worker):
+    """RateLimit(1, per=600, burst=1): two start at once, then one per 600 s: of five, three dropped."""
     for i in range(5):
         emit("test.flow_drop", {"key": "a", "seq": i})
     emit("test.flow_drop", {"key": "b", "seq": 9})
@@ -75,7 +76,7 @@ def test_a_rate_limit_in_drop_mode_cancels_the_excess_runs_and_says_why(live_flo
         by_key.setdefault(run.event.payload["key"], []).append(run)
     assert sorted(r.status for r in by_key["a"]) == ["cancelled"] * 3 + ["succeeded"] * 2
     assert [r.status for r in by_key["b"]] == ["succeeded"]  # a key of its own
-    assert all("dropped by rate limit (2 per 600 s, key a)" in r.error for r in by_key["a"] if r.status == "cancelled")
+    assert all("dropped by rate limit (1 per 600 s, key a)" in r.error for r in by_key["a"] if r.status == "cancelled")
 
 
 def test_fifty_events_of_one_key_in_a_burst_make_one_run_with_the_last_payload(live_flow_worker):

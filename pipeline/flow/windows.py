@@ -45,18 +45,26 @@ def admit(pipeline: "object", kind: str, run_id: str, event_id: str, occurred_at
     """Decides, in one transaction, what the first stage's message of `run_id` does (see above)."""
     rule = pipeline.debounce if kind == "debounce" else pipeline.batch
     name = pipeline.name
+    def pending() -> bool:
+        return Run.objects.filter(id=run_id).values_list("status", flat=True).first() == RunStatus.PENDING
+
+    if not pending():
+        return Admission(proceed=True)  # started already (a redelivery), a replay, or over: the claim decides
+    # Locks: the window's row first, then runs are changed (never a run's row first: two messages
+    # of one window taking them in opposite orders would deadlock on PostgreSQL).
     with transaction.atomic():
-        status = Run.objects.select_for_update().filter(id=run_id).values_list("status", flat=True).first()
-        if status != RunStatus.PENDING:
-            return Admission(proceed=True)  # started already (a redelivery), a replay, or over: the claim decides
-        now = utcnow()
-        first_due = occurred_at + timedelta(seconds=rule.seconds)
         window = None
         while window is None:  # (PostgreSQL: a window closed between the two statements is opened again)
             FlowWindow.objects.bulk_create([FlowWindow(
                 kind=kind, pipeline=name, key=key, leader_run=run_id, leader_occurred_at=occurred_at,
-                opened_at=occurred_at, due_at=first_due, size=1)], ignore_conflicts=True)
+                opened_at=occurred_at, due_at=occurred_at + timedelta(seconds=rule.seconds), size=1)],
+                ignore_conflicts=True)
             window = FlowWindow.objects.select_for_update().filter(kind=kind, pipeline=name, key=key).first()
+        now = utcnow()  # read under the window's lock
+        if not pending():  # folded or cancelled meanwhile
+            if str(window.leader_run) == str(run_id):
+                window.delete()
+            return Admission(proceed=True)
         if str(window.leader_run) == str(run_id):
             if kind == "batch" and not FlowBatchItem.objects.filter(run_id=run_id, event_id=event_id).exists():
                 FlowBatchItem.objects.create(run_id=run_id, event_id=event_id, occurred_at=occurred_at)

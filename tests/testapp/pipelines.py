@@ -461,7 +461,7 @@ flow_throttled.stage("prepare", retries=0, timeout=30)(_seq)  # continued inline
 flow_throttled.stage("call_api", retries=0, timeout=30, rate_limit=RateLimit(10, per=1.0, burst=2))(_seq)
 
 flow_dropped = Pipeline("flow_dropped", on="test.flow_drop", queue=FLOW_QUEUE,
-                        rate_limit=RateLimit(2, per=600, key="key", mode="drop"))
+                        rate_limit=RateLimit(1, per=600, key="key", burst=1, mode="drop"))
 flow_dropped.stage("only", retries=0, timeout=30)(_seq)
 
 flow_debounced = Pipeline("flow_debounced", on="test.flow_debounce", queue=FLOW_QUEUE,
