@@ -126,7 +126,8 @@ def test_a_batch_closes_when_full_and_its_run_carries_every_event(db, clock):
     assert got[2].publish_leader == runs[0][0]  # the third fills it: the leader goes now
     assert got[3].due_in_ms > 0 and not got[3].proceed  # the fourth opens the next batch
     assert windows.batch_of(runs[0][0]) == [(e, at(i)) for i, (_, e) in enumerate(runs[:3])]
-    assert windows.admit(p, "batch", *runs[0], at(0), "*", held=True).proceed
+    assert windows.admit(p, "batch", *runs[0], at(0), "*", held=True).proceed  # its full batch's message
+    assert FlowWindow.objects.get().leader_run == uuid.UUID(runs[3][0])  # ...opened no window of its own
     assert [Run.objects.get(id=r).status for r, _ in runs] == ["pending", "batched", "batched", "pending"]
     assert FlowBatchItem.objects.filter(run_id=runs[3][0]).count() == 1
 
@@ -143,3 +144,12 @@ def test_a_batch_that_does_not_fill_goes_when_due(db, clock):
     clock["now"] = at(2)
     assert windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
     assert len(windows.batch_of(first[0])) == 2
+
+
+def test_the_leader_of_a_full_batch_goes_on_and_opens_no_window(db, clock):
+    p = SimpleNamespace(name="flow_logic_full", debounce=None, batch=Batch(2, seconds=60))
+    first, second = _run(p.name, at(0)), _run(p.name, at(1))
+    windows.admit(p, "batch", *first, at(0), "*", held=False)
+    assert windows.admit(p, "batch", *second, at(1), "*", held=False).publish_leader == first[0]
+    assert windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
+    assert not FlowWindow.objects.exists()

@@ -55,11 +55,14 @@ def admit(pipeline: "object", kind: str, run_id: str, event_id: str, occurred_at
     with transaction.atomic():
         window = None
         while window is None:  # (PostgreSQL: a window closed between the two statements is opened again)
-            FlowWindow.objects.bulk_create([FlowWindow(
-                kind=kind, pipeline=name, key=key, leader_run=run_id, leader_occurred_at=occurred_at,
-                opened_at=occurred_at, due_at=occurred_at + timedelta(seconds=rule.seconds), size=1)],
-                ignore_conflicts=True)
+            if not held:  # a held leader whose window is gone (closed when full) opens none: it goes on
+                FlowWindow.objects.bulk_create([FlowWindow(
+                    kind=kind, pipeline=name, key=key, leader_run=run_id, leader_occurred_at=occurred_at,
+                    opened_at=occurred_at, due_at=occurred_at + timedelta(seconds=rule.seconds), size=1)],
+                    ignore_conflicts=True)
             window = FlowWindow.objects.select_for_update().filter(kind=kind, pipeline=name, key=key).first()
+            if window is None and held:
+                return Admission(proceed=True)
         now = utcnow()  # read under the window's lock
         if not pending():  # folded or cancelled meanwhile
             if str(window.leader_run) == str(run_id):
