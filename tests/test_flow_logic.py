@@ -89,6 +89,8 @@ def test_debounce_keeps_the_newest_event_and_ends_the_others_debounced(db, clock
     clock["now"] = at(2.3)
     leader = windows.admit(p, "debounce", runs[2][0], runs[2][1], at(0.2), "k1", held=True)
     assert leader.proceed and not FlowWindow.objects.exists()
+    stale = windows.admit(p, "debounce", runs[0][0], runs[0][1], at(0), "k1", held=True)  # a folded run's message
+    assert stale.gone and not stale.proceed and not FlowWindow.objects.exists()
 
 
 def test_an_older_event_arriving_late_is_folded_into_the_newer_leader(db, clock):

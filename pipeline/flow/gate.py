@@ -81,6 +81,9 @@ def _window(stage: "Stage", info: "RunInfo", message: Any, options: dict, rule: 
     key = key_of(rule.key, info.payload or {})
     got = windows.admit(stage.pipeline, kind, info.run_id, info.event_id, info.occurred_at, key,
                         held=bool(options.get(windows.HELD)))
+    if got.gone:
+        log.info("flow.skipped_message", rule=kind, key=key, **ids, reason="its run is over (folded or ended)")
+        return False
     if got.superseded:
         log.info("flow.dropped", rule=kind, key=key, **{**ids, "run_id": got.superseded}, superseded_by=info.run_id)
     if got.folded_into is not None:

@@ -17,7 +17,7 @@ Times are the events' `occurred_at`, so a slow worker does not change which even
 window; an event that reaches a window after it closed opens the next one."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -37,7 +37,7 @@ class Admission:
     superseded: str | None = None  # debounce: this earlier leader's run ended debounced
     publish_leader: str | None = None  # batch: full, the leader's message goes now
     size: int = 0
-    extra: dict = field(default_factory=dict)
+    gone: bool = False  # the run is over (folded, cancelled...): this message has nothing to do
 
 
 def admit(pipeline: "object", kind: str, run_id: str, event_id: str, occurred_at: datetime, key: str,
@@ -45,11 +45,14 @@ def admit(pipeline: "object", kind: str, run_id: str, event_id: str, occurred_at
     """Decides, in one transaction, what the first stage's message of `run_id` does (see above)."""
     rule = pipeline.debounce if kind == "debounce" else pipeline.batch
     name = pipeline.name
-    def pending() -> bool:
-        return Run.objects.filter(id=run_id).values_list("status", flat=True).first() == RunStatus.PENDING
 
-    if not pending():
-        return Admission(proceed=True)  # started already (a redelivery), a replay, or over: the claim decides
+    def status() -> str | None:
+        return Run.objects.filter(id=run_id).values_list("status", flat=True).first()
+
+    now_status = status()
+    if now_status != RunStatus.PENDING:
+        # Folded into another run, or over: nothing to do. Running: a redelivery, or a replay; the claim decides.
+        return Admission(proceed=now_status == RunStatus.RUNNING, gone=now_status != RunStatus.RUNNING)
     # Locks: the window's row first, then runs are changed (never a run's row first: two messages
     # of one window taking them in opposite orders would deadlock on PostgreSQL).
     with transaction.atomic():
@@ -64,10 +67,11 @@ def admit(pipeline: "object", kind: str, run_id: str, event_id: str, occurred_at
             if window is None and held:
                 return Admission(proceed=True)
         now = utcnow()  # read under the window's lock
-        if not pending():  # folded or cancelled meanwhile
+        now_status = status()
+        if now_status != RunStatus.PENDING:  # folded, cancelled or started meanwhile
             if str(window.leader_run) == str(run_id):
                 window.delete()
-            return Admission(proceed=True)
+            return Admission(proceed=now_status == RunStatus.RUNNING, gone=now_status != RunStatus.RUNNING)
         if str(window.leader_run) == str(run_id):
             if kind == "batch" and not FlowBatchItem.objects.filter(run_id=run_id, event_id=event_id).exists():
                 FlowBatchItem.objects.create(run_id=run_id, event_id=event_id, occurred_at=occurred_at)
