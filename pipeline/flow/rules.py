@@ -27,9 +27,11 @@ def _key(value: object, what: str) -> None:
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most `limit` starts per `per` seconds per key (None: one global key), plus `burst`
-    more at once after a quiet spell. `mode="throttle"`: the excess waits for its turn (the stage
-    shows `throttled`); `mode="drop"`: the excess is not run, its run ends cancelled, recorded."""
+    """At most `limit` starts per `per` seconds per key (None: one global key), spread evenly
+    (one every per/limit seconds), plus `burst` more at once after a quiet spell: no window of
+    `per` seconds holds more than `limit + burst` starts. `mode="throttle"`: the excess waits for
+    its turn (the stage shows `throttled`); `mode="drop"`: the excess is not run, its run ends
+    cancelled, recorded."""
 
     limit: int
     per: float = 1.0
