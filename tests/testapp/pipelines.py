@@ -434,7 +434,7 @@ def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster
         time.sleep(max(0.0, start + (n + 1) / per_second - time.monotonic()))
 
 
-# --- Flow control: rate limits, debounce, priority, batching (tests/test_flow_rates.py) -----------
+# --- Flow control: rate limits, debounce, priority, batching (tests/pipeline/test_flow_*.py) ----
 
 FLOW_QUEUE = "flow"  # one queue of their own: a worker of the flow tests consumes only these
 PRIORITY_QUEUE = "flow_priority"  # filled before its worker starts (the priority test)
