@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = get_logger("pipeline.flow")
 
 WAITED = "flow_waited"  # message option: the rule this message waited for (it was throttled or held)
+WAITED_KEY = "flow_key"  # message option: ...and the key it waited under
 
 
 def admit(stage: "Stage", info: "RunInfo", message: Any) -> datetime | bool:
@@ -56,7 +57,7 @@ def admit(stage: "Stage", info: "RunInfo", message: Any) -> datetime | bool:
         admitted = decision.now
     waited = options.get(WAITED)
     if waited:
-        log.info("flow.released", rule=waited, stage=stage.name, **ids)
+        log.info("flow.released", rule=waited, key=options.get(WAITED_KEY), stage=stage.name, **ids)
     return admitted
 
 
@@ -85,7 +86,7 @@ def _window(stage: "Stage", info: "RunInfo", message: Any, options: dict, rule: 
         log.info("flow.skipped_message", rule=kind, key=key, **ids, reason="its run is over (folded or ended)")
         return False
     if got.superseded:
-        log.info("flow.dropped", rule=kind, key=key, **{**ids, "run_id": got.superseded}, superseded_by=info.run_id)
+        log.info("flow.dropped", rule=kind, key=key, **_ids_of(got.superseded, info.pipeline), superseded_by=info.run_id)
     if got.folded_into is not None:
         if kind == "debounce":
             log.info("flow.dropped", rule=kind, key=key, **ids, superseded_by=got.folded_into)
@@ -96,21 +97,26 @@ def _window(stage: "Stage", info: "RunInfo", message: Any, options: dict, rule: 
         return False
     if got.proceed:
         if options.get(windows.HELD):
-            options[WAITED] = kind
+            options[WAITED], options[WAITED_KEY] = kind, key
         return True
     if message is None:
         raise RuntimeError(f"{stage.actor_name}: a {kind} window needs a broker message to hold")
     log.info("flow.waiting", rule=kind, key=key, **ids, due_in_ms=got.due_in_ms, events=got.size)
-    _again(stage, message, got.due_in_ms, {windows.HELD: True, WAITED: kind})
+    _again(stage, message, got.due_in_ms, {windows.HELD: True, WAITED: kind, WAITED_KEY: key})
     return False
+
+
+def _ids_of(run_id: str, pipeline: str) -> dict:
+    """Another run's ids, for a line about it (a debounced leader, a full batch's run)."""
+    event_id, trace_id = Run.objects.filter(id=run_id).values_list("event_id", "event__trace_id").first()
+    return {"run_id": run_id, "event_id": str(event_id), "trace_id": trace_id, "pipeline": pipeline}
 
 
 def _publish_leader(stage: "Stage", run_id: str, kind: str, key: str) -> None:
     """A full batch: its run's first stage goes now (its held message, due later, finds it started)."""
-    event_id, trace_id = Run.objects.filter(id=run_id).values_list("event_id", "event__trace_id").first()
-    log.info("flow.released", rule=kind, key=key, run_id=run_id, event_id=str(event_id), trace_id=trace_id,
-             pipeline=stage.pipeline.name, reason="batch full")
-    enqueue_stage(stage, run_id=run_id, event_id=str(event_id), trace_id=trace_id,
+    ids = _ids_of(run_id, stage.pipeline.name)
+    log.info("flow.released", rule=kind, key=key, **ids, reason="batch full")
+    enqueue_stage(stage, run_id=run_id, event_id=ids["event_id"], trace_id=ids["trace_id"],
                   carried={windows.HELD: True, "priority": stage.pipeline.priority})
 
 
@@ -133,7 +139,7 @@ def _refused(stage: "Stage", info: "RunInfo", message: Any, rule: Any, key: str,
     states.move_stage(info.run_id, stage.name, StageStatus.THROTTLED, next_attempt_at=decision.retry_at,
                       quiet_refusal=True)
     log.info("flow.waiting", rule=rule.rule, key=key, stage=stage.name, retry_in_ms=delay_ms, **ids)
-    _again(stage, message, delay_ms, {WAITED: rule.rule})
+    _again(stage, message, delay_ms, {WAITED: rule.rule, WAITED_KEY: key})
 
 
 __all__ = ["admit"]

@@ -90,6 +90,13 @@ def test_fifty_events_of_one_key_in_a_burst_make_one_run_with_the_last_payload(l
     carried = next(r for r in ran if str(r.event_id) == ids[-1])
     assert StageRun.objects.get(run=carried).result == {"seq": 50}
     assert sum(r.status == "debounced" for r in runs) == 49
+    debounced = {str(r.id): r for r in runs if r.status == "debounced"}
+    dropped = wait_for(lambda: [line for line in read_log_lines("flow-worker*.jsonl")
+                                if line.get("event") == "flow.dropped" and line.get("key") == "burst"
+                                and line.get("run_id") in debounced] or None, 30, "the flow.dropped lines")
+    assert {line["run_id"] for line in dropped} == set(debounced)  # one line for each, with its own ids
+    assert all(line["rule"] == "debounce" and line["event_id"] == str(debounced[line["run_id"]].event_id)
+               and line["trace_id"] and line["superseded_by"] for line in dropped)
 
 
 def test_a_steady_stream_still_runs_every_max_wait(live_flow_worker):
