@@ -36,6 +36,7 @@ from .errors import (
 )
 from .events import emit, event_type, schemas as event_schemas, start, validate_start_payload
 from .files import create_private, write_private
+from .flow import URGENT, Batch, Debounce, RateLimit
 from .logfiles import MAX_LINE_BYTES, parse_line
 from .logging import get_logger, redact
 from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
@@ -58,6 +59,11 @@ __all__ = [
     "emit",
     "start",
     "validate_start_payload",
+    # Flow control (pipeline/flow/)
+    "RateLimit",
+    "Debounce",
+    "Batch",
+    "URGENT",
     # What is declared
     "registry",
     "event_schemas",
