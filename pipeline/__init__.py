@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import conf
-from .broker import broker_urls, check_broker, for_probe, quiet_pika, redacted_url
+from .broker import broker_urls, check_broker, queue_depths, redacted_url, stage_queues
 from .context import EventView, StageContext
 from .definitions import Pipeline, registry
 from .errors import (
@@ -95,8 +95,8 @@ __all__ = [
     "write_private",
     "check_broker",
     "broker_urls",
-    "for_probe",
-    "quiet_pika",
+    "queue_depths",
+    "stage_queues",
     "redacted_url",
     "store_outage",
     # Logs and traces

@@ -25,8 +25,8 @@ prometheus_client is imported lazily (inside functions): in multiprocess mode it
 before it creates a metric, and a worker process only knows its directory once it has booted.
 
 The package: `processor` (the metrics and the log processor that updates them), `exposition`
-(the scrape-time gauges, the text format, the HTTP endpoint), `queues` (stage queue depths from the
-broker), `multiprocess` (the workers' shared directories). Settings: `pipeline.conf`.
+(the scrape-time gauges, the text format, the HTTP endpoint; queue depths come from
+`pipeline.broker.queue_depths`), `multiprocess` (the workers' shared directories). Settings: `pipeline.conf`.
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from django.db import connection
 from django.db.models import Count, Min
 from django.utils import timezone
 
+from ..broker import queue_depths, stage_queues
 from .processor import metric_families, prime
-from .queues import QUEUE_CHECK_TIMEOUT, queue_states
 from .settings import bind_address
 
 
@@ -85,7 +85,7 @@ class SystemCollector:
     def _queues(self, Gauge: Any) -> Iterator[Any]:
         up = Gauge("pipeline_broker_up", "1 when the broker answered this scrape's queue checks.")
         try:
-            states = queue_states(timeout=QUEUE_CHECK_TIMEOUT)
+            states = queue_depths(f"{base}{suffix}" for base in stage_queues() for suffix in ("", ".DQ", ".XQ"))
         except Exception:
             up.add_metric([], 0)
             yield up
