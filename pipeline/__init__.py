@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
     from .models import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus, WorkerHeartbeat
     from .operations import cancel, failed_runs, replay
     from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
+    from .liveness import is_offline as worker_is_offline, live_workers, offline_after as worker_offline_after
     from .publisher import relay_once
 
 __all__ = [
@@ -81,6 +82,10 @@ __all__ = [
     "StageStatus",
     "WorkerHeartbeat",
     "ACTIVE_RUN_STATUSES",
+    # Worker liveness: one threshold for every reader (needs the app registry)
+    "live_workers",
+    "worker_is_offline",
+    "worker_offline_after",
     # Operations on runs (needs the app registry)
     "cancel",
     "replay",
@@ -123,6 +128,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "add_outcome_listener": ("outcomes", "add_listener"),
     "add_outcome_observer": ("outcomes", "add_observer"),
     "relay_once": ("publisher", "relay_once"),
+    "live_workers": ("liveness", "live_workers"),
+    "worker_is_offline": ("liveness", "is_offline"),
+    "worker_offline_after": ("liveness", "offline_after"),
 }
 
 

@@ -4,8 +4,10 @@ runs in progress and queue depth read when scraped."""
 import re
 import socket
 import sys
+import tempfile
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import structlog
@@ -14,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import emit
+from pipeline.metrics import metrics_base_dir
 from pipeline.models import Event, Run
 from tests.conftest import ManagedProcess, child_env, purge_queues, start_worker, wait_for
 
@@ -242,3 +245,18 @@ def assert_prometheus_conventions(text: str) -> None:
             assert not family.name.endswith("_total"), family.name
         for sample in family.samples:
             assert all(NAME.match(label) for label in sample.labels), sample
+
+
+@pytest.mark.store_independent
+def test_the_workers_metrics_folder_is_the_setting_else_under_var_else_a_temporary_folder_never_beside_the_source(
+        settings, monkeypatch, tmp_path):
+    source = Path(__file__).resolve().parent.parent
+    settings.PIPELINE_METRICS_DIR = str(tmp_path / "chosen")
+    assert metrics_base_dir() == tmp_path / "chosen"
+    settings.PIPELINE_METRICS_DIR = ""
+    monkeypatch.delenv("PIPELINE_METRICS_DIR", raising=False)
+    monkeypatch.setenv("PIPELINE_VAR_DIR", str(tmp_path / "var"))
+    assert metrics_base_dir() == tmp_path / "var" / "prometheus"
+    monkeypatch.delenv("PIPELINE_VAR_DIR")
+    fallback = metrics_base_dir()
+    assert fallback.parent == Path(tempfile.gettempdir()) and source not in fallback.parents

@@ -167,6 +167,8 @@ LOGIN_URL = "/admin/login/"
 
 PIPELINE_BROKER_URL = os.environ.get("PIPELINE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 PIPELINE_LOG_DIR = os.environ.get("PIPELINE_LOG_DIR", str(VAR_DIR / "log"))
+# The workers' multiprocess metrics folders (PIPELINE_WORKER_METRICS_PORT): under var/ like the rest.
+PIPELINE_METRICS_DIR = os.environ.get("PIPELINE_METRICS_DIR") or str(VAR_DIR / "prometheus")
 
 DRAMATIQ_BROKER = {
     # Dramatiq's RabbitMQ broker, declaring quorum or classic queues (PIPELINE_QUEUE_TYPE), with or

@@ -1,13 +1,13 @@
-"""Where the metrics endpoints listen and keep their files: environment only (a worker's
-exposition process has no Django), each read through `pipeline.conf`."""
+"""Where the metrics endpoints listen and keep their files, each read through `pipeline.conf`: the
+ports and the address from the environment only (the scheduler reads them before its first log
+line), the workers' folder as a setting (it is chosen in a worker process, Django set up)."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from .. import conf
-
-# The project's var/ folder when PIPELINE_VAR_DIR is not set (as before the package split: beside the source).
-_PROJECT_VAR = Path(__file__).resolve().parent.parent.parent / "var"
 
 
 def worker_port() -> int | None:
@@ -23,6 +23,13 @@ def bind_address() -> str:
 
 
 def metrics_base_dir() -> Path:
-    if conf.environment("PIPELINE_METRICS_DIR"):
-        return Path(conf.environment("PIPELINE_METRICS_DIR"))
-    return Path(conf.environment("PIPELINE_VAR_DIR") or _PROJECT_VAR) / "prometheus"
+    """`PIPELINE_METRICS_DIR`; else `<PIPELINE_VAR_DIR>/prometheus`; else a folder of this user's in
+    the system's temporary folder. Never beside the source: an installed engine's folder may not
+    be writable, and two projects would share one."""
+    chosen = conf.get("PIPELINE_METRICS_DIR")
+    if chosen:
+        return Path(chosen)
+    var = conf.environment("PIPELINE_VAR_DIR")
+    if var:
+        return Path(var) / "prometheus"
+    return Path(tempfile.gettempdir()) / f"pipeline-metrics-{os.getuid()}"

@@ -27,6 +27,7 @@ from pipeline import (
     redact,
     registry,
     replay,
+    worker_offline_after,
 )
 from schedules import operations as schedule_ops
 from schedules.models import ScheduleRecord
@@ -309,7 +310,7 @@ def failed_replay(request: HttpRequest) -> HttpResponse:
 def workers_page(request: HttpRequest) -> HttpResponse:
     rows = workers.worker_rows()
     return render(request, "dashboard/workers.html", {
-        "nav": "workers", "rows": rows, "threshold": workers.offline_after(),
+        "nav": "workers", "rows": rows, "threshold": worker_offline_after(),
         "online": sum(1 for r in rows if r.state == "online"), "now": timezone.now(),
     })
 
