@@ -39,11 +39,12 @@ from .logfiles import MAX_LINE_BYTES, parse_line
 from .logging import get_logger, redact
 from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
 from .request_context import trust_received_trace
+from .statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, StageStatus
 from .store_health import outage as store_outage
 from .tracing import new_trace_id
 
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
-    from .models import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus, WorkerHeartbeat
+    from .models import Event, Run, StageRun, WorkerHeartbeat
     from .operations import cancel, failed_runs, replay
     from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
     from .liveness import is_offline as worker_is_offline, live_workers, offline_after as worker_offline_after
@@ -74,14 +75,16 @@ __all__ = [
     "BrokerUnavailable",
     "StoreUnavailable",
     "TraceUsageError",
+    # Statuses
+    "RunStatus",
+    "StageStatus",
+    "ACTIVE_RUN_STATUSES",
+    "FINAL_RUN_STATUSES",
     # The run store (needs the app registry)
     "Event",
     "Run",
-    "RunStatus",
     "StageRun",
-    "StageStatus",
     "WorkerHeartbeat",
-    "ACTIVE_RUN_STATUSES",
     # Worker liveness: one threshold for every reader (needs the app registry)
     "live_workers",
     "worker_is_offline",
@@ -122,8 +125,7 @@ __all__ = [
 
 # name -> (module, attribute) for the names loaded on first use.
 _LAZY: dict[str, tuple[str, str]] = {
-    **{name: ("models", name) for name in ("Event", "Run", "RunStatus", "StageRun", "StageStatus", "WorkerHeartbeat",
-                                           "ACTIVE_RUN_STATUSES")},
+    **{name: ("models", name) for name in ("Event", "Run", "StageRun", "WorkerHeartbeat")},
     **{name: ("operations", name) for name in ("cancel", "failed_runs", "replay")},
     "add_outcome_listener": ("outcomes", "add_listener"),
     "add_outcome_observer": ("outcomes", "add_observer"),

@@ -9,26 +9,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-
-class RunStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-# A run still under way: new stages may start, it may be cancelled, a schedule's next fire overlaps it.
-ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-
-
-class StageStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+from .statuses import ACTIVE_RUN_STATUSES, RunStatus, StageStatus  # noqa: F401  (re-exported)
 
 
 class Event(models.Model):

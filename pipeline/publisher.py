@@ -14,7 +14,8 @@ from django.utils import timezone
 from . import conf, writer
 from .definitions import DefinitionError, Stage, registry
 from .logging import get_logger
-from .models import ACTIVE_RUN_STATUSES, Event, StageRun, StageStatus
+from .models import Event, StageRun
+from .statuses import ACTIVE_RUN_STATUSES, StageStatus
 
 log = get_logger("pipeline.publisher")
 

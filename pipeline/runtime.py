@@ -32,10 +32,11 @@ from .definitions import Stage
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
-from .models import Run, StageRun, StageStatus
+from .models import Run, StageRun
 from .publisher import publish_ready
 from .run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from .sql import now as utcnow
+from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, StageStatus
 
 log = get_logger("pipeline.runtime")
 
@@ -45,8 +46,7 @@ _local = threading.local()
 
 
 def runs_ended() -> list[tuple[str, str, str]]:
-    """(run id, pipeline, status) of the runs the current message's processing ended, once
-    committed. For Dramatiq middleware that acts when a run is over (the benchmark's signal)."""
+    """(run id, pipeline, status) of the runs this message ended, once committed (for run-end middleware)."""
     return getattr(_local, "ended", [])
 
 
@@ -267,8 +267,8 @@ def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
         log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
         return None
     run_status = Run.objects.filter(id=info.run_id).values_list("status", flat=True).first()
-    if run_status not in states.RUN_ACTIVE:
-        if row["status"] in (*states.STAGE_WAITING, StageStatus.RUNNING):
+    if run_status not in ACTIVE_RUN_STATUSES:
+        if row["status"] in (*WAITING_STAGE_STATUSES, StageStatus.RUNNING):
             # Cancelled, or failed in another branch: this stage must not start.
             states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED,
                               log_fields={"reason": f"run {run_status}"}, finished_at=utcnow(), quiet_refusal=True)
