@@ -7,9 +7,11 @@ This module is the engine's one door: `web/`, `schedules/` and user code import 
 `pipeline`, never from its other modules (`tests/test_layers.py` checks it).
 Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`).
 
-The names in the "needs the app registry" groups (the run store's models and what queries
-them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package before its
-app registry is ready, when no model may be imported yet."""
+The names marked "needs the app registry" (the run store's models and every module that imports
+them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package, and the
+settings and django-dramatiq's middleware import it, before its app registry is ready, when no
+model may be imported yet. So the engine's modules import the models at their top, and none of
+them needs an import inside a function to get round the app registry."""
 from __future__ import annotations
 
 import importlib
@@ -17,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from . import conf
 from .broker import broker_urls, check_broker, queue_depths, redacted_url, stage_queues
-from .context import EventView, StageContext
 from .definitions import Pipeline, registry
 from .errors import (
     BrokerUnavailable,
@@ -33,32 +34,37 @@ from .errors import (
     TraceUsageError,
     UnknownEventType,
 )
-from .events import emit, event_type, schemas as event_schemas, start, validate_start_payload
 from .files import create_private, write_private
 from .logfiles import MAX_LINE_BYTES, parse_line
 from .logging import get_logger, redact
-from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
+from .metrics import bind_address, scheduler_port, start_http_server, worker_port
+from .payloads import event_type, validate_start_payload
 from .request_context import trust_received_trace
+from .schemas import schemas as event_schemas
 from .statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, StageStatus
 from .store_health import outage as store_outage
 from .tracing import new_trace_id
 
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
+    from .context import EventView, StageContext
+    from .events import emit, start
+    from .liveness import is_offline as worker_is_offline, live_workers, offline_after as worker_offline_after
+    from .metrics.exposition import SystemCollector, exposition
     from .models import Event, Run, StageRun, WorkerHeartbeat
     from .operations import cancel, failed_runs, replay
     from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
-    from .liveness import is_offline as worker_is_offline, live_workers, offline_after as worker_offline_after
     from .publisher import relay_once
 
 __all__ = [
-    # Declaring and starting work
+    # Declaring work
     "Pipeline",
-    "StageContext",
-    "EventView",
     "event_type",
+    "validate_start_payload",
+    # Starting and running work (needs the app registry)
     "emit",
     "start",
-    "validate_start_payload",
+    "StageContext",
+    "EventView",
     # What is declared
     "registry",
     "event_schemas",
@@ -115,16 +121,23 @@ __all__ = [
     "parse_line",
     "MAX_LINE_BYTES",
     # Metrics
-    "exposition",
     "bind_address",
     "worker_port",
     "scheduler_port",
     "start_http_server",
+    # Metrics of the whole system (needs the app registry)
+    "exposition",
     "SystemCollector",
 ]
 
 # name -> (module, attribute) for the names loaded on first use.
 _LAZY: dict[str, tuple[str, str]] = {
+    "StageContext": ("context", "StageContext"),
+    "EventView": ("context", "EventView"),
+    "emit": ("events", "emit"),
+    "start": ("events", "start"),
+    "SystemCollector": ("metrics.exposition", "SystemCollector"),
+    "exposition": ("metrics.exposition", "exposition"),
     **{name: ("models", name) for name in ("Event", "Run", "StageRun", "WorkerHeartbeat")},
     **{name: ("operations", name) for name in ("cancel", "failed_runs", "replay")},
     "add_outcome_listener": ("outcomes", "add_listener"),

@@ -9,8 +9,9 @@ from typing import Callable
 from pydantic import BaseModel
 
 from .definitions import OUTCOME_TYPES, registry
-from .events import emit, event_type
+from .events import emit
 from .models import Run
+from .payloads import event_type
 
 
 class RunOutcome(BaseModel):

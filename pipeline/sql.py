@@ -81,7 +81,7 @@ class PostgresDialect(Dialect):
         # Server-side binding: psycopg prepares a statement on the server once it has run
         # `prepare_threshold` times on this connection (0: at once), so each later execution
         # only sends the parameters.
-        import psycopg
+        import psycopg  # here: an optional dependency (the `postgres` extra), used only on PostgreSQL
 
         connection.prepare_threshold = 0
         return psycopg.Cursor(connection)
