@@ -35,7 +35,8 @@ from .errors import (
     UnknownEventType,
 )
 from .files import create_private, write_private
-from .logfiles import MAX_LINE_BYTES, parse_line
+from .log_lines import MAX_LINE_BYTES, parse_line
+from .logfiles import Scan as LogScan, lines_about as log_lines_about
 from .logging import get_logger, redact
 from .metrics import bind_address, scheduler_port, start_http_server, worker_port
 from .payloads import event_type, validate_start_payload
@@ -48,11 +49,11 @@ from .tracing import new_trace_id
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
     from .context import EventView, StageContext
     from .events import emit, start
-    from .liveness import is_offline as worker_is_offline, live_workers, offline_after as worker_offline_after
+    from .liveness import live_workers, worker_is_offline, worker_offline_after
     from .metrics.exposition import SystemCollector, exposition
     from .models import Event, Run, StageRun, WorkerHeartbeat
     from .operations import cancel, failed_runs, replay
-    from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
+    from .outcomes import add_outcome_listener, add_outcome_observer
     from .publisher import relay_once
 
 __all__ = [
@@ -120,6 +121,8 @@ __all__ = [
     "trust_received_trace",
     "parse_line",
     "MAX_LINE_BYTES",
+    "log_lines_about",
+    "LogScan",
     # Metrics
     "bind_address",
     "worker_port",
@@ -130,30 +133,25 @@ __all__ = [
     "SystemCollector",
 ]
 
-# name -> (module, attribute) for the names loaded on first use.
-_LAZY: dict[str, tuple[str, str]] = {
-    "StageContext": ("context", "StageContext"),
-    "EventView": ("context", "EventView"),
-    "emit": ("events", "emit"),
-    "start": ("events", "start"),
-    "SystemCollector": ("metrics.exposition", "SystemCollector"),
-    "exposition": ("metrics.exposition", "exposition"),
-    **{name: ("models", name) for name in ("Event", "Run", "StageRun", "WorkerHeartbeat")},
-    **{name: ("operations", name) for name in ("cancel", "failed_runs", "replay")},
-    "add_outcome_listener": ("outcomes", "add_listener"),
-    "add_outcome_observer": ("outcomes", "add_observer"),
-    "relay_once": ("publisher", "relay_once"),
-    "live_workers": ("liveness", "live_workers"),
-    "worker_is_offline": ("liveness", "is_offline"),
-    "worker_offline_after": ("liveness", "offline_after"),
+# The names loaded on first use, by the module that defines them (under the same name).
+_LAZY_FROM: dict[str, tuple[str, ...]] = {
+    "context": ("StageContext", "EventView"),
+    "events": ("emit", "start"),
+    "liveness": ("live_workers", "worker_is_offline", "worker_offline_after"),
+    "metrics.exposition": ("SystemCollector", "exposition"),
+    "models": ("Event", "Run", "StageRun", "WorkerHeartbeat"),
+    "operations": ("cancel", "failed_runs", "replay"),
+    "outcomes": ("add_outcome_listener", "add_outcome_observer"),
+    "publisher": ("relay_once",),
 }
+_LAZY: dict[str, str] = {name: module for module, names in _LAZY_FROM.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
     try:
-        module, attribute = _LAZY[name]
+        module = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'pipeline' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

@@ -14,20 +14,20 @@ from . import conf
 from .models import WorkerHeartbeat
 
 
-def offline_after() -> float:
+def worker_offline_after() -> float:
     """Seconds of silence after which a worker that has not stopped counts as offline: the
     setting, else four heartbeats (one late beat on a busy host is no death)."""
     value = conf.get("PIPELINE_WORKER_OFFLINE_AFTER_SECONDS")
     return float(value) if value is not None else 4 * float(conf.get("PIPELINE_HEARTBEAT_SECONDS"))
 
 
-def is_offline(beat: WorkerHeartbeat, now: datetime | None = None) -> bool:
+def worker_is_offline(beat: WorkerHeartbeat, now: datetime | None = None) -> bool:
     """Whether this heartbeat row's worker, not stopped, has been silent too long."""
-    return ((now or timezone.now()) - beat.last_seen).total_seconds() > offline_after()
+    return ((now or timezone.now()) - beat.last_seen).total_seconds() > worker_offline_after()
 
 
 def live_workers(now: datetime | None = None, within: float | None = None) -> QuerySet[WorkerHeartbeat]:
     """The heartbeat rows of the worker processes alive now (filter further by host or pid):
-    not stopped, and beating within `within` seconds (default: `offline_after()`)."""
-    since = (now or timezone.now()) - timedelta(seconds=offline_after() if within is None else within)
+    not stopped, and beating within `within` seconds (default: `worker_offline_after()`)."""
+    since = (now or timezone.now()) - timedelta(seconds=worker_offline_after() if within is None else within)
     return WorkerHeartbeat.objects.filter(stopped_at__isnull=True, last_seen__gte=since)

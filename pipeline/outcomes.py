@@ -31,7 +31,7 @@ for _type in OUTCOME_TYPES:
 _listeners: list[Callable[[str, str], bool]] = []
 
 
-def add_listener(wants: Callable[[str, str], bool]) -> None:
+def add_outcome_listener(wants: Callable[[str, str], bool]) -> None:
     _listeners.append(wants)
 
 
@@ -40,7 +40,7 @@ def add_listener(wants: Callable[[str, str], bool]) -> None:
 _observers: list[Callable[[str, dict, str], None]] = []
 
 
-def add_observer(observe: Callable[[str, dict, str], None]) -> None:
+def add_outcome_observer(observe: Callable[[str, dict, str], None]) -> None:
     _observers.append(observe)
 
 

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipeline.broker import check_broker
 from pipeline.errors import BrokerUnavailable
-from pipeline.liveness import live_workers, offline_after
+from pipeline.liveness import live_workers, worker_offline_after
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         host = options["host"] or socket.gethostname()
-        max_age = options["max_age"] if options["max_age"] is not None else offline_after()
+        max_age = options["max_age"] if options["max_age"] is not None else worker_offline_after()
         if max_age <= 0 or options["min_processes"] < 1:
             raise CommandError("--max-age must be > 0 and --min-processes >= 1", returncode=2)
 
