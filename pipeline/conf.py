@@ -115,7 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
             "the process at start)", source="setting, environment"),
     # Folders
     Setting("PIPELINE_VAR_DIR", "", "var",
-            "what the processes keep (database, logs, keys, metrics folders); default: `var/` in the project",
+            "what the processes keep (database, logs, keys, metrics folders); default: `var/` in the working directory",
             source="environment"),
     # Metrics
     Setting("PIPELINE_WORKER_METRICS_PORT", None, "",
@@ -126,9 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PIPELINE_METRICS_ADDR", "127.0.0.1", "127.0.0.1",
             "the address those two endpoints bind (containers need 0.0.0.0)", source="environment"),
     Setting("PIPELINE_METRICS_DIR", "", "",
-            "the workers' multiprocess metrics folders; default: `<PIPELINE_VAR_DIR>/prometheus` when that is "
-            "set, else `pipeline-metrics-<uid>` in the system's temporary folder (this project's settings: "
-            "`var/prometheus`)", source="setting, environment"),
+            "the workers' multiprocess metrics folders (default: `<PIPELINE_VAR_DIR>/prometheus`, never beside "
+            "the source)", source="setting, environment"),
     # The web project's apps
     Setting("PIPELINE_API_TOKEN_DAYS", 90, "90", "an API token expires this many days after it is made"),
     Setting("PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS", False, "False",

@@ -7,8 +7,6 @@ import os
 import shutil
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
 from ..files import open_private, private_dir, write_private
 from .settings import metrics_base_dir
 
@@ -29,8 +27,6 @@ def prepare_worker_metrics_dir(master_pid: int) -> Path:
     """The directory of this master's worker processes: made fresh at the master's first worker
     boot (a directory left by a dead master, or by an earlier process with the same pid, is wiped)."""
     base = private_dir(metrics_base_dir())
-    if base.stat().st_uid != os.getuid():  # e.g. made in the shared temporary folder by another user first
-        raise ImproperlyConfigured(f"the metrics folder {base} belongs to another user: set PIPELINE_METRICS_DIR")
     here = worker_metrics_dir(master_pid)
     started = _start_time(master_pid) or "unknown"
     with os.fdopen(open_private(base / ".lock", os.O_WRONLY | os.O_APPEND), "a") as lock:

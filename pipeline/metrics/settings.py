@@ -3,11 +3,13 @@ ports and the address from the environment only (the scheduler reads them before
 line), the workers' folder as a setting (it is chosen in a worker process, Django set up)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from .. import conf
+
+# `var` in the working directory when PIPELINE_VAR_DIR is not set, like PIPELINE_LOG_DIR's `var/log`
+# (not a folder beside the source: installed from a wheel, that would be inside site-packages).
+_DEFAULT_VAR = "var"
 
 
 def worker_port() -> int | None:
@@ -23,13 +25,9 @@ def bind_address() -> str:
 
 
 def metrics_base_dir() -> Path:
-    """`PIPELINE_METRICS_DIR`; else `<PIPELINE_VAR_DIR>/prometheus`; else a folder of this user's in
-    the system's temporary folder. Never beside the source: an installed engine's folder may not
-    be writable, and two projects would share one."""
+    """`PIPELINE_METRICS_DIR` (this project's settings: `<var>/prometheus`); else
+    `<PIPELINE_VAR_DIR or var>/prometheus`."""
     chosen = conf.get("PIPELINE_METRICS_DIR")
     if chosen:
         return Path(chosen)
-    var = conf.environment("PIPELINE_VAR_DIR")
-    if var:
-        return Path(var) / "prometheus"
-    return Path(tempfile.gettempdir()) / f"pipeline-metrics-{os.getuid()}"
+    return Path(conf.environment("PIPELINE_VAR_DIR") or _DEFAULT_VAR) / "prometheus"

@@ -4,7 +4,6 @@ runs in progress and queue depth read when scraped."""
 import re
 import socket
 import sys
-import tempfile
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -248,9 +247,8 @@ def assert_prometheus_conventions(text: str) -> None:
 
 
 @pytest.mark.store_independent
-def test_the_workers_metrics_folder_is_the_setting_else_under_var_else_a_temporary_folder_never_beside_the_source(
+def test_the_workers_metrics_folder_is_the_setting_else_under_the_var_folder_never_beside_the_source(
         settings, monkeypatch, tmp_path):
-    source = Path(__file__).resolve().parent.parent
     settings.PIPELINE_METRICS_DIR = str(tmp_path / "chosen")
     assert metrics_base_dir() == tmp_path / "chosen"
     settings.PIPELINE_METRICS_DIR = ""
@@ -258,5 +256,4 @@ def test_the_workers_metrics_folder_is_the_setting_else_under_var_else_a_tempora
     monkeypatch.setenv("PIPELINE_VAR_DIR", str(tmp_path / "var"))
     assert metrics_base_dir() == tmp_path / "var" / "prometheus"
     monkeypatch.delenv("PIPELINE_VAR_DIR")
-    fallback = metrics_base_dir()
-    assert fallback.parent == Path(tempfile.gettempdir()) and source not in fallback.parents
+    assert metrics_base_dir() == Path("var") / "prometheus"  # like PIPELINE_LOG_DIR's var/log: the working directory's
