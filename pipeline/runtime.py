@@ -67,12 +67,13 @@ def execute_stage(stage: Stage, run_id: str) -> None:
         if redelivery.HOLDER in options:
             del options[redelivery.HOLDER]  # its holder is done or gone: this copy goes on
         _execute(stage, run_id, message, options, message_id)
+    except Retry:  # the engine's own decision, already recorded (its cause may be an outage now over)
+        raise
     except Exception as exc:
         if not store_health.outage.noticed(exc):
             raise
-        # Nothing could be recorded (the claim, or a read): the message comes back after a pause,
-        # re-published by Dramatiq's Retries (a Retry is neither a failed attempt nor dead-lettered,
-        # and Dramatiq logs it without a traceback); `store.unavailable` was said once already.
+        # Nothing could be recorded (the claim, or a read): the message comes back after a pause (a Retry:
+        # not a failed attempt, not dead-lettered, no traceback); `store.unavailable` was said once already.
         raise Retry(delay=store_health.retry_delay_ms(options.get("retries", 0))) from None
     finally:
         if first:
@@ -92,8 +93,7 @@ def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id:
         if claimed is None:
             return
     attempt, results, started_run = claimed
-    # Whether this is the stage the message was published for (not one continued inline, nor one
-    # resumed after a redelivery): only then do its retries and dead-lettering use this message.
+    # Only the message's own stage (not one continued inline or resumed) retries and dead-letters with it.
     carrier = message is None or stage.actor_name == message.actor_name
     try:
         _run_chain(stage, info, message, message_id, attempt, results, started_run, carrier)
