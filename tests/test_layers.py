@@ -122,10 +122,10 @@ def _cycles() -> list[list[str]]:
 
 def public_modules() -> set[str]:
     """The engine's submodules `web/` and `schedules/` may import, as `pipeline.__init__`'s
-    docstring declares them (a line starting `Public submodules:`)."""
+    docstring declares them (the sentence starting `Public submodules:`)."""
     doc = ast.get_docstring(ast.parse((ROOT / "pipeline" / "__init__.py").read_text())) or ""
-    lines = [line for line in doc.splitlines() if line.startswith("Public submodules:")]
-    return set(re.findall(r"`(pipeline\.[a-z_.]+)`", " ".join(lines)))
+    paragraph = next((p for p in doc.split("\n\n") if "Public submodules:" in p), "")
+    return set(re.findall(r"`(pipeline\.[a-z_.]+)`", paragraph.split("Public submodules:", 1)[-1]))
 
 
 def test_the_helper_reads_relative_and_absolute_imports():
