@@ -8,17 +8,18 @@ This module is the engine's one door: `web/`, `schedules/` and user code import 
 Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`) and
 `pipeline.project` (what a Django project adds to its settings: `pipeline_settings(...)`).
 
-The names in the "needs the app registry" groups (the run store's models and what queries
-them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package before its
-app registry is ready, when no model may be imported yet."""
+The names marked "needs the app registry" (the run store's models and every module that imports
+them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package, and the
+settings and django-dramatiq's middleware import it, before its app registry is ready, when no
+model may be imported yet. So the engine's modules import the models at their top, and none of
+them needs an import inside a function to get round the app registry."""
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import conf
-from .broker import broker_urls, check_broker, for_probe, quiet_pika, redacted_url
-from .context import EventView, StageContext
+from .broker import broker_urls, check_broker, queue_depths, redacted_url, stage_queues
 from .definitions import Pipeline, registry
 from .errors import (
     BrokerUnavailable,
@@ -34,31 +35,39 @@ from .errors import (
     TraceUsageError,
     UnknownEventType,
 )
-from .events import emit, event_type, schemas as event_schemas, start, validate_start_payload
 from .files import create_private, write_private
 from .flow import URGENT, Batch, Debounce, RateLimit
-from .logfiles import MAX_LINE_BYTES, parse_line
+from .log_lines import MAX_LINE_BYTES, parse_line
+from .logfiles import Scan as LogScan, lines_about as log_lines_about
 from .logging import get_logger, redact
-from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
+from .metrics import bind_address, scheduler_port, start_http_server, worker_port
+from .payloads import event_type, validate_start_payload
 from .request_context import trust_received_trace
+from .schemas import schemas as event_schemas
+from .statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, StageStatus
 from .store_health import outage as store_outage
 from .tracing import new_trace_id
 
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
-    from .models import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus, WorkerHeartbeat
+    from .context import EventView, StageContext
+    from .events import emit, start
+    from .liveness import live_workers, worker_is_offline, worker_offline_after
+    from .metrics.exposition import SystemCollector, exposition
+    from .models import Event, Run, StageRun, WorkerHeartbeat
     from .operations import cancel, failed_runs, replay
-    from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
+    from .outcomes import add_outcome_listener, add_outcome_observer
     from .publisher import relay_once
 
 __all__ = [
-    # Declaring and starting work
+    # Declaring work
     "Pipeline",
-    "StageContext",
-    "EventView",
     "event_type",
+    "validate_start_payload",
+    # Starting and running work (needs the app registry)
     "emit",
     "start",
-    "validate_start_payload",
+    "StageContext",
+    "EventView",
     # Flow control (pipeline/flow/)
     "RateLimit",
     "Debounce",
@@ -80,14 +89,20 @@ __all__ = [
     "BrokerUnavailable",
     "StoreUnavailable",
     "TraceUsageError",
+    # Statuses
+    "RunStatus",
+    "StageStatus",
+    "ACTIVE_RUN_STATUSES",
+    "FINAL_RUN_STATUSES",
     # The run store (needs the app registry)
     "Event",
     "Run",
-    "RunStatus",
     "StageRun",
-    "StageStatus",
     "WorkerHeartbeat",
-    "ACTIVE_RUN_STATUSES",
+    # Worker liveness: one threshold for every reader (needs the app registry)
+    "live_workers",
+    "worker_is_offline",
+    "worker_offline_after",
     # Operations on runs (needs the app registry)
     "cancel",
     "replay",
@@ -102,8 +117,8 @@ __all__ = [
     "write_private",
     "check_broker",
     "broker_urls",
-    "for_probe",
-    "quiet_pika",
+    "queue_depths",
+    "stage_queues",
     "redacted_url",
     "store_outage",
     # Logs and traces
@@ -113,31 +128,37 @@ __all__ = [
     "trust_received_trace",
     "parse_line",
     "MAX_LINE_BYTES",
+    "log_lines_about",
+    "LogScan",
     # Metrics
-    "exposition",
     "bind_address",
     "worker_port",
     "scheduler_port",
     "start_http_server",
+    # Metrics of the whole system (needs the app registry)
+    "exposition",
     "SystemCollector",
 ]
 
-# name -> (module, attribute) for the names loaded on first use.
-_LAZY: dict[str, tuple[str, str]] = {
-    **{name: ("models", name) for name in ("Event", "Run", "RunStatus", "StageRun", "StageStatus", "WorkerHeartbeat",
-                                           "ACTIVE_RUN_STATUSES")},
-    **{name: ("operations", name) for name in ("cancel", "failed_runs", "replay")},
-    "add_outcome_listener": ("outcomes", "add_listener"),
-    "add_outcome_observer": ("outcomes", "add_observer"),
-    "relay_once": ("publisher", "relay_once"),
+# The names loaded on first use, by the module that defines them (under the same name).
+_LAZY_FROM: dict[str, tuple[str, ...]] = {
+    "context": ("StageContext", "EventView"),
+    "events": ("emit", "start"),
+    "liveness": ("live_workers", "worker_is_offline", "worker_offline_after"),
+    "metrics.exposition": ("SystemCollector", "exposition"),
+    "models": ("Event", "Run", "StageRun", "WorkerHeartbeat"),
+    "operations": ("cancel", "failed_runs", "replay"),
+    "outcomes": ("add_outcome_listener", "add_outcome_observer"),
+    "publisher": ("relay_once",),
 }
+_LAZY: dict[str, str] = {name: module for module, names in _LAZY_FROM.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
     try:
-        module, attribute = _LAZY[name]
+        module = _LAZY[name]
     except KeyError:
         raise AttributeError(f"module 'pipeline' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

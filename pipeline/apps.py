@@ -15,8 +15,8 @@ class PipelineConfig(AppConfig):
     def ready(self) -> None:
         # Every app's pipelines.py is imported at start-up, in every process, the way
         # django-dramatiq finds tasks.py: the web process needs them to start runs, workers to run them.
-        # Imported here, not at the top: these modules import the models, which Django loads only
-        # after every app's package (this one's included) is imported.
+        # Imported here, not at the top (Django's app loading): these modules import the models,
+        # which Django loads only after every app's package and AppConfig module is imported.
         from . import outcomes  # noqa: F401  (registers the run.* outcome event schemas)
         from . import runtime
 

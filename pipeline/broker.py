@@ -12,12 +12,14 @@ import logging
 import re
 import socket
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+import dramatiq
 import pika
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf
+from .definitions import registry
 from .errors import BrokerUnavailable
 
 QUEUE_TYPES = ("classic", "quorum")
@@ -25,6 +27,8 @@ QUEUE_TYPES = ("classic", "quorum")
 # and redeliver its unacked stages; a blocked connection (broker out of memory or disk) fails.
 CLIENT_DEFAULTS = (("heartbeat", "30"), ("blocked_connection_timeout", "30"))
 _SEPARATORS = re.compile(r"[,;\s]+")
+QUEUE_CHECK_TIMEOUT = 2.0  # seconds: a queue-depth read must not hold up a page or a scrape
+T = TypeVar("T")
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -131,20 +135,19 @@ def max_held_delay_ms() -> int:
     return _positive_int("PIPELINE_MAX_HELD_DELAY_SECONDS", 900) * 1000
 
 
-def for_probe(params: pika.URLParameters, timeout: float, stack_timeout: float | None = None) -> pika.URLParameters:
+def _for_probe(params: pika.URLParameters, timeout: float) -> pika.URLParameters:
     """`params` set for a short-lived probe (a health check, a queue-depth read): one attempt,
     each wait bounded by `timeout`."""
     params.connection_attempts = 1
     params.retry_delay = 0
     params.socket_timeout = timeout
     params.blocked_connection_timeout = timeout
-    if stack_timeout is not None:
-        params.stack_timeout = stack_timeout
+    params.stack_timeout = timeout * 2
     return params
 
 
 @contextmanager
-def quiet_pika() -> Iterator[None]:
+def _quiet_pika() -> Iterator[None]:
     """pika logs each failed step of a connection at ERROR, with tracebacks; a probe says once
     what failed, so pika's own lines are silenced meanwhile."""
     pika_logger = logging.getLogger("pika")
@@ -156,39 +159,97 @@ def quiet_pika() -> Iterator[None]:
         pika_logger.setLevel(level)
 
 
-def check_broker(url: str | list[str] | None = None, timeout: float = 3.0) -> None:
-    """Opens and closes one AMQP connection to the first node that accepts one, or raises
+@contextmanager
+def _probe(node: str, timeout: float) -> Iterator[pika.BlockingConnection]:
+    """A short-lived connection to one node, closed on the way out, with pika quiet throughout (a
+    missing queue's 404 is no error to a probe); BrokerUnavailable in one sentence if it cannot
+    be opened."""
+    params = pika.URLParameters(node)
+    where = redacted_url(node)
+    try:
+        socket.create_connection((params.host, params.port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise BrokerUnavailable(f"cannot reach RabbitMQ at {where} ({reason})") from None
+    with _quiet_pika():
+        try:
+            connection = pika.BlockingConnection(_for_probe(params, timeout))
+        except pika.exceptions.ProbableAuthenticationError:
+            raise BrokerUnavailable(f"RabbitMQ at {where} refused the credentials in PIPELINE_BROKER_URL") from None
+        except Exception as exc:
+            raise BrokerUnavailable(f"cannot open an AMQP connection to {where} ({_reason(exc)})") from None
+        try:
+            yield connection
+        finally:
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:  # closing a connection the broker already dropped
+                pass
+
+
+def _reason(exc: Exception) -> str:
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
+def _first_node(url: str | list[str] | None, timeout: float, work: Callable[[pika.BlockingConnection, str], T]) -> T:
+    """`work(connection, where)` on the first node that accepts a connection, in order; or
     BrokerUnavailable saying what each node answered and what to do."""
     urls = broker_urls(url)
     hint = "start the local node with `infra/rabbitmq.sh start` or set PIPELINE_BROKER_URL to a running broker"
     reasons = []
     for node in urls:
         try:
-            _check_node(node, timeout)
-            return
+            with _probe(node, timeout) as connection:
+                return work(connection, redacted_url(node))
         except BrokerUnavailable as exc:
             if "refused the credentials" in str(exc):
                 raise
             reasons.append(str(exc))
-    where = redacted_url(urls)
     if len(urls) == 1:
         raise BrokerUnavailable(f"{reasons[0]}; {hint}")
-    raise BrokerUnavailable(f"no RabbitMQ node of {where} can be reached ({'; '.join(reasons)}); {hint}")
+    raise BrokerUnavailable(f"no RabbitMQ node of {redacted_url(urls)} can be reached ({'; '.join(reasons)}); {hint}")
 
 
-def _check_node(url: str, timeout: float) -> None:
-    params = pika.URLParameters(url)
-    where = redacted_url(url)
+def check_broker(url: str | list[str] | None = None, timeout: float = 3.0) -> None:
+    """Opens and closes one AMQP connection to the first node that accepts one, or raises
+    BrokerUnavailable saying what each node answered and what to do."""
+    _first_node(url, timeout, lambda connection, where: None)
+
+
+def stage_queues() -> list[str]:
+    """The queues stage actors consume, without their delay (`.DQ`) and dead-letter (`.XQ`)
+    queues: every registered stage's, and any other queue declared in this process."""
+    names = {stage.actor.queue_name for pipeline in registry.pipelines.values() for stage in pipeline.stages.values()}
     try:
-        socket.create_connection((params.host, params.port), timeout=timeout).close()
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise BrokerUnavailable(f"cannot reach RabbitMQ at {where} ({reason})") from None
-    try:
-        with quiet_pika():
-            pika.BlockingConnection(for_probe(params, timeout)).close()
-    except pika.exceptions.ProbableAuthenticationError:
-        raise BrokerUnavailable(f"RabbitMQ at {where} refused the credentials in PIPELINE_BROKER_URL") from None
-    except Exception as exc:
-        reason = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-        raise BrokerUnavailable(f"cannot open an AMQP connection to {where} ({reason})") from None
+        declared = dramatiq.get_broker().get_declared_queues()
+    except Exception:  # no broker configured in this process: the registry's queues only
+        declared = set()
+    names |= {queue for queue in declared if not queue.endswith((".DQ", ".XQ"))}
+    return sorted(names)
+
+
+def queue_depths(names: Iterable[str], url: str | list[str] | None = None,
+                 timeout: float = QUEUE_CHECK_TIMEOUT) -> dict[str, tuple[int, int]]:
+    """(messages ready, consumers) of each queue in `names` that exists, read by passive declares
+    (which never create a queue) on one short-lived connection to the first node that answers; a
+    queue not declared yet is left out. The one reader of queue depths (the dashboard, the
+    metrics). Raises BrokerUnavailable in one sentence if no node answers."""
+    wanted = list(names)
+
+    def read(connection: pika.BlockingConnection, where: str) -> dict[str, tuple[int, int]]:
+        depths: dict[str, tuple[int, int]] = {}
+        try:
+            channel = connection.channel()
+            for name in wanted:
+                try:
+                    frame = channel.queue_declare(queue=name, passive=True)
+                except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
+                    channel = connection.channel()
+                    continue
+                depths[name] = (frame.method.message_count, frame.method.consumer_count)
+        except Exception as exc:
+            raise BrokerUnavailable(f"RabbitMQ at {where} did not answer ({_reason(exc)})") from None
+        return depths
+
+    return _first_node(url, timeout, read)

@@ -93,8 +93,10 @@ SETTINGS: tuple[Setting, ...] = (
             "a stage enqueued but not started after this long is enqueued again (its claim stops doubles)"),
     # Workers
     Setting("PIPELINE_HEARTBEAT_SECONDS", 5.0, "5.0", "how often each worker process writes its heartbeat"),
-    Setting("PIPELINE_WORKER_OFFLINE_AFTER_SECONDS", 20.0, "20.0",
-            "the dashboard shows a worker silent for longer as offline"),
+    Setting("PIPELINE_WORKER_OFFLINE_AFTER_SECONDS", None, "20.0",
+            "a worker process silent for longer counts as offline: on the dashboard, for `workerhealth` "
+            "(its default `--max-age`) and for a redelivered stage taking over from its holder; default: "
+            "4 × `PIPELINE_HEARTBEAT_SECONDS`"),
     # Logs and traces
     Setting("PIPELINE_LOG_DIR", "var/log", "var/log",
             "JSON lines, one file per process kind (`web.jsonl`, `worker.jsonl`, `scheduler.jsonl`, …); "
@@ -124,8 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PIPELINE_METRICS_ADDR", "127.0.0.1", "127.0.0.1",
             "the address those two endpoints bind (containers need 0.0.0.0)", source="environment"),
     Setting("PIPELINE_METRICS_DIR", "", "",
-            "the workers' multiprocess metrics folders (default: `<PIPELINE_VAR_DIR>/prometheus`)",
-            source="environment"),
+            "the workers' multiprocess metrics folders (default: `<PIPELINE_VAR_DIR>/prometheus`, never beside "
+            "the source)", source="setting, environment"),
     # The web project's apps
     Setting("PIPELINE_API_TOKEN_DAYS", 90, "90", "an API token expires this many days after it is made"),
     Setting("PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS", False, "False",

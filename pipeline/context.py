@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .models import Event, Run
+from .statuses import RunStatus
 from .tracing import DEFAULT_FLAGS, traceparent
 
 
@@ -51,8 +53,6 @@ class StageContext:
         `traceparent` (this trace, a new span, the flags the trace came with) and, when one came,
         `tracestate` unchanged. The flags and tracestate are read from the event once."""
         if self._trace_rest is None:
-            from .models import Event  # this module is imported before the app registry is ready
-
             row = Event.objects.filter(id=self.event.id).values_list("trace_flags", "tracestate").first()
             self._trace_rest = row or (DEFAULT_FLAGS, "")
         flags, state = self._trace_rest
@@ -69,8 +69,6 @@ class StageContext:
             return True
         now = time.monotonic()
         if now - self._cancel_checked_at >= 0.5:
-            from .models import Run, RunStatus  # (as above)
-
             self._cancel_checked_at = now
             status = Run.objects.filter(id=self.run_id).values_list("status", flat=True).first()
             self._cancelled = status == RunStatus.CANCELLED

@@ -1,90 +1,26 @@
-"""Event types, their schemas, and `emit`: the one way work enters the system.
+"""`emit` and `start`: the one way work enters the system (declaring event types and checking
+payloads is `pipeline.payloads`'s).
 
 An emitted event is written together with its runs in the caller's transaction (the outbox);
 its first stages are published only after that transaction commits."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import orjson
-import pydantic
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import conf, tracing, writer
+from . import conf, publisher, tracing, writer
 from .definitions import Pipeline, registry
-from .errors import DefinitionError, InvalidPayload, PayloadTooLarge, ReservedName, UnknownEventType
 from .flow.rules import URGENT, check_priority
 from .logging import get_logger, info_on_commit
+from .models import Event
+from .payloads import reserved as _reserved, validate, validate_start_payload
 from .request_context import linked_trace_id
-from .schemas import schemas
 
 log = get_logger("pipeline.events")
-
-SchemaT = TypeVar("SchemaT", bound=type[pydantic.BaseModel])
-
-# The engine's namespace. Event types: run outcomes (run.succeeded...), webhook deliveries
-# (webhook.delivery), and `stage.` kept free as the engine's own log vocabulary. Idempotency keys:
-# schedule fires (schedule:<name>@<time>), outcomes (outcome:<run>:...), deliveries (webhook:...).
-# Callers of `emit` cannot use them, so an API client cannot forge an outcome, get a body signed
-# with a subscription's secret, or suppress a scheduled run by taking its key first.
-RESERVED_TYPE_PREFIXES = ("run.", "stage.", "webhook.")
-RESERVED_KEY_PREFIXES = ("schedule:", "outcome:", "webhook:")
-
-
-def _reserved(type_name: str, idempotency_key: str | None) -> ReservedName | None:
-    if type_name.startswith(RESERVED_TYPE_PREFIXES):
-        return ReservedName("type", type_name, next(p for p in RESERVED_TYPE_PREFIXES if type_name.startswith(p)))
-    if idempotency_key is not None and idempotency_key.startswith(RESERVED_KEY_PREFIXES):
-        prefix = next(p for p in RESERVED_KEY_PREFIXES if idempotency_key.startswith(p))
-        return ReservedName("idempotency_key", idempotency_key, prefix)
-    return None
-
-
-class _AnyPayload(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
-
-
-def event_type(name: str, *, engine: bool = False) -> Callable[[SchemaT], SchemaT]:
-    """Registers a pydantic model as the schema of the event type `name`. Names in the engine's
-    namespace (RESERVED_TYPE_PREFIXES) are refused unless `engine` (the engine's own types)."""
-    reserved = None if engine or not isinstance(name, str) else _reserved(name, None)
-    if reserved is not None:
-        raise DefinitionError(f"event type {name!r}: names starting with {reserved.prefix!r} are the engine's; "
-                              f"choose another name")
-
-    def register(model: SchemaT) -> SchemaT:
-        if name in schemas and schemas[name] is not model:
-            raise ValueError(f"event type {name!r} already has the schema {schemas[name].__name__}")
-        schemas[name] = model
-        return model
-
-    return register
-
-
-def validate(type_name: str, payload: Any) -> dict[str, Any]:
-    """The payload as it will be stored, or the precise reason it cannot be."""
-    schema = schemas.get(type_name)
-    if schema is None:
-        raise UnknownEventType(type_name, list(schemas))
-    if isinstance(payload, pydantic.BaseModel):
-        payload = payload.model_dump(mode="json")
-    if not isinstance(payload, dict):
-        raise InvalidPayload(type_name, [{"field": "(payload)", "message": "must be a JSON object"}])
-    try:
-        data = schema.model_validate(payload).model_dump(mode="json")
-    except pydantic.ValidationError as exc:
-        raise InvalidPayload(
-            type_name,
-            [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]} for e in exc.errors()],
-        ) from None
-    size = len(orjson.dumps(data))  # compact JSON, UTF-8 bytes
-    limit = conf.get("PIPELINE_MAX_PAYLOAD_BYTES")
-    if size > limit:
-        raise PayloadTooLarge(size, limit)
-    return data
-
 
 def emit(
     type: str,
@@ -114,13 +50,6 @@ def emit(
                    priority)
 
 
-def validate_start_payload(pipeline_name: str, payload: Any) -> dict[str, Any]:
-    """The payload `start(pipeline_name, payload)` would store, or the reason it cannot."""
-    pipeline = registry.get(pipeline_name)
-    schemas.setdefault(pipeline.event_type, _AnyPayload)
-    return validate(pipeline.event_type, payload or {})
-
-
 def start(
     pipeline_name: str,
     payload: Any = None,
@@ -139,8 +68,6 @@ def start(
     pipeline = registry.get(pipeline_name)
     data = validate_start_payload(pipeline_name, payload)
     return _record(pipeline.event_type, data, [pipeline], idempotency_key, trace_id, trigger, trigger)
-
-
 
 
 def _record(
@@ -188,8 +115,6 @@ def _record(
     except (IntegrityError, connection.Database.IntegrityError):
         if idempotency_key is None:
             raise
-        from .models import Event  # this module is imported before Django's app registry is ready
-
         first = Event.objects.filter(idempotency_key=idempotency_key).values_list("id", flat=True).first()
         if first is None:
             raise
@@ -223,6 +148,4 @@ def _record(
 
 
 def _publish_after_commit(event_id: str, trace_id: str, first_stages: list, carried: dict) -> None:
-    from .publisher import publish_first_stages  # it imports the models: not before the app registry is ready
-
-    publish_first_stages(event_id, trace_id, first_stages, carried)
+    publisher.publish_first_stages(event_id, trace_id, first_stages, carried)

@@ -4,14 +4,14 @@ files; and following them as they grow.
 
 Log files are input like any other: a line that is not JSON, is longer than `MAX_LINE_BYTES`
 (never held whole: the rest of it is read past), or whose known fields have the wrong type
-(`usable`) is skipped and counted, never a crash. The dashboard's log reader uses the same rules
-(`parse_line`)."""
+(`pipeline.log_lines.usable`) is skipped and counted, never a crash. The one reader of the log
+files: `manage.py trace` (`scan`, `follow_files`) and the dashboard's run page (`lines_about`, the
+tail of each file)."""
 from __future__ import annotations
 
 import glob
 import gzip
 import json
-import math
 import os
 import re
 import sys
@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Iterator
 
 from .errors import TraceUsageError
+from .log_lines import MAX_LINE_BYTES, usable
 
 ID_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 ID_KEYS = ("run_id", "event_id", "trace_id")
-MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line is skipped unread (ours: a payload is at most 256 KiB)
 
 
 @dataclass
@@ -44,58 +44,6 @@ class Scan:
             (self.corrupt, "not JSON"), (self.too_long, f"longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB"),
             (self.unusable, "with a field of the wrong type")) if n]
         return f"skipped {self.skipped} unusable line(s): {', '.join(parts)}"
-
-
-# The fields trace and the dashboard read, with the types they must have when present (null is
-# taken as absent). A stage.* line also needs its stage (text) and attempt (an integer).
-_TEXT_FIELDS = ("timestamp", "level", "logger", "process", "host", "run_id", "event_id", "trace_id", "pipeline",
-                "stage", "message_id", "event_type", "error", "error_type", "reason", "outcome")
-_INT_FIELDS = ("attempt", "pid", "runs_started")
-_NUMBER_FIELDS = ("duration_ms", "retry_in_ms")
-
-
-def _text_ok(value: Any) -> bool:
-    if type(value) is not str:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")  # a lone surrogate (from a `\ud800` escape) cannot be printed or served
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def usable(line: Any) -> bool:
-    """Whether a parsed log line can be used: a JSON object with a text `event` and the known
-    fields of the right types."""
-    if type(line) is not dict or not _text_ok(line.get("event")):
-        return False
-    for key in _TEXT_FIELDS:
-        value = line.get(key)
-        if value is not None and not _text_ok(value):
-            return False
-    for key in _INT_FIELDS:
-        value = line.get(key)
-        if value is not None and type(value) is not int:
-            return False
-    for key in _NUMBER_FIELDS:
-        value = line.get(key)
-        if value is not None and not (type(value) in (int, float) and math.isfinite(value)):
-            return False
-    if line["event"].startswith("stage.") and (line.get("stage") is None or line.get("attempt") is None):
-        return False
-    return True
-
-
-def parse_line(raw: bytes) -> dict[str, Any] | None:
-    """The line as a dict if it is a usable log line; None otherwise (not JSON, nested past what
-    the parser takes, numbers too long, wrong field types)."""
-    try:
-        line = json.loads(raw)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return None
-    return line if usable(line) else None
 
 
 def log_sources(paths: list[str], default_dir: str) -> list[str]:
@@ -168,27 +116,45 @@ class _Splitter:
         return rest + b"\n" if rest else b""
 
 
+def _read_blocks(handle: IO[bytes], splitter: _Splitter) -> Iterator[bytes]:
+    while True:
+        chunk = handle.read(_CHUNK)
+        if not chunk:
+            break
+        block = splitter.feed(chunk)
+        if block:
+            yield block
+    last = splitter.end()
+    if last:
+        yield last
+
+
 def _blocks(sources: Iterable[str], counts: Scan) -> Iterator[bytes]:
     """Whole lines, several megabytes at a time."""
     for source in sources:
         handle = _open(source)
-        splitter = _Splitter(counts)
         try:
-            while True:
-                chunk = handle.read(_CHUNK)
-                if not chunk:
-                    break
-                block = splitter.feed(chunk)
-                if block:
-                    yield block
-            last = splitter.end()
-            if last:
-                yield last
+            yield from _read_blocks(handle, _Splitter(counts))
         except (OSError, EOFError) as exc:
             raise TraceUsageError(f"cannot read {source}: {exc}") from None
         finally:
             if source != "-":
                 handle.close()
+
+
+def lines_about(path: str, run_id: str, counts: Scan, tail_bytes: int) -> Iterator[dict[str, Any]]:
+    """The usable lines that name `run_id` as theirs, from the last `tail_bytes` of `path` (a
+    page view must not read gigabytes); the unusable lines that name it, and lines too long to
+    read, are counted in `counts`. OSError if the file cannot be read."""
+    with open(path, "rb", buffering=1024 * 1024) as handle:
+        splitter = _Splitter(counts)
+        size = os.fstat(handle.fileno()).st_size
+        if size > tail_bytes:
+            handle.seek(size - tail_bytes)
+            splitter.skipping = True  # the rest of a line cut in two
+        for line in _parsed(_read_blocks(handle, splitter), {run_id}, counts, whole_file=False):
+            if line.get("run_id") == run_id:  # not a line naming the run elsewhere (a parent's id in a field)
+                yield line
 
 
 def _lines_containing(block: bytes, tokens: list[bytes]) -> list[bytes]:
@@ -237,17 +203,21 @@ def scan(sources: list[str], wanted: str) -> Scan:
     return result
 
 
-def _parsed(blocks: Iterator[bytes], ids: set[str], counts: Scan) -> Iterator[dict[str, Any]]:
+def _parsed(blocks: Iterator[bytes], ids: set[str], counts: Scan, whole_file: bool = True
+            ) -> Iterator[dict[str, Any]]:
+    """The usable lines of `blocks` that mention one of `ids`; what is unusable is counted: in
+    the whole file (`whole_file`), else only among the lines that contain one of `ids`."""
     for block in blocks:
         lines = block.count(b"\n")
         counts.read += lines
         well_formed = block.startswith(b"{") + block.count(b"\n{") - block.endswith(b"\n{")
-        if well_formed != lines or block.count(b"}\n") != lines:
+        if whole_file and (well_formed != lines or block.count(b"}\n") != lines):
             counts.corrupt += len(_BAD_LINE.findall(block))  # the slow, exact count, only when needed
         for raw in _lines_containing(block, [i.encode() for i in ids]):
             stripped = raw.strip()
             if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
-                continue  # already counted as corrupt
+                counts.corrupt += not whole_file  # with the whole file, counted above
+                continue
             if len(stripped) > MAX_LINE_BYTES:
                 counts.too_long += 1
                 continue

@@ -9,32 +9,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-
-class RunStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    # Flow control (pipeline/flow/), final: the event was folded into a later event's run
-    # (debounce) or into a batch's run; `error` names that run.
-    DEBOUNCED = "debounced"
-    BATCHED = "batched"
-
-
-# A run still under way: new stages may start, it may be cancelled, a schedule's next fire overlaps it.
-ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-
-
-class StageStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    # Waiting for its turn under a rate limit (a message due at next_attempt_at will try again).
-    THROTTLED = "throttled"
+from .statuses import ACTIVE_RUN_STATUSES, RunStatus, StageStatus  # noqa: F401  (re-exported)
 
 
 class Event(models.Model):

@@ -12,9 +12,10 @@ from . import outcomes, states
 from .definitions import registry
 from .errors import OperationRefused, RunNotFound
 from .logging import get_logger
-from .models import Run, RunStatus, StageRun, StageStatus
+from .models import Run, StageRun
 from .publisher import publish_ready
 from .runs import create_runs
+from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, RunStatus, StageStatus
 
 log = get_logger("pipeline.operations")
 
@@ -89,7 +90,7 @@ def _enqueue(stages: list, target: Run, source: Run) -> None:
 def cancel(run_id: str) -> None:
     """No further stage of the run starts; a running stage sees `ctx.cancelled`; the run ends cancelled."""
     run = _get_run(run_id)
-    if run.status not in states.RUN_ACTIVE:
+    if run.status not in ACTIVE_RUN_STATUSES:
         raise OperationRefused(f"run {run_id} is {run.status}; only pending or running runs can be cancelled")
     now = timezone.now()
     with transaction.atomic():
@@ -98,7 +99,7 @@ def cancel(run_id: str) -> None:
                                            "trace_id": run.event.trace_id}):
             raise OperationRefused(f"run {run_id} finished while being cancelled")
         outcomes.emit_outcome(str(run.id), RunStatus.CANCELLED, run.pipeline)
-        for row in StageRun.objects.filter(run=run, status__in=states.STAGE_WAITING):
+        for row in StageRun.objects.filter(run=run, status__in=WAITING_STAGE_STATUSES):
             states.move_stage(run.id, row.stage, StageStatus.CANCELLED, finished_at=now,
                               log_fields={"pipeline": run.pipeline, "reason": "run cancelled"})
 

@@ -9,8 +9,9 @@ from typing import Callable
 from pydantic import BaseModel
 
 from .definitions import OUTCOME_TYPES, registry
-from .events import emit, event_type
+from .events import emit
 from .models import Run
+from .payloads import event_type
 
 
 class RunOutcome(BaseModel):
@@ -30,7 +31,7 @@ for _type in OUTCOME_TYPES:
 _listeners: list[Callable[[str, str], bool]] = []
 
 
-def add_listener(wants: Callable[[str, str], bool]) -> None:
+def add_outcome_listener(wants: Callable[[str, str], bool]) -> None:
     _listeners.append(wants)
 
 
@@ -39,7 +40,7 @@ def add_listener(wants: Callable[[str, str], bool]) -> None:
 _observers: list[Callable[[str, dict, str], None]] = []
 
 
-def add_observer(observe: Callable[[str, dict, str], None]) -> None:
+def add_outcome_observer(observe: Callable[[str, dict, str], None]) -> None:
     _observers.append(observe)
 
 

@@ -15,7 +15,8 @@ from . import conf, writer
 from .definitions import DefinitionError, Stage, registry
 from .flow.priority import route
 from .logging import get_logger
-from .models import ACTIVE_RUN_STATUSES, Event, StageRun, StageStatus
+from .models import Event, StageRun
+from .statuses import ACTIVE_RUN_STATUSES, StageStatus
 
 log = get_logger("pipeline.publisher")
 

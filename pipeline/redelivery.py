@@ -12,10 +12,10 @@ dropped as a duplicate, or the holder has gone silent and the copy takes the sta
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 from typing import Any
 
-from . import conf
+from .liveness import live_workers
+from .models import StageRun, StageStatus
 from .sql import now as utcnow
 
 HOLDER = "held_by"  # message option: a copy deferred because a live worker held its stage
@@ -24,16 +24,10 @@ DEFER_MS = 3000
 executing: dict[str, int] = {}
 
 
-def _heartbeat_seconds() -> float:
-    return float(conf.get("PIPELINE_HEARTBEAT_SECONDS"))
-
-
 def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
     """The live worker (`host:pid`) running this message's stage in another delivery, if any."""
     if message is None or not (getattr(message, "redelivered", False) or HOLDER in message.options):
         return None
-    from .models import StageRun, StageStatus, WorkerHeartbeat
-
     other = executing.get(message.message_id)
     if other is not None and other != threading.get_ident():
         return worker_id  # another thread of this very process
@@ -46,7 +40,5 @@ def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
     host, _, pid = row["worker"].rpartition(":")
     if not pid.isdigit():
         return None
-    fresh = utcnow() - timedelta(seconds=3 * _heartbeat_seconds())
-    alive = WorkerHeartbeat.objects.filter(host=host, pid=int(pid), stopped_at__isnull=True,
-                                           last_seen__gte=fresh).exists()
+    alive = live_workers(utcnow()).filter(host=host, pid=int(pid)).exists()
     return row["worker"] if alive else None

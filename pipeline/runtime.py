@@ -33,10 +33,11 @@ from .flow import gate
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
-from .models import Run, StageRun, StageStatus
+from .models import Run, StageRun
 from .publisher import publish_ready
 from .run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from .sql import now as utcnow
+from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, StageStatus
 
 log = get_logger("pipeline.runtime")
 
@@ -46,8 +47,7 @@ _local = threading.local()
 
 
 def runs_ended() -> list[tuple[str, str, str]]:
-    """(run id, pipeline, status) of the runs the current message's processing ended, once
-    committed. For Dramatiq middleware that acts when a run is over (the benchmark's signal)."""
+    """(run id, pipeline, status) of the runs this message ended, once committed (for run-end middleware)."""
     return getattr(_local, "ended", [])
 
 
@@ -67,12 +67,13 @@ def execute_stage(stage: Stage, run_id: str) -> None:
         if redelivery.HOLDER in options:
             del options[redelivery.HOLDER]  # its holder is done or gone: this copy goes on
         _execute(stage, run_id, message, options, message_id)
+    except Retry:  # the engine's own decision, already recorded (its cause may be an outage now over)
+        raise
     except Exception as exc:
         if not store_health.outage.noticed(exc):
             raise
-        # Nothing could be recorded (the claim, or a read): the message comes back after a pause,
-        # re-published by Dramatiq's Retries (a Retry is neither a failed attempt nor dead-lettered,
-        # and Dramatiq logs it without a traceback); `store.unavailable` was said once already.
+        # Nothing could be recorded (the claim, or a read): the message comes back after a pause (a Retry:
+        # not a failed attempt, not dead-lettered, no traceback); `store.unavailable` was said once already.
         raise Retry(delay=store_health.retry_delay_ms(options.get("retries", 0))) from None
     finally:
         if first:
@@ -94,8 +95,7 @@ def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id:
         if claimed is None:
             return
     attempt, results, started_run = claimed
-    # Whether this is the stage the message was published for (not one continued inline, nor one
-    # resumed after a redelivery): only then do its retries and dead-lettering use this message.
+    # Only the message's own stage (not one continued inline or resumed) retries and dead-letters with it.
     carrier = message is None or stage.actor_name == message.actor_name
     try:
         _run_chain(stage, info, message, message_id, attempt, results, started_run, carrier)
@@ -269,8 +269,8 @@ def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
         log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
         return None
     run_status = Run.objects.filter(id=info.run_id).values_list("status", flat=True).first()
-    if run_status not in states.RUN_ACTIVE:
-        if row["status"] in (*states.STAGE_WAITING, StageStatus.RUNNING):
+    if run_status not in ACTIVE_RUN_STATUSES:
+        if row["status"] in (*WAITING_STAGE_STATUSES, StageStatus.RUNNING):
             # Cancelled, or failed in another branch: this stage must not start.
             states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED,
                               log_fields={"reason": f"run {run_status}"}, finished_at=utcnow(), quiet_refusal=True)

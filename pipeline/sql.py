@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, sql_list
+
 _UTC = timezone.utc
 
 
@@ -79,7 +81,7 @@ class PostgresDialect(Dialect):
         # Server-side binding: psycopg prepares a statement on the server once it has run
         # `prepare_threshold` times on this connection (0: at once), so each later execution
         # only sends the parameters.
-        import psycopg
+        import psycopg  # here: an optional dependency (the `postgres` extra), used only on PostgreSQL
 
         connection.prepare_threshold = 0
         return psycopg.Cursor(connection)
@@ -107,7 +109,8 @@ class Statements:
     def __init__(self, d: Dialect) -> None:
         j = d.json_param()
         pg = d.vendor == "postgresql"
-        run_active = "EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN ('pending', 'running'))"
+        active, waiting = sql_list(ACTIVE_RUN_STATUSES), sql_list(WAITING_STAGE_STATUSES)
+        run_active = f"EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active})"
         self._columns = columns = (
             "run_id, stage, status, attempts, enqueued_at, started_at, message_id, lease_until, worker, "
             "parents_remaining, result, error, traceback, attempt_log"
@@ -119,7 +122,7 @@ class Statements:
             "UPDATE pipeline_stagerun SET status = 'running', attempts = attempts + 1, message_id = ?, "
             "lease_until = ?, started_at = ?, worker = ?, next_attempt_at = NULL "
             "WHERE run_id = ? AND stage = ? AND parents_remaining = 0 "
-            "AND (status IN ('pending', 'retrying', 'throttled') OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
+            f"AND (status IN {waiting} OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
             f"AND {run_active} RETURNING attempts"
         )
         start_run = "UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'"
@@ -144,7 +147,7 @@ class Statements:
         )
         end_run = (
             "UPDATE pipeline_run SET status = ?, finished_at = ?, duration_ms = ?, error = ? "
-            "WHERE id = ? AND status IN ('pending', 'running'){guard}"
+            f"WHERE id = ? AND status IN {active}{{guard}}"
         )
 
         self.claim = d.sql(claim)

@@ -11,7 +11,8 @@ from typing import Any
 
 from . import fastsql, writer
 from .logging import get_logger, info_on_commit
-from .models import ACTIVE_RUN_STATUSES, Run, RunStatus, StageRun, StageStatus
+from .models import Run, StageRun
+from .statuses import RunStatus, StageStatus
 
 log = get_logger("pipeline.states")
 
@@ -38,11 +39,6 @@ STAGE_TRANSITIONS: dict[str, set[str]] = {
     StageStatus.CANCELLED: {StageStatus.PENDING},  # replay
     StageStatus.SUCCEEDED: set(),
 }
-
-RUN_ACTIVE = ACTIVE_RUN_STATUSES
-RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEBOUNCED, RunStatus.BATCHED)
-STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING, StageStatus.THROTTLED)
-
 
 def _sources(table: dict[str, set[str]], target: str) -> list[str]:
     return [source for source, targets in table.items() if target in targets]

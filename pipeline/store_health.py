@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
+from django.db import close_old_connections
+
 from .errors import StoreUnavailable
 from .logging import get_logger
 
@@ -50,7 +52,7 @@ def is_unreachable(exc: BaseException | None) -> bool:
 
 def _psycopg_operational() -> tuple[type, ...]:
     try:
-        import psycopg
+        import psycopg  # here: an optional dependency (the `postgres` extra), absent with SQLite
     except ImportError:  # SQLite only: nothing here is ever unreachable
         return ()
     return (psycopg.OperationalError, psycopg.InterfaceError)
@@ -113,8 +115,6 @@ def when_back(call: Callable[[], T], deadline: float | None = None) -> T:
     """Calls `call` until it stops failing for want of a store; other errors are raised. Why:
     an outcome the stage already earned is written once the store is back, instead of running
     the stage again. `deadline` (monotonic): give up then with `StoreUnavailable`."""
-    from django.db import close_old_connections
-
     pause = WAIT_FIRST_SECONDS
     while True:
         try:

@@ -22,7 +22,8 @@ from typing import Any
 
 from django.db import connections, router, transaction
 
-from . import store_health
+from . import conf, store_health
+from .models import StageRun
 from .sql import dialect_for, statements_for
 from .sqlite_lock import CrossProcessLock
 from .tx import Operation, Tx, counters
@@ -216,8 +217,6 @@ _writer_lock = threading.Lock()
 
 
 def _group_commit_enabled() -> bool:
-    from . import conf
-
     return bool(conf.get("PIPELINE_GROUP_COMMIT"))
 
 
@@ -245,14 +244,8 @@ def _alias() -> str:
     """The database the run store lives in (the router's answer does not change at run time)."""
     global _store_alias
     if _store_alias is None:
-        _store_alias = router.db_for_write(_model())
+        _store_alias = router.db_for_write(StageRun)
     return _store_alias
-
-
-def _model() -> Any:
-    from .models import StageRun
-
-    return StageRun
 
 
 def run_direct(op: Operation) -> Any:

@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
+from .registry import validate_targets
+
 
 class SchedulesConfig(AppConfig):
     name = "schedules"
@@ -8,8 +10,5 @@ class SchedulesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Not at the top: the registry imports the engine, which Django imports app by app.
-        from .registry import validate_targets
-
         autodiscover_modules("schedules")
         validate_targets()

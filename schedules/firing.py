@@ -17,8 +17,6 @@ from .timing import fire_key
 
 log = get_logger("schedules.firing")
 
-_ACTIVE = ACTIVE_RUN_STATUSES
-
 
 def _start(record: ScheduleRecord, key: str, trigger: str, trace_id: str) -> dict[str, Any]:
     spec = record.spec()
@@ -47,12 +45,12 @@ def fire(name: str, fire_time: datetime, *, reason: str = "schedule", check_over
             return None
         spec = record.spec()
         if (check_overlap and spec.overlap == "buffer_one" and record.buffered_fire_at is not None
-                and not (record.last_run and record.last_run.status in _ACTIVE)):
+                and not (record.last_run and record.last_run.status in ACTIVE_RUN_STATUSES)):
             # The run it waited for has ended: the buffered fire goes first, this one queues behind it.
             fire(name, record.buffered_fire_at, reason="buffered", check_overlap=False)
             record = ScheduleRecord.objects.select_related("last_run").get(name=name)
             structlog.contextvars.bind_contextvars(trace_id=trace_id, schedule_id=name, fire_time=fire_iso)
-        if check_overlap and spec.overlap != "allow" and record.last_run and record.last_run.status in _ACTIVE:
+        if check_overlap and spec.overlap != "allow" and record.last_run and record.last_run.status in ACTIVE_RUN_STATUSES:
             if spec.overlap == "skip":
                 ScheduleRecord.objects.filter(name=name).update(last_fire_at=fire_time)
                 log.info("schedule.skipped", reason="overlap", running_run_id=str(record.last_run_id))

@@ -6,6 +6,8 @@ import os
 import threading
 from typing import Any, Iterator
 
+from prometheus_client import REGISTRY
+
 from pipeline import SystemCollector, bind_address, get_logger, scheduler_port, start_http_server
 
 _lock = threading.Lock()
@@ -14,8 +16,6 @@ _server_started_in: int | None = None  # pid of the process whose endpoint runs
 
 class _SchedulerExposition:
     def collect(self) -> Iterator[Any]:
-        from prometheus_client import REGISTRY  # lazily, as pipeline.metrics does
-
         yield from REGISTRY.collect()
         yield from SystemCollector(close_db=True).collect()
 

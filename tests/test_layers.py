@@ -122,10 +122,10 @@ def _cycles() -> list[list[str]]:
 
 def public_modules() -> set[str]:
     """The engine's submodules `web/` and `schedules/` may import, as `pipeline.__init__`'s
-    docstring declares them (a line starting `Public submodules:`)."""
+    docstring declares them (the sentence starting `Public submodules:`)."""
     doc = ast.get_docstring(ast.parse((ROOT / "pipeline" / "__init__.py").read_text())) or ""
-    lines = [line for line in doc.splitlines() if line.startswith("Public submodules:")]
-    return set(re.findall(r"`(pipeline\.[a-z_.]+)`", " ".join(lines)))
+    paragraph = next((p for p in doc.split("\n\n") if "Public submodules:" in p), "")
+    return set(re.findall(r"`(pipeline\.[a-z_.]+)`", paragraph.split("Public submodules:", 1)[-1]))
 
 
 def test_the_helper_reads_relative_and_absolute_imports():
@@ -168,6 +168,47 @@ def test_no_engine_internals_named_in_web_or_schedules():
         if INTERNAL.search(line)
     ]
     assert hits == []
+
+
+def _explained(lines: list[str], lineno: int) -> bool:
+    """An import's reason: a comment on its line, on another line of its group of imports (blank
+    lines between them allowed), or on the line just above the group."""
+    index = lineno - 1
+    while index >= 0 and (not lines[index].strip() or lines[index].strip().startswith(("import ", "from "))):
+        if "#" in lines[index]:
+            return True
+        index -= 1
+    return index >= 0 and lines[index].strip().startswith("#")
+
+
+def function_level_imports() -> list[tuple[str, bool]]:
+    """(`path:line: statement`, explained) of every import inside a function."""
+    found = {}
+    for module, path in MODULES.items():
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines), str(path))
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        where = f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+                        found[where] = _explained(lines, node.lineno)
+    return sorted(found.items())
+
+
+def test_the_import_check_sees_function_level_imports_and_their_reasons():
+    imports = dict(function_level_imports())
+    assert any(where.startswith("pipeline/apps.py:") for where in imports)  # ready(): Django's app loading
+    assert _explained(["def f():", "    # why", "    import a", "    import b"], 4)
+    assert not _explained(["def f():", "    x = 1", "    import a"], 3)
+
+
+def test_every_import_inside_a_function_says_why_it_is_not_at_the_top():
+    """Imports belong at a module's top. The few that cannot be (Django's app loading: an
+    AppConfig's ready(), django-dramatiq's middleware; an optional dependency; a function shown
+    whole in the README) say so in a comment, so a new one cannot hide an import loop or a
+    layering mistake."""
+    assert [where for where, explained in function_level_imports() if not explained] == []
 
 
 def test_every_engine_error_is_a_pipeline_error_defined_in_errors_py():

@@ -6,7 +6,7 @@
   says so: `"store": "unreachable"` with the error class, while emits answer 503 too). The broker's
   answer is kept for BROKER_CACHE_SECONDS per process, so probes (or anyone) calling it often do
   not open an AMQP connection each time.
-- `GET /metrics`: Prometheus text format (see pipeline/metrics.py for what it holds). Run and stage
+- `GET /metrics`: Prometheus text format (see the `pipeline/metrics/` package for what it holds). Run and stage
   counters are counted where runs happen, in the workers: the body starts with comment lines
   saying where their endpoint is (`PIPELINE_WORKER_METRICS_PORT`, 9191 under `make run`).
 

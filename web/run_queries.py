@@ -20,7 +20,7 @@ from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncHour, TruncMinute
 from django.utils import timezone
 
-from pipeline import Event, Run, RunStatus, StageRun, StageStatus
+from pipeline import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus
 from web.validation import MomentError, parse_moment
 
 DEFAULT_PAGE_SIZE = 50
@@ -307,7 +307,7 @@ def overview(window: str, now: datetime | None = None) -> dict[str, Any]:
             "succeeded": counts.get("succeeded", 0),
             "failed": counts.get("failed", 0),
             "cancelled": counts.get("cancelled", 0),
-            "active": counts.get("pending", 0) + counts.get("running", 0),
+            "active": sum(counts.get(status, 0) for status in ACTIVE_RUN_STATUSES),
             "per_minute": round(total / minutes, 2),
             "success_rate": round(100 * counts.get("succeeded", 0) / finished, 1) if finished else None,
             "failure_rate": round(100 * counts.get("failed", 0) / finished, 1) if finished else None,

@@ -9,6 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from pipeline import create_private
+from pipeline.project import DRAMATIQ_MIDDLEWARE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
@@ -167,6 +168,8 @@ LOGIN_URL = "/admin/login/"
 
 PIPELINE_BROKER_URL = os.environ.get("PIPELINE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 PIPELINE_LOG_DIR = os.environ.get("PIPELINE_LOG_DIR", str(VAR_DIR / "log"))
+# The workers' multiprocess metrics folders (PIPELINE_WORKER_METRICS_PORT): under var/ like the rest.
+PIPELINE_METRICS_DIR = os.environ.get("PIPELINE_METRICS_DIR") or str(VAR_DIR / "prometheus")
 
 DRAMATIQ_BROKER = {
     # Dramatiq's RabbitMQ broker, declaring quorum or classic queues (PIPELINE_QUEUE_TYPE), with or
@@ -176,24 +179,9 @@ DRAMATIQ_BROKER = {
     # let RabbitMQ notice a dead worker host and redeliver its unacked stages.
     "BROKER": "pipeline.rabbitmq.PipelineBroker",
     "OPTIONS": {"url": PIPELINE_BROKER_URL},
-    # Stated in full on purpose: django-dramatiq's default list leaves out Pipelines and
-    # ShutdownNotifications, and order matters (logging context is bound before anything logs).
-    "MIDDLEWARE": [
-        "pipeline.middleware.LoggingContext",
-        "pipeline.middleware.LongDelays",  # delays past PIPELINE_MAX_HELD_DELAY_SECONDS go in hops
-        "pipeline.middleware.UrgentQueues",  # `--queues q` consumes q.urgent too (pipeline.flow.priority)
-        "dramatiq.middleware.AgeLimit",
-        "dramatiq.middleware.TimeLimit",
-        "dramatiq.middleware.ShutdownNotifications",
-        "dramatiq.middleware.Callbacks",
-        "dramatiq.middleware.Pipelines",
-        "dramatiq.middleware.Retries",
-        "dramatiq.middleware.CurrentMessage",
-        "django_dramatiq.middleware.DbConnectionsMiddleware",
-        "pipeline.middleware.Heartbeat",
-        "pipeline.middleware.Drain",  # worker.draining / worker.drained lines on SIGTERM
-        "pipeline.middleware.WorkerMetrics",  # PIPELINE_WORKER_METRICS_PORT: one /metrics per rundramatiq
-    ],
+    # The engine's list, stated in full there (pipeline.project.DRAMATIQ_MIDDLEWARE): django-dramatiq's
+    # default leaves out Pipelines and ShutdownNotifications, and order matters.
+    "MIDDLEWARE": list(DRAMATIQ_MIDDLEWARE),
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks", "pipelines"]
 

@@ -21,24 +21,25 @@ Where each process kind exposes them:
 need 0.0.0.0). Every name starts with `pipeline_`; counters end in `_total`, durations are
 histograms in seconds.
 
-prometheus_client is imported lazily (inside functions): in multiprocess mode it must see PROMETHEUS_MULTIPROC_DIR
-before it creates a metric, and a worker process only knows its directory once it has booted.
+In multiprocess mode a metric must be made after PROMETHEUS_MULTIPROC_DIR is set, and a worker
+process only knows its directory once it has booted: the metrics are made on first use, and
+`pipeline.middleware.WorkerMetrics` points prometheus_client at the directory before that.
 
-The package: `processor` (the metrics and the log processor that updates them), `exposition`
-(the scrape-time gauges, the text format, the HTTP endpoint), `queues` (stage queue depths from the
-broker), `multiprocess` (the workers' shared directories). Settings: `pipeline.conf`.
+The package: `processor` (the metrics and the log processor that updates them), `http` (the text
+format and the HTTP endpoint), `exposition` (what the web and the scheduler serve, with the
+scrape-time gauges; queue depths come from `pipeline.broker.queue_depths`; it reads the run store,
+so it is not imported here: this package is imported while Django loads its apps), `multiprocess`
+(the workers' shared directories). Settings: `pipeline.conf`.
 """
 from __future__ import annotations
 
-from .exposition import SystemCollector, exposition, render, start_http_server
+from .http import render, start_http_server
 from .multiprocess import prepare_worker_metrics_dir, worker_metrics_dir
 from .processor import observe, prime
 from .settings import bind_address, metrics_base_dir, scheduler_port, worker_port
 
 __all__ = [
-    "SystemCollector",
     "bind_address",
-    "exposition",
     "metrics_base_dir",
     "observe",
     "prepare_worker_metrics_dir",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+from prometheus_client import Counter, Histogram
+
 from ..definitions import registry
 
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -18,11 +20,9 @@ _metrics: "_Metrics | None" = None
 
 
 class _Metrics:
+    # Made on first use, not at import: in multiprocess mode a metric must be made after
+    # PROMETHEUS_MULTIPROC_DIR is set (`pipeline.middleware.WorkerMetrics`).
     def __init__(self) -> None:
-        # Imported here: in multiprocess mode prometheus_client must see PROMETHEUS_MULTIPROC_DIR
-        # before it creates a metric (see the package's doc).
-        from prometheus_client import Counter, Histogram
-
         self.runs_started = Counter(
             "pipeline_runs_started_total", "Runs that started (their first stage began).", ["pipeline"])
         self.runs_finished = Counter(

@@ -1,5 +1,6 @@
-"""Where the metrics endpoints listen and keep their files: environment only (a worker's
-exposition process has no Django), each read through `pipeline.conf`."""
+"""Where the metrics endpoints listen and keep their files, each read through `pipeline.conf`: the
+ports and the address from the environment only (the scheduler reads them before its first log
+line), the workers' folder as a setting (it is chosen in a worker process, Django set up)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,9 @@ def bind_address() -> str:
 
 
 def metrics_base_dir() -> Path:
-    if conf.environment("PIPELINE_METRICS_DIR"):
-        return Path(conf.environment("PIPELINE_METRICS_DIR"))
+    """`PIPELINE_METRICS_DIR` (this project's settings: `<var>/prometheus`); else
+    `<PIPELINE_VAR_DIR or var>/prometheus`."""
+    chosen = conf.get("PIPELINE_METRICS_DIR")
+    if chosen:
+        return Path(chosen)
     return Path(conf.environment("PIPELINE_VAR_DIR") or _DEFAULT_VAR) / "prometheus"

@@ -86,7 +86,9 @@ class Heartbeat(Middleware):
             self._stop.wait(interval)
 
     def _write(self, stopped_at: Any = None) -> None:
-        from ..models import WorkerHeartbeat  # the middleware is loaded before the app registry is ready
+        # Here, not at the top (Django's app loading): django-dramatiq builds the middleware while
+        # Django imports the apps, before any model may be imported.
+        from ..models import WorkerHeartbeat
 
         if self._started_at is None:
             return
@@ -113,7 +115,7 @@ class Heartbeat(Middleware):
             connection.close()  # this thread's own connection: never left to go stale
 
     def _forget_old(self) -> None:
-        from ..models import WorkerHeartbeat  # the middleware is loaded before the app registry is ready
+        from ..models import WorkerHeartbeat  # here: Django's app loading (see `_write`)
 
         try:
             WorkerHeartbeat.objects.filter(last_seen__lt=timezone.now() - FORGET_AFTER).delete()

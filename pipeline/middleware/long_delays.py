@@ -15,14 +15,13 @@ from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware, SkipMessage
 
 from ..logging import get_logger
+from ..rabbitmq import NOT_BEFORE
 
 log = get_logger("pipeline.delays")
 
 
 class LongDelays(Middleware):
     def before_process_message(self, broker: Any, message: Any) -> None:
-        from ..rabbitmq import NOT_BEFORE
-
         due = message.options.get(NOT_BEFORE)
         if due is None:
             return

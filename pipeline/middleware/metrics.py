@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import prometheus_client.values
 import structlog
 from dramatiq.middleware import Middleware
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..metrics import bind_address, prepare_worker_metrics_dir, start_http_server, worker_port
 
@@ -24,13 +27,9 @@ class WorkerMetrics(Middleware):
             return
         path = prepare_worker_metrics_dir(os.getppid())
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-        # prometheus_client only now: it must see PROMETHEUS_MULTIPROC_DIR before making a metric.
-        import prometheus_client.values as values
-
-        values.ValueClass = values.get_value_class()  # in case prometheus_client was imported earlier
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.multiprocess import MultiProcessCollector
-
+        # prometheus_client chose its value class when it was imported, before this directory was
+        # known: choose again, so the metrics (made on first use, from now on) write to it.
+        prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(path))
         try:
@@ -42,6 +41,4 @@ class WorkerMetrics(Middleware):
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
             multiprocess.mark_process_dead(os.getpid())

@@ -6,6 +6,7 @@ import socket
 import sys
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import structlog
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import emit
+from pipeline.metrics import metrics_base_dir
 from pipeline.models import Event, Run
 from tests.conftest import ManagedProcess, child_env, purge_queues, start_worker, wait_for
 
@@ -242,3 +244,16 @@ def assert_prometheus_conventions(text: str) -> None:
             assert not family.name.endswith("_total"), family.name
         for sample in family.samples:
             assert all(NAME.match(label) for label in sample.labels), sample
+
+
+@pytest.mark.store_independent
+def test_the_workers_metrics_folder_is_the_setting_else_under_the_var_folder_never_beside_the_source(
+        settings, monkeypatch, tmp_path):
+    settings.PIPELINE_METRICS_DIR = str(tmp_path / "chosen")
+    assert metrics_base_dir() == tmp_path / "chosen"
+    settings.PIPELINE_METRICS_DIR = ""
+    monkeypatch.delenv("PIPELINE_METRICS_DIR", raising=False)
+    monkeypatch.setenv("PIPELINE_VAR_DIR", str(tmp_path / "var"))
+    assert metrics_base_dir() == tmp_path / "var" / "prometheus"
+    monkeypatch.delenv("PIPELINE_VAR_DIR")
+    assert metrics_base_dir() == Path("var") / "prometheus"  # like PIPELINE_LOG_DIR's var/log: the working directory's

@@ -385,7 +385,7 @@ def test_the_overview_counts_runs_and_computes_stage_latency(staff_client, setti
     assert sum(data["series"]["succeeded"]) == 8 and sum(data["series"]["failed"]) == 1
     assert data["latency"]["labels"] == ["three_stages.first"]
     assert data["latency"]["p50"] == [30.0] and data["latency"]["p95"] == [1000.0]
-    assert "broker unreachable at amqp://127.0.0.1:1/" in page
+    assert "cannot reach RabbitMQ at amqp://127.0.0.1:1/" in page
     day = staff_client.get("/dashboard/?window=day").content.decode()
     day_data = json.loads(re.search(r'<script id="chart-data" type="application/json">(.*?)</script>', day, re.S).group(1))
     assert sum(day_data["series"]["failed"]) == 2

@@ -32,7 +32,7 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 
-from pipeline import Run, StageRun
+from pipeline import FINAL_RUN_STATUSES, Run, StageRun
 from . import stream_limits
 from .auth import token_required
 
@@ -41,7 +41,6 @@ Derive = Callable[[], "tuple[list[dict], str | None]"]
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 MAX_STREAM_SECONDS = 600.0  # then the stream ends and EventSource reconnects with Last-Event-ID
-FINAL = ("succeeded", "failed", "cancelled")
 _RANK = {"run:started": 0, "started": 1, "retrying": 2, "succeeded": 2, "failed": 2, "cancelled": 2, "run:end": 3}
 
 
@@ -96,12 +95,12 @@ def derive_transitions(run_id: str) -> tuple[list[dict], str | None]:
         # A stage was claimed between the two reads, before the run's own start was written (with
         # the same timestamp, just after): the run has started, and its key says so once.
         add("run:started", "run.started", min(item[0] for item in items), 0, pipeline=run["pipeline"])
-    if run["status"] in FINAL:
+    if run["status"] in FINAL_RUN_STATUSES:
         add(f"run:{run['status']}", f"run.{run['status']}", run["finished_at"], 3, pipeline=run["pipeline"],
             status=run["status"])
     items.sort(key=lambda item: (item[0], item[1], item[2]))
     state = run["status"]
-    if state in FINAL and any(s["status"] == "running" for s in stages):
+    if state in FINAL_RUN_STATUSES and any(s["status"] == "running" for s in stages):
         finished = run["finished_at"]
         if finished is None or (timezone.now() - finished).total_seconds() < SETTLE_SECONDS:
             state = "ending"
@@ -166,7 +165,7 @@ def event_stream(
             if chunks:
                 yield "".join(chunks)
                 last_beat = time.monotonic()
-            if status is None or status in FINAL:
+            if status is None or status in FINAL_RUN_STATUSES:
                 return
             now = time.monotonic()
             if now - started > max_seconds:
@@ -194,7 +193,7 @@ def sse_response(request, run_id: str, *, extra: Callable[[], dict] | None = Non
         raise
     finally:
         _release_connection()
-    if status in FINAL and last_event_id and len(resume_position(transitions, last_event_id)) >= len(transitions):
+    if status in FINAL_RUN_STATUSES and last_event_id and len(resume_position(transitions, last_event_id)) >= len(transitions):
         slot.release()
         return HttpResponse(status=204)  # finished and fully seen: EventSource stops reconnecting
     body = stream_limits.HeldStream(event_stream(run_id, last_event_id, extra=extra, derive=derive), slot)

@@ -1,16 +1,15 @@
-"""A run's log lines, read from the JSON-lines files in PIPELINE_LOG_DIR when this process can read them.
-
-The files are input like any other: a line that cannot be used (not JSON, longer than
-MAX_LINE_BYTES, fields of the wrong type: `pipeline.parse_line`) is skipped and counted, so
-one crafted line never fails the run page."""
+"""A run's log lines for its page, from the JSON-lines files in PIPELINE_LOG_DIR when this process
+can read them, through the engine's one log reader (`pipeline.log_lines_about`, the tail of each
+file): a line that cannot be used (not JSON, too long, fields of the wrong type, or values this
+page cannot serve) is skipped and counted, so one crafted line never fails the run page."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
 
-from pipeline import MAX_LINE_BYTES, conf, parse_line
+from pipeline import LogScan, conf, log_lines_about
 
 LINE_CAP = 500
 # Only the tail of each file is scanned: a run's lines are near its time, and a page view must
@@ -30,23 +29,6 @@ class LogLines:
     skipped: int = 0  # lines naming the run that could not be used, and lines too long to read
 
 
-def _bounded_lines(handle: IO[bytes]) -> Iterator[bytes | None]:
-    """The file's lines, each read with a bound: a line longer than MAX_LINE_BYTES comes out as
-    None, and the rest of it is read past in blocks, never held."""
-    while True:
-        raw = handle.readline(MAX_LINE_BYTES + 1)
-        if not raw:
-            return
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            while True:
-                rest = handle.readline(1024 * 1024)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            yield None
-            continue
-        yield raw
-
-
 def _shown(line: dict[str, Any]) -> dict[str, Any] | None:
     """The line with its `extra` column, or None when it cannot be shown (values nested past
     what the encoder takes, text that is not valid Unicode)."""
@@ -61,33 +43,18 @@ def _shown(line: dict[str, Any]) -> dict[str, Any] | None:
     return line
 
 
-def _scan(path: Path, needle: bytes, run_id: str, cap: int, scan_bytes: int) -> tuple[list[dict], bool, int]:
+def _scan(path: Path, run_id: str, cap: int, scan_bytes: int) -> tuple[list[dict], bool, int]:
     found: list[dict] = []
-    partial = False
-    skipped = 0
-    with path.open("rb") as handle:
-        size = path.stat().st_size
-        if size > scan_bytes:
-            handle.seek(size - scan_bytes)
-            for _ in _bounded_lines(handle):  # the rest of a line cut in two
-                break
-            partial = True
-        for raw in _bounded_lines(handle):  # line by line: never the whole file (nor a whole long line) in memory
-            if raw is None:  # too long to read: whose it is cannot be known, so it is counted
-                skipped += 1
-                continue
-            if needle not in raw:
-                continue
-            line = parse_line(raw)
-            if line is not None and line.get("run_id") != run_id:
-                continue  # names the run elsewhere (a parent's id in a field): not one of its lines
-            if line is None or _shown(line) is None:
-                skipped += 1
-                continue
-            found.append(line)
-            if len(found) > cap * 4:  # keep the newest: drop the oldest half now and then
-                found = found[-cap * 2:]
-    return found, partial, skipped
+    counts = LogScan()
+    unshowable = 0
+    for line in log_lines_about(str(path), run_id, counts, tail_bytes=scan_bytes):
+        if _shown(line) is None:
+            unshowable += 1
+            continue
+        found.append(line)
+        if len(found) > cap * 4:  # keep the newest: drop the oldest half now and then
+            found = found[-cap * 2:]
+    return found, path.stat().st_size > scan_bytes, counts.skipped + unshowable
 
 
 def run_log_lines(run_id: str, *, log_dir: str | None = None, cap: int = LINE_CAP,
@@ -102,11 +69,10 @@ def run_log_lines(run_id: str, *, log_dir: str | None = None, cap: int = LINE_CA
     if not paths:
         result.problem = f"no log files (*.jsonl) in {directory}"
         return result
-    needle = run_id.encode()
     lines: list[dict] = []
     for path in paths:
         try:
-            found, partial, skipped = _scan(path, needle, run_id, cap, scan_bytes)
+            found, partial, skipped = _scan(path, run_id, cap, scan_bytes)
         except OSError as exc:
             result.problem = f"{path} is not readable ({exc.strerror or exc})"
             continue

@@ -27,6 +27,7 @@ from pipeline import (
     redact,
     registry,
     replay,
+    worker_offline_after,
 )
 from schedules import operations as schedule_ops
 from schedules.models import ScheduleRecord
@@ -36,7 +37,6 @@ from web import run_queries as queries
 
 from . import broker, graph, logs, workers
 
-ACTIVE = ACTIVE_RUN_STATUSES
 BULK_REPLAY_CAP = 200
 
 
@@ -141,7 +141,7 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "payload": json.dumps(redact(run.event.payload), indent=2, sort_keys=True, default=str),
         "log": logs.run_log_lines(str(run.id)),
         "replays": list(run.replays.order_by("-created_at").only("id", "status", "created_at")[:20]),
-        "active": run.status in ACTIVE,
+        "active": run.status in ACTIVE_RUN_STATUSES,
         "replayable": run.status in (RunStatus.FAILED, RunStatus.CANCELLED),
         "status_url": reverse("dashboard:run-status", args=[run.id]),
         "fingerprint": _fingerprint(run.status, [(r.stage, r.status, r.attempts) for r in rows]),
@@ -158,7 +158,7 @@ def run_status(request: HttpRequest, run_id: str) -> JsonResponse:
         return JsonResponse({"error": f"no run with id {run_id!r}"}, status=404)
     rows = list(StageRun.objects.filter(run=run).values_list("stage", "status", "attempts"))
     return JsonResponse({
-        "run_id": str(run.id), "status": run.status, "active": run.status in ACTIVE,
+        "run_id": str(run.id), "status": run.status, "active": run.status in ACTIVE_RUN_STATUSES,
         "stages": {stage: status for stage, status, _ in rows}, "fingerprint": _fingerprint(run.status, rows),
     })
 
@@ -309,7 +309,7 @@ def failed_replay(request: HttpRequest) -> HttpResponse:
 def workers_page(request: HttpRequest) -> HttpResponse:
     rows = workers.worker_rows()
     return render(request, "dashboard/workers.html", {
-        "nav": "workers", "rows": rows, "threshold": workers.offline_after(),
+        "nav": "workers", "rows": rows, "threshold": worker_offline_after(),
         "online": sum(1 for r in rows if r.state == "online"), "now": timezone.now(),
     })
 

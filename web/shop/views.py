@@ -13,7 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from pydantic import ValidationError
 
-from pipeline import EventError, Run, emit
+from pipeline import FINAL_RUN_STATUSES, EventError, Run, emit
 from web.api import live
 from web.errors import error_response
 from web.jsonbody import BadRequest, check_document, json_object
@@ -116,7 +116,7 @@ def _order_transitions(order_id: int, run_id: str) -> tuple[list[dict], str | No
     """The run's transitions, then the order's ending once it has one. After the run ends the
     stream waits for it (state "ending"), at most `live.SETTLE_SECONDS`."""
     transitions, state = live.derive_transitions(run_id)
-    if state not in live.FINAL:
+    if state not in FINAL_RUN_STATUSES:
         return transitions, state
     order = Order.objects.filter(pk=order_id).values("status", "failure_reason").first()
     if order and order["status"] in Order.FINAL:

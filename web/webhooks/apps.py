@@ -8,7 +8,8 @@ class WebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Here, not at the top: fanout reads this app's models, loaded only once every app is imported.
+        # Here, not at the top (Django's app loading): fanout and the engine's outcomes import the
+        # models, which Django loads only once every app's AppConfig module is imported.
         from pipeline import add_outcome_listener, add_outcome_observer
 
         from . import fanout

@@ -19,10 +19,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + mac.hexdigest()
 
 
-# Imports inside: the README shows this function whole, for a receiver to copy as it is.
+# The README shows this function whole.
 def verify(secret: str, body: bytes, timestamp: str, signature: str, tolerance: int = 300) -> bool:
     """True if `signature` (X-Pipeline-Signature) signs `body` at `timestamp` (X-Pipeline-Timestamp)."""
-    import hashlib
+    import hashlib  # inside: the function stands alone, for a receiver to copy as it is
     import hmac
     import time
 

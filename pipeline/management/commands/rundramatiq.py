@@ -1,10 +1,12 @@
 """django-dramatiq's `rundramatiq`, after checking that the broker answers and that its queues
 have the type PIPELINE_QUEUE_TYPE asks for (one clear error line instead of every worker thread's
 reconnect traceback), with our logging set-up in charge."""
+import dramatiq
 from django.core.management.base import CommandError
 from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
 
 from pipeline.broker import BrokerUnavailable, check_broker
+from pipeline.rabbitmq import QueueTypeMismatch, check_queue_types
 
 
 class Command(DjangoDramatiqCommand):
@@ -13,10 +15,6 @@ class Command(DjangoDramatiqCommand):
             check_broker()
         except BrokerUnavailable as exc:
             raise CommandError(str(exc)) from None
-        import dramatiq
-
-        from pipeline.rabbitmq import QueueTypeMismatch, check_queue_types
-
         try:  # before forking: one line, not a consumer restarting forever in every worker
             check_queue_types(dramatiq.get_broker(), options.get("queues") or None)
         except QueueTypeMismatch as exc:

@@ -7,31 +7,31 @@ from django import template
 register = template.Library()
 
 
-@register.filter
-def ms(value) -> str:
-    """A duration in milliseconds, readable: 850 ms, 3.2 s, 4.5 min."""
+# (below this, divide by this, format) in turn; the last unit takes the rest.
+_MS_UNITS = ((1, 1, "{:.2f} ms"), (1000, 1, "{:.0f} ms"), (120_000, 1000, "{:.1f} s"), (None, 60_000, "{:.1f} min"))
+_SECOND_UNITS = ((120, 1, "{:.0f} s"), (7200, 60, "{:.0f} min"), (None, 3600, "{:.1f} h"))
+
+
+def _in_units(value, units) -> str:
     if value is None or value == "":
         return "–"
     value = float(value)
-    if value < 1:
-        return f"{value:.2f} ms"
-    if value < 1000:
-        return f"{value:.0f} ms"
-    if value < 120_000:
-        return f"{value / 1000:.1f} s"
-    return f"{value / 60000:.1f} min"
+    for below, divisor, form in units:
+        if below is None or value < below:
+            return form.format(value / divisor)
+    raise AssertionError("the last unit has no bound")
+
+
+@register.filter
+def ms(value) -> str:
+    """A duration in milliseconds, readable: 850 ms, 3.2 s, 4.5 min."""
+    return _in_units(value, _MS_UNITS)
 
 
 @register.filter
 def seconds(value) -> str:
-    if value is None:
-        return "–"
-    value = float(value)
-    if value < 120:
-        return f"{value:.0f} s"
-    if value < 7200:
-        return f"{value / 60:.0f} min"
-    return f"{value / 3600:.1f} h"
+    """A duration in seconds, readable: 30 s, 5 min, 2.5 h."""
+    return _in_units(value, _SECOND_UNITS)
 
 
 @register.filter
