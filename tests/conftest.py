@@ -188,6 +188,18 @@ def read_log_lines(pattern: str = "*.jsonl") -> list[dict]:
     return lines
 
 
+@pytest.fixture(autouse=True)
+def _store_up_as_far_as_this_process_knows():
+    """The run store's outage state is one per process (`pipeline.store_health.outage`): a test that
+    saw the store go down and came back without a commit of its own (the test process of
+    tests/test_store_outage.py) would leave the next test an outage already said."""
+    from pipeline import store_health
+
+    store_health.outage.forget()
+    yield
+    store_health.outage.forget()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _group_commit_writer_closed_at_the_end(django_db_setup):
     """The test process's group-commit writer holds a connection of its own: closed before the
