@@ -91,6 +91,9 @@ def test_a_duplicate_stage_message_does_not_run_a_succeeded_stage_again(live_wor
 
 
 @pytest.mark.skipif(bool(os.environ.get("TEST_EXTERNAL_BROKER")), reason="needs the local broker node to stop it")
+# Its own waits (the broker's stop, its start up to 60 s, 180 s for the runs, then the shared worker
+# idle before the flush) add up to more than the suite's 180 s default on a busy machine.
+@pytest.mark.timeout(480)
 def test_events_emitted_while_the_broker_is_down_all_complete_once_it_is_back(live_worker, test_database_url, client):
     port = settings.PIPELINE_BROKER_URL.rsplit(":", 1)[1].split("/")[0]
     broker_env = dict(os.environ, RABBITMQ_PORT=port)
