@@ -5,7 +5,8 @@ with `emit`, start a pipeline directly with `start`.
 
 This module is the engine's one door: `web/`, `schedules/` and user code import from
 `pipeline`, never from its other modules (`tests/test_layers.py` checks it).
-Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`).
+Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`) and
+`pipeline.project` (what a Django project adds to its settings: `pipeline_settings(...)`).
 
 The names in the "needs the app registry" groups (the run store's models and what queries
 them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package before its
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .events import emit, event_type, schemas as event_schemas, start, validate_start_payload
 from .files import create_private, write_private
+from .flow import URGENT, Batch, Debounce, RateLimit
 from .logfiles import MAX_LINE_BYTES, parse_line
 from .logging import get_logger, redact
 from .metrics import SystemCollector, bind_address, exposition, scheduler_port, start_http_server, worker_port
@@ -57,6 +59,11 @@ __all__ = [
     "emit",
     "start",
     "validate_start_payload",
+    # Flow control (pipeline/flow/)
+    "RateLimit",
+    "Debounce",
+    "Batch",
+    "URGENT",
     # What is declared
     "registry",
     "event_schemas",

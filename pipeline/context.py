@@ -32,6 +32,8 @@ class StageContext:
     attempt: int
     results: dict[str, Any]
     log: Any
+    # A batching pipeline's run (`Pipeline(batch=Batch(...))`): the events of its batch, oldest first.
+    batch: list[EventView] | None = None
     _cancel_checked_at: float = field(default=0.0, repr=False)
     _cancelled: bool = field(default=False, repr=False)
     _trace_rest: tuple[str, str] | None = field(default=None, repr=False)
@@ -73,3 +75,14 @@ class StageContext:
             status = Run.objects.filter(id=self.run_id).values_list("status", flat=True).first()
             self._cancelled = status == RunStatus.CANCELLED
         return self._cancelled
+
+
+def batch_events(run_id: str) -> list[EventView]:
+    """The events of the batch a run carries (pipeline/flow/windows.py), oldest first."""
+    from .flow.windows import batch_of  # the models: only once the app registry is ready
+    from .models import Event
+
+    ids = batch_of(run_id)
+    rows = {str(e.id): e for e in Event.objects.filter(id__in=[i for i, _ in ids])}
+    return [EventView(id=i, type=rows[i].type, payload=rows[i].payload, occurred_at=rows[i].occurred_at,
+                      trace_id=rows[i].trace_id) for i, _ in ids if i in rows]

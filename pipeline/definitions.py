@@ -10,6 +10,8 @@ from dramatiq.errors import Retry
 
 from . import conf
 from .errors import DefinitionError
+from .flow import checks as flow_checks
+from .flow.rules import NORMAL, Batch, Debounce, RateLimit, check_priority
 from .schemas import schemas
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -28,7 +30,11 @@ class Stage:
     backoff: tuple[float, float]
     timeout: float
     throws: tuple[type[BaseException], ...] = ()
+    rate_limit: RateLimit | None = None
     actor: Any = field(default=None, compare=False, repr=False)
+    # Whether a message of this stage passes `pipeline.flow.gate` first (set by `Pipeline._add`):
+    # False for stages that declare no flow control, which then cost nothing more.
+    gated: bool = field(default=False, compare=False, repr=False)
 
     @property
     def actor_name(self) -> str:
@@ -49,10 +55,16 @@ class Pipeline:
         queue: str | None = None,
         of: list[str] | tuple[str, ...] | None = None,
         emits_outcome: bool = True,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        priority: str = NORMAL,
     ) -> None:
         """`on="run.succeeded"` (or run.failed, run.cancelled) with `of=[...]` subscribes to
         the outcome of the named pipelines; `emits_outcome=False` keeps this pipeline's own
-        outcome from being emitted (for pipelines that deliver outcomes elsewhere)."""
+        outcome from being emitted (for pipelines that deliver outcomes elsewhere). Flow control
+        (`pipeline.flow`, README "Flow control"): `rate_limit` on the run's start, `debounce`,
+        `batch`, and `priority="urgent"`."""
         if not _NAME_RE.match(name):
             raise DefinitionError(f"pipeline name {name!r} must be lower_snake_case")
         if name in registry.pipelines:
@@ -72,6 +84,9 @@ class Pipeline:
         self.of = tuple(of or ())
         self.emits_outcome = emits_outcome
         self.queue = queue
+        flow_checks.check_declarations(name, rate_limit=rate_limit, debounce=debounce, batch=batch)
+        self.rate_limit, self.debounce, self.batch = rate_limit, debounce, batch
+        self.priority = check_priority(priority, f"pipeline {name!r}")
         self.stages: dict[str, Stage] = {}
         self._children: dict[str, list[str]] = {}
         registry.pipelines[name] = self
@@ -88,9 +103,11 @@ class Pipeline:
         backoff: tuple[float, float] | None = None,
         timeout: float | None = None,
         throws: tuple[type[BaseException], ...] = (),
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[StageFunction], StageFunction]:
         """Declares the decorated function as a stage: retried `retries` times with exponential
-        backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds."""
+        backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds;
+        with `rate_limit`, started at most that often (README "Flow control")."""
 
         def decorate(fn: StageFunction) -> StageFunction:
             self._add(
@@ -103,6 +120,7 @@ class Pipeline:
                     backoff=tuple(backoff or conf.get("PIPELINE_DEFAULT_BACKOFF")),
                     timeout=conf.get("PIPELINE_DEFAULT_TIMEOUT") if timeout is None else timeout,
                     throws=tuple(throws),
+                    rate_limit=flow_checks.checked_rate_limit(rate_limit, f"pipeline {self.name!r}: stage {name or fn.__name__!r}"),
                 )
             )
             return fn
@@ -138,6 +156,7 @@ class Pipeline:
         if stage.timeout <= 0:
             raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r} timeout must be positive")
         object.__setattr__(stage, "actor", _declare_actor(stage, self.queue or conf.get("PIPELINE_DEFAULT_QUEUE")))
+        object.__setattr__(stage, "gated", flow_checks.is_gated(self, stage))
         self.stages[stage.name] = stage
         self._children[stage.name] = []
         for parent in stage.after:
@@ -172,7 +191,7 @@ def _declare_actor(stage: Stage, queue_name: str) -> Any:
         registry.run_stage(stage, run_id)
 
     run_stage.__name__ = run_stage.__qualname__ = stage.actor_name
-    return dramatiq.actor(
+    actor = dramatiq.actor(
         run_stage,
         actor_name=stage.actor_name,
         queue_name=queue_name,
@@ -182,6 +201,8 @@ def _declare_actor(stage: Stage, queue_name: str) -> Any:
         max_backoff=60_000,
         time_limit=int(stage.timeout * 1000),
     )
+    flow_checks.declare_urgent_queue(actor)
+    return actor
 
 
 StageRunner = Callable[[Stage, str], None]
@@ -234,6 +255,7 @@ class Registry:
             unknown = [name for name in pipeline.of if name not in self.pipelines]
             if unknown:
                 raise DefinitionError(f"pipeline {pipeline.name!r}: of={list(pipeline.of)} names unknown pipeline(s) {unknown}")
+            flow_checks.check_pipeline(pipeline, schemas.get(pipeline.on) if pipeline.on else None)
         self._refuse_outcome_loops()
 
     def _refuse_outcome_loops(self) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from . import conf, tracing, writer
 from .definitions import Pipeline, registry
 from .errors import DefinitionError, InvalidPayload, PayloadTooLarge, ReservedName, UnknownEventType
+from .flow.rules import URGENT, check_priority
 from .logging import get_logger, info_on_commit
 from .request_context import linked_trace_id
 from .schemas import schemas
@@ -93,8 +94,10 @@ def emit(
     trace_id: str | None = None,
     source: str = "",
     engine: bool = False,
+    priority: str | None = None,
 ) -> str:
     """Validates and records an event, starts one run per subscribed pipeline, returns the event id.
+    `priority="urgent"`: its runs' stage messages overtake queued normal ones (pipeline.flow.priority).
 
     Inside `transaction.atomic()` nothing is published unless that transaction commits. With an
     `idempotency_key`, a repeated emit returns the first event's id and starts nothing. Event
@@ -104,8 +107,11 @@ def emit(
         reserved = _reserved(type, idempotency_key)
         if reserved is not None:
             raise reserved
+    if priority is not None:
+        check_priority(priority, "emit")
     data = validate(type, payload)
-    return _record(type, data, registry.subscribed_to(type, data), idempotency_key, trace_id, source, "event")
+    return _record(type, data, registry.subscribed_to(type, data), idempotency_key, trace_id, source, "event",
+                   priority)
 
 
 def validate_start_payload(pipeline_name: str, payload: Any) -> dict[str, Any]:
@@ -145,6 +151,7 @@ def _record(
     trace_id: str | None,
     source: str,
     trigger: str,
+    priority: str | None = None,
 ) -> str:
     trace_id = trace_id or tracing.current_trace_id() or tracing.new_trace_id()
     event_id = uuid.uuid4()
@@ -206,6 +213,8 @@ def _record(
     carried: dict[str, Any] = {"event_type": type_name, "occurred_at": now.isoformat()}
     if payload_size <= conf.get("PIPELINE_MESSAGE_CARRY_BYTES"):
         carried["payload"] = data
+    if priority == URGENT:
+        carried["priority"] = priority
     if in_caller_transaction:
         transaction.on_commit(lambda: _publish_after_commit(event_id_text, trace_id, first_stages, carried))
     else:

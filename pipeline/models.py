@@ -16,6 +16,10 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Flow control (pipeline/flow/), final: the event was folded into a later event's run
+    # (debounce) or into a batch's run; `error` names that run.
+    DEBOUNCED = "debounced"
+    BATCHED = "batched"
 
 
 # A run still under way: new stages may start, it may be cancelled, a schedule's next fire overlaps it.
@@ -29,6 +33,8 @@ class StageStatus(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Waiting for its turn under a rate limit (a message due at next_attempt_at will try again).
+    THROTTLED = "throttled"
 
 
 class Event(models.Model):
@@ -169,6 +175,44 @@ class StageRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stage} ({self.status})"
+
+
+class FlowRate(models.Model):
+    """One rate limit's state per key (pipeline/flow/rate.py): `tat` is the generic cell rate
+    algorithm's theoretical arrival time, `hint` the last turn handed to a waiting stage."""
+
+    rule = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    tat = models.DateTimeField(null=True, blank=True)
+    hint = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rule", "key"], name="flowrate_once_per_key")]
+
+
+class FlowWindow(models.Model):
+    """An open debounce or batch window of one pipeline and key (pipeline/flow/windows.py): the
+    run that will carry it (`leader_run`), due at `due_at`; deleted when that run starts."""
+
+    kind = models.CharField(max_length=16)  # debounce | batch
+    pipeline = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    leader_run = models.UUIDField()
+    leader_occurred_at = models.DateTimeField()
+    opened_at = models.DateTimeField()  # the first event's occurred_at
+    due_at = models.DateTimeField()
+    size = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "pipeline", "key"], name="flowwindow_once_per_key")]
+
+
+class FlowBatchItem(models.Model):
+    """An event of a batch, for the run that carries the batch (its stages' `ctx.batch`)."""
+
+    run_id = models.UUIDField(db_index=True)
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="+", db_index=False)
+    occurred_at = models.DateTimeField()
 
 
 class WorkerHeartbeat(models.Model):

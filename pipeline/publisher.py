@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from . import conf, writer
 from .definitions import DefinitionError, Stage, registry
+from .flow.priority import route
 from .logging import get_logger
 from .models import ACTIVE_RUN_STATUSES, Event, StageRun, StageStatus
 
@@ -36,6 +37,8 @@ def enqueue_stage(
     if carried:
         options.update(carried)
     message = stage.actor.message_with_options(args=(run_id,), **options)
+    # Urgent runs (the pipeline's priority, or the event's, carried) go to the urgent twin queue.
+    message = route(message, options.get("priority") or stage.pipeline.priority)
     stage.actor.broker.enqueue(message, delay=delay_ms)
     return message.message_id
 
@@ -141,7 +144,7 @@ def relay_once(limit: int = 500) -> dict[str, int]:
         StageRun.objects.filter(_ACTIVE_RUN)
         .filter(
             Q(status=StageStatus.PENDING, enqueued_at__lt=stalled_cutoff, run__event__published_at__isnull=False)
-            | Q(status=StageStatus.RETRYING, next_attempt_at__lt=stalled_cutoff)
+            | Q(status__in=[StageStatus.RETRYING, StageStatus.THROTTLED], next_attempt_at__lt=stalled_cutoff)
             | Q(status=StageStatus.RUNNING, lease_until__lt=now)
         )
         .select_related("run__event")[:limit]
@@ -153,7 +156,7 @@ def relay_once(limit: int = 500) -> dict[str, int]:
             log.warning("relay.publish_failed", error=f"{type(exc).__name__}: {exc}")
             return counts
         StageRun.objects.filter(id__in=[s.id for s in stalled], status=StageStatus.PENDING).update(enqueued_at=now)
-        StageRun.objects.filter(id__in=[s.id for s in stalled], status=StageStatus.RETRYING).update(
+        StageRun.objects.filter(id__in=[s.id for s in stalled], status__in=[StageStatus.RETRYING, StageStatus.THROTTLED]).update(
             next_attempt_at=now
         )
         for s in stalled:

@@ -25,6 +25,7 @@ class RunInfo:
     payload: dict | None = None
     occurred_at: datetime | None = None
     started_at: datetime | None = None
+    priority: str | None = None  # "urgent" when the event asked for it (pipeline.flow.priority)
 
     @classmethod
     def from_message(cls, run_id: str, pipeline: str, options: dict) -> "RunInfo":
@@ -35,7 +36,7 @@ class RunInfo:
             trace_id=options.get("trace_id", ""), event_type=options.get("event_type"),
             payload=options.get("payload"),
             occurred_at=datetime.fromisoformat(occurred) if occurred else None,
-            started_at=datetime.fromisoformat(started) if started else None,
+            started_at=datetime.fromisoformat(started) if started else None, priority=options.get("priority"),
         )
 
     def carried(self, results: dict | None) -> dict[str, Any]:
@@ -46,6 +47,8 @@ class RunInfo:
             out["occurred_at"] = self.occurred_at.isoformat()
         if self.started_at is not None:
             out["run_started_at"] = self.started_at.isoformat()
+        if self.priority is not None:
+            out["priority"] = self.priority
         budget = limit
         if self.payload is not None:
             size = len(orjson.dumps(self.payload, option=JSON_OPTIONS))

@@ -27,8 +27,9 @@ from dramatiq.middleware import CurrentMessage, TimeLimit
 from dramatiq.middleware.threading import Interrupt
 
 from . import conf, outcomes, redelivery, stage_store, states, store_health, writer
-from .context import EventView, StageContext
+from .context import EventView, StageContext, batch_events
 from .definitions import Stage
+from .flow import gate
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
@@ -58,8 +59,7 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     thread = threading.get_ident()
     first = redelivery.executing.setdefault(message_id, thread) == thread
     try:
-        holder = redelivery.live_holder(message, run_id, WORKER_ID)
-        if holder is not None:
+        if (holder := redelivery.live_holder(message, run_id, WORKER_ID)) is not None:
             log.info("stage.deferred", run_id=run_id, reason="redelivered while a live worker runs it", holder=holder,
                      retry_in_ms=redelivery.DEFER_MS)
             message.options[redelivery.HOLDER] = holder  # the copy checks again
@@ -81,10 +81,12 @@ def execute_stage(stage: Stage, run_id: str) -> None:
 
 def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:
     info = RunInfo.from_message(run_id, stage.pipeline.name, options)
-    claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"))
+    if (admitted := gate.admit(stage, info, message) if stage.gated else True) is False:
+        return  # flow control (pipeline/flow/) holds, throttles, folds or drops it
+    claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"),
+                                started_at=None if admitted is True else admitted)
     if claimed is None:
-        stage = _not_claimed(stage, info, message_id)
-        if stage is None:
+        if (stage := _not_claimed(stage, info, message_id)) is None:
             return
         # A redelivery of a message whose worker died in the middle of a chain it was running
         # inline: go on from the stage it held.
@@ -112,7 +114,7 @@ def _run_chain(
                                                trace_id=info.trace_id, pipeline=info.pipeline)
         if started_run:
             log.info("run.started", run_id=info.run_id, pipeline=info.pipeline)
-            started_run = False
+        started_run = False
         log.info("stage.started", attempt=attempt, worker=WORKER_ID)
         following = _attempt(stage, info, message, message_id, attempt, results, carrier)
         if following is None:
@@ -140,6 +142,7 @@ def _attempt(
         attempt=attempt,
         results=results,
         log=structlog.get_logger(f"pipeline.stage.{stage.actor_name}"),
+        batch=batch_events(info.run_id) if stage.pipeline.batch is not None else None,
     )
     started = time.perf_counter()
     try:
@@ -158,8 +161,8 @@ def _inline_child(stage: Stage, children: list[Stage]) -> Stage | None:
     if len(children) != 1 or not conf.get("PIPELINE_INLINE_CHAINS"):
         return None
     child = children[0]
-    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name:
-        return None
+    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name or child.gated:
+        return None  # (a gated child, e.g. rate-limited, passes the flow gate in a message of its own)
     return None if draining() else child
 
 
@@ -186,10 +189,9 @@ def _succeeded(
     if done.ready:
         single = [c for c in done.ready if len(c.after) == 1]
         joins = [c for c in done.ready if len(c.after) > 1]
-        if single:
-            publish_ready(single, info.run_id, info.event_id, info.trace_id, info.carried({stage.name: result}))
-        if joins:  # a fan-in reads its parents' results from the store
-            publish_ready(joins, info.run_id, info.event_id, info.trace_id, info.carried(None))
+        for ready, results in ((single, {stage.name: result}), (joins, None)):  # a fan-in reads the store
+            if ready:
+                publish_ready(ready, info.run_id, info.event_id, info.trace_id, info.carried(results))
     if done.inline:
         return inline, {stage.name: result}
     return None
@@ -293,8 +295,6 @@ def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
 def _restart_time_limit(stage: Stage) -> None:
     """A stage continued inline gets its own time limit, counted from its start."""
     message = CurrentMessage.get_current_message()
-    if message is None:
-        return
-    for middleware in stage.actor.broker.middleware:
+    for middleware in stage.actor.broker.middleware if message is not None else ():
         if isinstance(middleware, TimeLimit):
             middleware.manager.add_timeout(threading.get_ident(), stage.timeout * 1000)

@@ -119,7 +119,7 @@ class Statements:
             "UPDATE pipeline_stagerun SET status = 'running', attempts = attempts + 1, message_id = ?, "
             "lease_until = ?, started_at = ?, worker = ?, next_attempt_at = NULL "
             "WHERE run_id = ? AND stage = ? AND parents_remaining = 0 "
-            "AND (status IN ('pending', 'retrying') OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
+            "AND (status IN ('pending', 'retrying', 'throttled') OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
             f"AND {run_active} RETURNING attempts"
         )
         start_run = "UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'"

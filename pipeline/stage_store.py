@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 def claim(
     stage: "Stage", info: "RunInfo", message_id: str, worker: str, lease_until: datetime, results: dict | None,
+    started_at: datetime | None = None,
 ) -> tuple[int, dict, bool] | None:
     """Claims the stage for this message and reads what the message did not carry; returns
     (attempt, parents' results, whether this claim started the run) or None when not claimed.
-    A first stage's claim also moves its pending run to running, in the same transaction."""
+    A first stage's claim also moves its pending run to running, in the same transaction.
+    `started_at`: when a rate limit admitted the stage (`pipeline.flow.rate`), recorded as its start."""
     need_results = bool(stage.after) and results is None
     root = not stage.after
 
@@ -32,8 +34,8 @@ def claim(
         q, d = tx.q, tx.d
         now = utcnow()
         run_key = d.uuid(info.run_id)
-        params = (message_id, d.dt(lease_until), d.dt(now), worker, run_key, stage.name, message_id, d.dt(now),
-                  run_key)
+        params = (message_id, d.dt(lease_until), d.dt(started_at or now), worker, run_key, stage.name, message_id,
+                  d.dt(now), run_key)
         started_run = False
         if root and q.fused:  # the claim and the run's start in one statement
             attempts, started = tx.execute(q.claim_then_start, (*params, d.dt(now), run_key)).fetchone()

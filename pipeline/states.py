@@ -16,25 +16,32 @@ from .models import ACTIVE_RUN_STATUSES, Run, RunStatus, StageRun, StageStatus
 log = get_logger("pipeline.states")
 
 RUN_TRANSITIONS: dict[str, set[str]] = {
-    RunStatus.PENDING: {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED},
+    # debounced/batched: folded into another run by flow control (pipeline/flow/windows.py)
+    RunStatus.PENDING: {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.DEBOUNCED,
+                        RunStatus.BATCHED},
     RunStatus.RUNNING: {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED},
     RunStatus.FAILED: {RunStatus.RUNNING},  # a replay resumes a failed run
     RunStatus.CANCELLED: {RunStatus.RUNNING},  # ...or a cancelled one
     RunStatus.SUCCEEDED: set(),
+    RunStatus.DEBOUNCED: set(),
+    RunStatus.BATCHED: set(),
 }
 
 STAGE_TRANSITIONS: dict[str, set[str]] = {
-    StageStatus.PENDING: {StageStatus.RUNNING, StageStatus.CANCELLED},
+    StageStatus.PENDING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED},
     StageStatus.RUNNING: {StageStatus.SUCCEEDED, StageStatus.RETRYING, StageStatus.FAILED, StageStatus.CANCELLED},
-    StageStatus.RETRYING: {StageStatus.RUNNING, StageStatus.CANCELLED},
+    StageStatus.RETRYING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED},
+    # waits for its turn under a rate limit (pipeline/flow/rate.py); the message-path claim
+    # (pipeline/sql.py) takes it like a pending stage
+    StageStatus.THROTTLED: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED},  # a later turn
     StageStatus.FAILED: {StageStatus.PENDING},  # replay
     StageStatus.CANCELLED: {StageStatus.PENDING},  # replay
     StageStatus.SUCCEEDED: set(),
 }
 
 RUN_ACTIVE = ACTIVE_RUN_STATUSES
-RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
-STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING)
+RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEBOUNCED, RunStatus.BATCHED)
+STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING, StageStatus.THROTTLED)
 
 
 def _sources(table: dict[str, set[str]], target: str) -> list[str]:

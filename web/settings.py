@@ -181,6 +181,7 @@ DRAMATIQ_BROKER = {
     "MIDDLEWARE": [
         "pipeline.middleware.LoggingContext",
         "pipeline.middleware.LongDelays",  # delays past PIPELINE_MAX_HELD_DELAY_SECONDS go in hops
+        "pipeline.middleware.UrgentQueues",  # `--queues q` consumes q.urgent too (pipeline.flow.priority)
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.ShutdownNotifications",

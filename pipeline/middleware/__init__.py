@@ -4,5 +4,6 @@ from .heartbeat import Heartbeat
 from .logging_context import LoggingContext
 from .long_delays import LongDelays
 from .metrics import WorkerMetrics
+from .urgent_queues import UrgentQueues
 
-__all__ = ["Drain", "Heartbeat", "LoggingContext", "LongDelays", "WorkerMetrics"]
+__all__ = ["Drain", "Heartbeat", "LoggingContext", "LongDelays", "UrgentQueues", "WorkerMetrics"]

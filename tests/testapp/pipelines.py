@@ -1,7 +1,7 @@
 """Pipelines the tests drive through the real broker and worker processes."""
 from pydantic import BaseModel, ConfigDict
 
-from pipeline import Pipeline, StageContext, event_type
+from pipeline import Batch, Debounce, Pipeline, RateLimit, StageContext, event_type
 
 from .models import SideEffect
 
@@ -253,7 +253,7 @@ def alert(ctx: StageContext) -> dict:
     return {"failed_run": ctx.event.payload["run_id"], "error": ctx.event.payload["error"]}
 
 
-# --- Linear chains continued inline (tests/test_inline_chains.py). On queues of their own, so the
+# --- Linear chains continued inline (tests/pipeline/test_inline_chains.py). On queues of their own, so the
 # workers those tests start consume nothing else and no other test's worker takes their messages.
 INLINE_QUEUE = "inline_chains"
 INLINE_KILL_QUEUE = "inline_kill"
@@ -432,3 +432,56 @@ def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster
     for n in range(count):
         emit(event_type, {"n": n})
         time.sleep(max(0.0, start + (n + 1) / per_second - time.monotonic()))
+
+
+# --- Flow control: rate limits, debounce, priority, batching (tests/pipeline/test_flow_*.py) ----
+
+FLOW_QUEUE = "flow"  # one queue of their own: a worker of the flow tests consumes only these
+PRIORITY_QUEUE = "flow_priority"  # filled before its worker starts (the priority test)
+
+
+class TestFlow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = "k"
+    seq: int = 0
+
+
+for _flow_type in ("test.flow_throttle", "test.flow_drop", "test.flow_debounce", "test.flow_debounce_burst",
+                   "test.flow_batch", "test.flow_priority"):
+    event_type(_flow_type)(TestFlow)
+
+
+def _seq(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"seq": ctx.event.payload["seq"]}
+
+
+flow_throttled = Pipeline("flow_throttled", on="test.flow_throttle", queue=FLOW_QUEUE)
+flow_throttled.stage("prepare", retries=0, timeout=30)(_seq)  # continued inline, then the gate
+flow_throttled.stage("call_api", retries=0, timeout=30, rate_limit=RateLimit(10, per=1.0, burst=2))(_seq)
+
+flow_dropped = Pipeline("flow_dropped", on="test.flow_drop", queue=FLOW_QUEUE,
+                        rate_limit=RateLimit(1, per=600, key="key", burst=1, mode="drop"))
+flow_dropped.stage("only", retries=0, timeout=30)(_seq)
+
+flow_debounced = Pipeline("flow_debounced", on="test.flow_debounce", queue=FLOW_QUEUE,
+                          debounce=Debounce(seconds=2, key="key", max_wait=5))
+flow_debounced.stage("reindex", retries=0, timeout=30)(_seq)
+# Without a maximum wait: how many events one window takes depends only on their spacing.
+flow_debounced_burst = Pipeline("flow_debounced_burst", on="test.flow_debounce_burst", queue=FLOW_QUEUE,
+                                debounce=Debounce(seconds=2, key="key"))
+flow_debounced_burst.stage("reindex", retries=0, timeout=30)(_seq)
+
+flow_batched = Pipeline("flow_batched", on="test.flow_batch", queue=FLOW_QUEUE,
+                        batch=Batch(size=25, seconds=600, key="key"))
+
+
+@flow_batched.stage(retries=0, timeout=30)
+def load_batch(ctx: StageContext) -> dict:
+    _record(ctx)
+    return {"seqs": [e.payload["seq"] for e in ctx.batch or []], "events": [e.id for e in ctx.batch or []]}
+
+
+flow_priority = Pipeline("flow_priority", on="test.flow_priority", queue=PRIORITY_QUEUE)
+flow_priority.stage("first", retries=0, timeout=30)(_seq)
+flow_priority.stage("second", retries=0, timeout=30)(_seq)

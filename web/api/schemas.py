@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 from schedules import bounds
 from web.validation import MOMENT_RANGE, MomentError, parse_moment
 
-RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-StageStatusName = Literal["pending", "running", "retrying", "succeeded", "failed", "cancelled"]
+RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled", "debounced", "batched"]
+StageStatusName = Literal["pending", "running", "retrying", "throttled", "succeeded", "failed", "cancelled"]
 CatchUp = Literal["coalesce", "all", "none"]
 Overlap = Literal["allow", "skip", "buffer_one"]
 WebhookEventType = Literal["run.succeeded", "run.failed", "run.cancelled"]

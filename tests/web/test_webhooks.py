@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import read_log_lines, shared_workers_idle, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec-0123456789abcdef"
 
 

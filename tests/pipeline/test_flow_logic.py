@@ -1,0 +1,157 @@
+"""The decisions of rate limits and debounce/batch windows, in process against the run store,
+on a clock of the test's own (each decision reads the time once, under the row lock)."""
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline import Batch, Debounce, RateLimit
+from pipeline.flow import rate, windows
+from pipeline.models import Event, FlowBatchItem, FlowWindow, Run, StageRun
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    state = {"now": T0}
+    monkeypatch.setattr(rate, "utcnow", lambda: state["now"])
+    monkeypatch.setattr(windows, "utcnow", lambda: state["now"])
+    return state
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_a_quiet_limit_admits_its_burst_at_once_then_hands_out_turns_one_interval_apart(db, clock):
+    rule = RateLimit(10, per=1.0, burst=2)
+    admitted = [rate.acquire("r", "*", rule) for _ in range(3)]
+    assert all(d.admitted for d in admitted)
+    refused = [rate.acquire("r", "*", rule) for _ in range(3)]
+    assert [d.admitted for d in refused] == [False, False, False]
+    assert [d.retry_at for d in refused] == [at(0.1), at(0.2), at(0.3)]  # turns, spread one T apart
+    clock["now"] = at(0.1)
+    assert rate.acquire("r", "*", rule).admitted  # at its turn
+    clock["now"] = at(0.15)
+    assert rate.acquire("r", "*", rule).retry_at == at(0.4)  # too early for the next: the end of the line
+
+
+def test_no_window_of_the_period_holds_more_than_limit_plus_burst_starts(db, clock):
+    """Random arrivals, each refused one coming back at its turn: the admitted times never put
+    more than limit + burst starts in any window of `per` seconds."""
+    rule = RateLimit(5, per=1.0, burst=1)
+    rng = random.Random(7)
+    pending = sorted(rng.uniform(0, 6) for _ in range(80))
+    queue = list(pending)
+    starts = []
+    while queue:
+        queue.sort()
+        t = queue.pop(0)
+        clock["now"] = max(clock["now"], at(t))
+        decision = rate.acquire("w", "*", rule)
+        if decision.admitted:
+            starts.append(decision.now)
+        else:
+            queue.append((decision.retry_at - T0).total_seconds() + rng.uniform(0, 0.05))  # late by up to 50 ms
+    assert len(starts) == 80
+    n = rule.limit + rule.burst
+    assert all(starts[i + n] - starts[i] >= timedelta(seconds=rule.per) for i in range(len(starts) - n))
+
+
+def test_keys_have_limits_of_their_own_and_drop_mode_gives_no_turn(db, clock):
+    rule = RateLimit(1, per=60, mode="drop")
+    assert rate.acquire("d", "a", rule).admitted
+    assert rate.acquire("d", "b", rule).admitted
+    refused = rate.acquire("d", "a", rule)
+    assert not refused.admitted and refused.retry_at is None
+
+
+def _run(pipeline: str, occurred: datetime) -> tuple[str, str]:
+    event = Event.objects.create(type="test.flow_debounce", payload={}, occurred_at=occurred, trace_id="0" * 32)
+    run = Run.objects.create(event=event, pipeline=pipeline, created_at=occurred)
+    StageRun.objects.create(run=run, stage="only")
+    return str(run.id), str(event.id)
+
+
+def test_debounce_keeps_the_newest_event_and_ends_the_others_debounced(db, clock):
+    p = SimpleNamespace(name="flow_logic_debounce", debounce=Debounce(2, key="k", max_wait=5), batch=None)
+    runs = [_run(p.name, at(i * 0.1)) for i in range(3)]
+    clock["now"] = at(0.3)
+    got = [windows.admit(p, "debounce", r, e, at(i * 0.1), "k1", held=False) for i, (r, e) in enumerate(runs)]
+    assert [g.proceed for g in got] == [False, False, False]
+    assert got[2].due_in_ms == 1900 + 1  # due 2 s after the newest event (0.2 + 2), seen at 0.3
+    statuses = {str(r.id): r.status for r in Run.objects.all()}
+    assert [statuses[r] for r, _ in runs] == ["debounced", "debounced", "pending"]
+    assert Run.objects.get(id=runs[0][0]).error.endswith(runs[1][0])
+    clock["now"] = at(2.3)
+    leader = windows.admit(p, "debounce", runs[2][0], runs[2][1], at(0.2), "k1", held=True)
+    assert leader.proceed and not FlowWindow.objects.exists()
+    stale = windows.admit(p, "debounce", runs[0][0], runs[0][1], at(0), "k1", held=True)  # a folded run's message
+    assert stale.gone and not stale.proceed and not FlowWindow.objects.exists()
+
+
+def test_an_older_event_arriving_late_is_folded_into_the_newer_leader(db, clock):
+    p = SimpleNamespace(name="flow_logic_late", debounce=Debounce(2), batch=None)
+    newer, older = _run(p.name, at(1)), _run(p.name, at(0.5))
+    clock["now"] = at(1.1)
+    windows.admit(p, "debounce", *newer, at(1), "*", held=False)
+    late = windows.admit(p, "debounce", *older, at(0.5), "*", held=False)
+    assert late.folded_into == newer[0]
+    assert Run.objects.get(id=older[0]).status == "debounced"
+
+
+def test_max_wait_bounds_a_steady_stream(db, clock):
+    p = SimpleNamespace(name="flow_logic_stream", debounce=Debounce(2, max_wait=5), batch=None)
+    last = None
+    for i in range(10):  # one event every 0.5 s: each would push the window 2 s on
+        run = _run(p.name, at(i * 0.5))
+        clock["now"] = at(i * 0.5)
+        last = windows.admit(p, "debounce", *run, at(i * 0.5), "*", held=False)
+    assert FlowWindow.objects.get().due_at == at(5)  # opened at 0, due no later than 5 s after
+    assert last.due_in_ms == 500 + 1
+    run = _run(p.name, at(5))
+    clock["now"] = at(5)
+    assert windows.admit(p, "debounce", *run, at(5), "*", held=False).proceed  # due: it goes at once
+    assert not FlowWindow.objects.exists()
+    assert Run.objects.filter(status="debounced").count() == 10
+
+
+def test_a_batch_closes_when_full_and_its_run_carries_every_event(db, clock):
+    p = SimpleNamespace(name="flow_logic_batch", debounce=None, batch=Batch(3, seconds=60))
+    runs = [_run(p.name, at(i)) for i in range(4)]
+    got = [windows.admit(p, "batch", r, e, at(i), "*", held=False) for i, (r, e) in enumerate(runs)]
+    assert got[0].due_in_ms > 0 and not got[0].proceed  # the leader is held
+    assert got[1].folded_into == runs[0][0] and got[1].publish_leader is None
+    assert got[2].publish_leader == runs[0][0]  # the third fills it: the leader goes now
+    assert got[3].due_in_ms > 0 and not got[3].proceed  # the fourth opens the next batch
+    assert windows.batch_of(runs[0][0]) == [(e, at(i)) for i, (_, e) in enumerate(runs[:3])]
+    assert windows.admit(p, "batch", *runs[0], at(0), "*", held=True).proceed  # its full batch's message
+    assert FlowWindow.objects.get().leader_run == uuid.UUID(runs[3][0])  # ...opened no window of its own
+    assert [Run.objects.get(id=r).status for r, _ in runs] == ["pending", "batched", "batched", "pending"]
+    assert FlowBatchItem.objects.filter(run_id=runs[3][0]).count() == 1
+
+
+def test_a_batch_that_does_not_fill_goes_when_due(db, clock):
+    p = SimpleNamespace(name="flow_logic_due", debounce=None, batch=Batch(10, seconds=2))
+    first, second = _run(p.name, at(0)), _run(p.name, at(1))
+    windows.admit(p, "batch", *first, at(0), "*", held=False)
+    windows.admit(p, "batch", *second, at(1), "*", held=False)
+    clock["now"] = at(1.5)
+    assert not windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
+    # held, not stalled: the relay leaves its first stage alone until the window is due
+    assert StageRun.objects.get(run_id=first[0]).enqueued_at == at(2)
+    clock["now"] = at(2)
+    assert windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
+    assert len(windows.batch_of(first[0])) == 2
+
+
+def test_the_leader_of_a_full_batch_goes_on_and_opens_no_window(db, clock):
+    p = SimpleNamespace(name="flow_logic_full", debounce=None, batch=Batch(2, seconds=60))
+    first, second = _run(p.name, at(0)), _run(p.name, at(1))
+    windows.admit(p, "batch", *first, at(0), "*", held=False)
+    assert windows.admit(p, "batch", *second, at(1), "*", held=False).publish_leader == first[0]
+    assert windows.admit(p, "batch", *first, at(0), "*", held=True).proceed
+    assert not FlowWindow.objects.exists()
