@@ -37,7 +37,12 @@ WAIT_MAX_SECONDS = 2.0
 
 def is_unreachable(exc: BaseException | None) -> bool:
     """Whether `exc` (or what it wraps) says the database cannot be reached, as opposed to a
-    statement failing on a database that answers."""
+    statement failing on a database that answers.
+
+    Only what `exc` wraps counts (`raise ... from`, `__cause__`; Django wraps every driver error
+    so), not what was being handled when it was raised (`__context__`): a Dramatiq `Retry` raised
+    while handling an outage's error is a decision about a message, taken once the store answered
+    again; following the context would take it for a second outage (`store.unavailable` again)."""
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, StoreUnavailable):
@@ -45,7 +50,7 @@ def is_unreachable(exc: BaseException | None) -> bool:
         if isinstance(exc, _psycopg_operational()):
             state = getattr(exc, "sqlstate", None)
             return state is None or state.startswith("08") or state in _SHUTDOWN_STATES
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
         seen += 1
     return False
 
@@ -90,6 +95,14 @@ class _Outage:
         if since is not None:
             log.info("store.recovered", down_ms=round((time.monotonic() - since) * 1000, 1),
                      error_type=self.error_type)
+
+    def forget(self) -> None:
+        """Back to "up" without a word. Why: the outage is one per process, and a test process
+        runs many tests; one that saw the store go down (and nothing of its own committed after)
+        must not leave the next test an outage already said."""
+        with self._lock:
+            self.down_since = None
+            self.error_type = ""
 
 
 outage = _Outage()

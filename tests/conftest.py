@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pika
 import pytest
 from django.conf import settings
 
+from tests.in_hand import held
 from tests.openapi_contract import api_responses_match_the_document  # noqa: F401  (autouse: every API answer)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,10 +136,11 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 
 def start_worker(
     database_url: str, name: str = "worker", processes: int = 2, threads: int = 8, queue: str = STAGE_QUEUE,
-    own_log: bool = False,
+    own_log: bool = False, env: dict[str, str] | None = None,
 ) -> ManagedProcess:
     """A real `rundramatiq` on `queue`; with `own_log`, its JSON lines go to `<log dir>/<name>.jsonl`."""
     extra = {"PIPELINE_PROCESS": name} if own_log else {}
+    extra.update(env or {})
     process = ManagedProcess(
         name,
         [PYTHON, "manage.py", "rundramatiq", "--processes", str(processes), "--threads", str(threads),
@@ -152,20 +155,136 @@ def start_worker(
     return process
 
 
+class SharedWorker:
+    """A `rundramatiq` that several tests share (the session's, a module's): started on first use,
+    started again after a test had to stop it. Its processes say how many messages they hold
+    (tests/in_hand.py), for `shared_workers_idle`. Everything else is the `ManagedProcess`'s."""
+
+    def __init__(self, database_url: str, name: str, queue: str, **options: Any) -> None:
+        self.database_url, self.name, self.queue, self.options = database_url, name, queue, options
+        self.in_hand = log_dir() / "in-hand" / name
+        self.process: ManagedProcess | None = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.popen.poll() is None
+
+    def ensure_started(self) -> SharedWorker:
+        if not self.running():
+            if self.process is not None:
+                self.process.stop()
+            shutil.rmtree(self.in_hand, ignore_errors=True)
+            self.process = start_worker(self.database_url, self.name, queue=self.queue,
+                                        env={"TEST_IN_HAND_DIR": str(self.in_hand)}, **self.options)
+            _shared_workers.append(self)
+            wait_for(lambda: self.holds() is not None, 60, f"{self.name} to say what it holds (tests/in_hand.py)")
+        return self
+
+    def holds(self) -> int | None:
+        return held(self.in_hand)
+
+    def stop(self) -> None:
+        if self in _shared_workers:
+            _shared_workers.remove(self)
+        if self.process is not None:
+            self.process.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "process" or self.process is None:
+            raise AttributeError(name)
+        return getattr(self.process, name)
+
+
+_shared_workers: list[SharedWorker] = []
+
+
+def _ready(queues: set[str]) -> int | None:
+    """Messages ready in `queues` (AMQP), None when the broker does not answer."""
+    try:
+        connection, channel = amqp_channel()
+    except pika.exceptions.AMQPError:
+        return None
+    try:
+        total = 0
+        for name in sorted(queues):
+            try:
+                total += channel.queue_declare(queue=name, passive=True).method.message_count
+            except pika.exceptions.ChannelClosedByBroker:  # not declared (yet): nothing in it
+                channel = connection.channel()
+        return total
+    except pika.exceptions.AMQPError:
+        return None
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def shared_workers_idle(timeout: float = 120) -> bool:
+    """Whether the running shared workers became idle within `timeout`: nothing ready on their
+    queues (and delay queues) and no message in their hands (being processed, or a retry held
+    until its time), three times in a row a quarter of a second apart (a message just delivered
+    waits a moment before a worker thread takes it, and one moving from a queue to a worker or
+    back is in one place or the other). False at once when the broker does not answer.
+
+    Also what a test waits on instead of a fixed sleep when it checks that something did *not*
+    happen (a duplicate dropped, no stage after a cancel): once idle, it would have happened."""
+    workers = [w for w in _shared_workers if w.running()]
+    if not workers:
+        return True
+    queues = {q for w in workers for q in (w.queue, f"{w.queue}.DQ")}
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline:
+        ready = _ready(queues)
+        if ready is None:
+            return False
+        quiet = quiet + 1 if ready == 0 and all(not w.holds() for w in workers) else 0
+        if quiet >= 3:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _flushes_its_database(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    marked = bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
+    return marked or "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+
+
+@pytest.fixture(autouse=True)
+def _shared_workers_idle_before_the_flush(request):
+    """Every test whose database is flushed at its end (transactional ones) first waits for the
+    shared workers to be idle (`shared_workers_idle`), whether it used them or not: what it
+    committed may have published work to them (a backfill, a schedule, an outcome).
+
+    Why: the flush is a TRUNCATE on PostgreSQL; a worker still writing what the test started
+    deadlocks with it (DeadlockDetected in the teardown), or writes into the next test's data."""
+    if not _flushes_its_database(request):
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up before, so torn down (flushed) after this
+    yield
+    if not shared_workers_idle():
+        # Still busy after two minutes (or the broker is down): stopped rather than left writing
+        # during the flush; the next test that needs one starts it again.
+        for shared in list(_shared_workers):
+            shared.stop()
+
+
 @pytest.fixture(scope="session")
 def worker(test_database_url):
-    """One real `rundramatiq` (2 processes x 8 threads, queue `pipeline`) for the whole session."""
+    """One real `rundramatiq` (2 processes x 8 threads, queue `pipeline`) shared by the session."""
     purge_queues(STAGE_QUEUE)
-    process = start_worker(test_database_url)
-    yield process
-    process.stop()
+    shared = SharedWorker(test_database_url, "worker", STAGE_QUEUE).ensure_started()
+    yield shared
+    shared.stop()
 
 
 @pytest.fixture
 def live_worker(worker, transactional_db):
-    """A running worker and a database whose commits it can see; queues purged of earlier tests."""
+    """A running worker and a database whose commits it can see; queues purged of earlier tests.
+    The worker is idle again before the test's data is flushed (`_shared_workers_idle_before_the_flush`)."""
     purge_queues(STAGE_QUEUE)
-    return worker
+    return worker.ensure_started()
 
 
 @pytest.fixture
@@ -186,6 +305,18 @@ def read_log_lines(pattern: str = "*.jsonl") -> list[dict]:
             except json.JSONDecodeError:
                 pass
     return lines
+
+
+@pytest.fixture(autouse=True)
+def _store_up_as_far_as_this_process_knows():
+    """The run store's outage state is one per process (`pipeline.store_health.outage`): a test that
+    saw the store go down and came back without a commit of its own (the test process of
+    tests/test_store_outage.py) would leave the next test an outage already said."""
+    from pipeline import store_health
+
+    store_health.outage.forget()
+    yield
+    store_health.outage.forget()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,3 +14,8 @@ import os as _os
 
 # The broker failover test lowers it so a stage whose publish was lost is re-published in seconds.
 PIPELINE_STALLED_AFTER_SECONDS = float(_os.environ.get("TEST_STALLED_AFTER_SECONDS", "60"))
+
+# The shared test workers say how many messages they hold (tests/in_hand.py), so that a test can
+# wait for them to be idle before its data is flushed.
+if _os.environ.get("TEST_IN_HAND_DIR"):
+    DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "MIDDLEWARE": [*DRAMATIQ_BROKER["MIDDLEWARE"], "tests.in_hand.InHand"]}  # noqa: F405

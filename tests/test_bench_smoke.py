@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.broker
 @pytest.mark.store_independent
-@pytest.mark.timeout(120)
+# The smoke's work is fixed (a handful of runs per system), its duration is not: about 90 s on an
+# idle 2-core machine, twice that beside a CPU-bound load. The bounds below only catch a hang.
+@pytest.mark.timeout(660)
 def test_bench_smoke_writes_results(tmp_path):
     out = tmp_path / "latest.json"
     env = dict(os.environ)
@@ -25,7 +27,7 @@ def test_bench_smoke_writes_results(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "tests.bench.run", "--smoke", "--skip-postgres", "--budget-seconds", "50",
          "--broker-url", settings.PIPELINE_BROKER_URL, "--work-dir", str(tmp_path / "work"), "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )
     assert completed.returncode == 0, f"stdout:\n{completed.stdout[-3000:]}\nstderr:\n{completed.stderr[-5000:]}"
     assert "ours_vs_dramatiq" in completed.stdout  # the table was printed
@@ -33,6 +35,8 @@ def test_bench_smoke_writes_results(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["ratios"]) >= {"ours_vs_dramatiq", "ours_vs_celery", "ours_vs_celery_results",
                                      "ours_vs_django_dramatiq_admin", "rss_vs_django_dramatiq"}
+    for key in ("ours_sqlite", "dramatiq"):  # first: a system that failed has no ratio, this says why
+        assert not result["results"]["2x8"][key]["errors"], (key, result["results"]["2x8"][key]["errors"])
     assert result["ratios"]["ours_vs_dramatiq"] > 0
     for key in ("cores", "python", "rabbitmq", "packages", "date"):
         assert key in result["machine"], key

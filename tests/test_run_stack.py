@@ -110,7 +110,7 @@ def test_a_killed_worker_is_restarted_and_ctrl_c_drains_every_worker_stops_the_b
         assert f"127.0.0.1:{WORKER_METRICS_PORT}/metrics" in answers(f"{web}/metrics").text  # web says where
 
         # A worker process is SIGKILLed: its master stops, the supervisor restarts the worker.
-        victim = wait_for(lambda: children(first_master), 10, "the worker master's processes")[0]
+        victim = wait_for(lambda: children(first_master), 30, "the worker master's processes")[0]
         os.kill(victim, signal.SIGKILL)
         restarted = wait_for(lambda: started_pids(output(), "worker")[1:], 60, "the worker to be restarted")
         groups.add(restarted[0])

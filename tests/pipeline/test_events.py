@@ -57,7 +57,7 @@ def test_emit_records_event_run_and_first_stage_and_publishes_after_commit(publi
     assert [name for name, _ in published] == ["three_stages.first"]
     assert published[0][1]["run_id"] == str(run.id) and published[0][1]["trace_id"] == event.trace_id
     # Marked published by the group-commit writer, right after the publish.
-    wait_for(lambda: Event.objects.get(id=event_id).published_at is not None, 10, "the event marked published")
+    wait_for(lambda: Event.objects.get(id=event_id).published_at is not None, 30, "the event marked published")
 
 
 def test_emit_inside_a_rolled_back_transaction_publishes_stores_and_logs_nothing(published):

@@ -170,7 +170,7 @@ def test_a_thread_is_woken_only_once_its_batch_has_committed(own_writer):
         returned.set()
 
     threads = in_threads(1, hand_over)
-    wait_for(lambda: queued(own_writer) >= 1, 10, "the insert to queue behind the held batch")
+    wait_for(lambda: queued(own_writer) >= 1, 30, "the insert to queue behind the held batch")
     # The next batch is [the insert, a second gate]: the insert runs, then its transaction stays open.
     second = Gate()
     own_writer.submit(second)
@@ -225,7 +225,7 @@ def test_a_failing_operation_fails_only_its_own_caller_and_the_rest_of_its_batch
     threads = []
     for n, (name, op) in enumerate(plan, start=1):
         threads += in_threads(1, lambda _, name=name, op=op: hand_over(name, op))
-        wait_for(lambda n=n: queued(target) >= n, 10, f"{name} to queue")
+        wait_for(lambda n=n: queued(target) >= n, 30, f"{name} to queue")
     gate.opened.set()
     join_all(threads)
 
@@ -287,7 +287,7 @@ def test_submit_runs_later_and_inside_a_transaction_only_if_it_commits():
         writer.submit(op("submitted-then-committed"))
         assert ran == []  # not before the commit
     writer.submit(op("submitted-outside"))  # fire and forget: the writer runs it in a coming batch
-    wait_for(lambda: Switch.objects.filter(name="submitted-outside").exists(), 10, "the submitted operation")
+    wait_for(lambda: Switch.objects.filter(name="submitted-outside").exists(), 30, "the submitted operation")
     assert "submitted-then-rolled-back" not in ran
     assert set(Switch.objects.values_list("name", flat=True)) == {"submitted-then-committed", "submitted-outside"}
 
@@ -332,7 +332,7 @@ def test_emits_from_many_threads_are_all_stored_with_their_runs_and_share_commit
 def test_an_idle_writer_gives_its_connection_back_and_reconnects_for_the_next_batch(own_writer, monkeypatch):
     monkeypatch.setattr(writer, "IDLE_CLOSE_SECONDS", 0.2)
     assert own_writer.run(insert_switch("before-idle")) == "before-idle"
-    wait_for(lambda: own_writer._wrapper is None, 10, "the idle writer to close its connection")
+    wait_for(lambda: own_writer._wrapper is None, 30, "the idle writer to close its connection")
     assert own_writer.run(insert_switch("after-idle")) == "after-idle"
     own_writer.close()
     assert own_writer._wrapper is None
@@ -402,7 +402,7 @@ def test_an_emit_whose_idempotency_key_is_taken_gets_the_first_event_and_the_res
     for n, (name, key) in enumerate(plan, start=1):
         threads += in_threads(1, lambda _, name=name, key=key: outcomes.__setitem__(
             name, emit("test.started", {"value": n}, idempotency_key=key)))
-        wait_for(lambda n=n: queued(target) >= n, 10, f"{name} to queue")
+        wait_for(lambda n=n: queued(target) >= n, 30, f"{name} to queue")
     gate.opened.set()
     join_all(threads)
 

@@ -29,7 +29,7 @@ from pipeline.middleware import drain
 from pipeline.models import Run, StageRun
 from pipeline.operations import cancel, replay
 from pipeline.runtime import RunInfo, _inline_child, _lease, _not_claimed
-from tests.conftest import ManagedProcess, purge_queues, read_log_lines, start_worker, wait_for
+from tests.conftest import ManagedProcess, SharedWorker, purge_queues, read_log_lines, start_worker, wait_for
 from tests.testapp.models import SideEffect
 from tests.testapp.pipelines import INLINE_KILL_QUEUE, INLINE_QUEUE
 
@@ -272,16 +272,17 @@ def start_queue_worker(database_url: str, name: str, queue: str, threads: int = 
 
 @pytest.fixture(scope="module")
 def chain_worker(test_database_url):
+    """Shared by this module's tests, and idle again before each one's data is flushed (conftest)."""
     purge_queues(INLINE_QUEUE)
-    process = start_queue_worker(test_database_url, "inline-chains", INLINE_QUEUE)
-    yield process
-    process.stop()
+    shared = SharedWorker(test_database_url, "inline-chains", INLINE_QUEUE, processes=1, threads=4, own_log=True)
+    yield shared.ensure_started()
+    shared.stop()
 
 
 @pytest.fixture
 def live_chain_worker(chain_worker, transactional_db):
     purge_queues(INLINE_QUEUE)
-    return chain_worker
+    return chain_worker.ensure_started()
 
 
 def finished_run(event_id: str, timeout: float = 60) -> Run:
@@ -297,7 +298,7 @@ def run_lines(run: Run, log_name: str, last: str) -> list[dict]:
         found = [line for line in read_log_lines(f"{log_name}.jsonl") if line.get("run_id") == str(run.id)]
         return found if any(line["event"] == last for line in found) else None
 
-    return wait_for(lines, 15, f"the {last} line of run {run.id}", interval=0.2)
+    return wait_for(lines, 30, f"the {last} line of run {run.id}", interval=0.2)
 
 
 def transitions(lines: list[dict], *events: str) -> list[tuple]:

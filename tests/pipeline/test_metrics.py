@@ -142,7 +142,7 @@ def test_after_a_demo_run_every_endpoint_shows_its_metrics_with_real_values(
 
         # Worker: the sum over both worker processes, served on one port.
         text = wait_for(lambda: (t := scrape(worker_port)) and value(
-            t, "pipeline_runs_finished_total", pipeline="killable") == 7 and t, 10, "the worker's counters")
+            t, "pipeline_runs_finished_total", pipeline="killable") == 7 and t, 30, "the worker's counters")
         assert value(text, "pipeline_runs_started_total", pipeline="killable") == 7
         assert value(text, "pipeline_runs_finished_total", pipeline="killable", outcome="succeeded") == 6
         assert value(text, "pipeline_runs_finished_total", pipeline="killable", outcome="failed") == 1
@@ -159,7 +159,7 @@ def test_after_a_demo_run_every_endpoint_shows_its_metrics_with_real_values(
 
         # Web: the failed run's message is dead-lettered; both worker processes consume the queue.
         web = wait_for(lambda: (t := client.get("/metrics").content.decode()) and value(
-            t, "pipeline_queue_messages", queue="killable.XQ") >= 1 and t, 10, "the dead letter to show")
+            t, "pipeline_queue_messages", queue="killable.XQ") >= 1 and t, 30, "the dead letter to show")
         assert value(web, "pipeline_broker_up") == 1
         assert value(web, "pipeline_queue_consumers", queue="killable") == 2
         assert value(web, "pipeline_queue_messages", queue="killable") == 0

@@ -189,8 +189,10 @@ class Hosts:
                     os.kill(int(pid), signal.SIGKILL)
                 except (ProcessLookupError, ValueError):
                     pass
-        time.sleep(0.5 if self.made else 0)
-        for ns in self.made:
+        for ns in self.made:  # killed, not yet gone: a namespace is deleted once nothing runs in it
+            deadline = time.monotonic() + 30
+            while sh("ip", "netns", "pids", ns, check=False).stdout.split() and time.monotonic() < deadline:
+                time.sleep(0.1)
             sh("ip", "netns", "del", ns, check=False)
 
 

@@ -39,7 +39,7 @@ def test_a_request_with_traceparent_is_traced_through_web_worker_and_retries(liv
     event_id = response.json()["event_id"]
     run = wait_for(lambda: Run.objects.filter(event_id=event_id, status="succeeded").first(), 30, "the run")
     run_id = str(run.id)
-    wait_for(lambda: any(l["event"] == "run.succeeded" for l in run_lines(run_id)), 10, "the run's last line")
+    wait_for(lambda: any(l["event"] == "run.succeeded" for l in run_lines(run_id)), 30, "the run's last line")
 
     lines = [l for l in read_log_lines() if l.get("trace_id") == TRACE_ID]
     assert {l["event"] for l in lines} >= {"event.emitted", "event.published", "run.started", "stage.started",
@@ -81,7 +81,7 @@ def test_a_scheduler_fire_is_traced_from_the_fire_to_the_last_stage(live_worker,
     finally:
         scheduler.stop()
     run_id = str(run.id)
-    wait_for(lambda: any(l["event"] == "run.succeeded" for l in run_lines(run_id)), 10, "the run's last line")
+    wait_for(lambda: any(l["event"] == "run.succeeded" for l in run_lines(run_id)), 30, "the run's last line")
     timeline = json.loads(trace(run_id, str(log_dir()), "--json").stdout)
     trace_id = run.event.trace_id
     assert timeline["trace_ids"] == [trace_id]
@@ -98,7 +98,7 @@ def test_a_canary_secret_in_a_payload_or_an_exception_reaches_no_log_file(live_w
     canary_token, canary_card = "tok_CANARY_7f3a9b", "4111 1111 1111 1111"
     emit("test.secretive", {"api_token": canary_token, "card_number": canary_card, "note": "hello"})
     run = wait_for(lambda: Run.objects.filter(pipeline="secretive", status="failed").first(), 30, "the failed run")
-    wait_for(lambda: any(l["event"] == "run.failed" for l in run_lines(str(run.id))), 10, "the run's last line")
+    wait_for(lambda: any(l["event"] == "run.failed" for l in run_lines(str(run.id))), 30, "the run's last line")
     for path in log_dir().glob("*"):
         if path.is_file():
             content = path.read_text(errors="replace")

@@ -139,7 +139,7 @@ def test_an_operator_logs_in_and_sees_a_run_move_to_succeeded(live_worker, live_
         page.goto(f"{live_server.url}/dashboard/workers/")
         return page.locator("tr[data-state=online]").count() >= 2
 
-    wait_for(workers_online, 15, "two worker processes online", interval=1)
+    wait_for(workers_online, 30, "two worker processes online", interval=1)
     expect(page.locator("tr[data-state=online]").first).to_contain_text("pipeline")
     shot(page, "06-workers")
 

@@ -414,13 +414,13 @@ def test_the_heartbeat_middleware_reports_while_the_worker_runs_and_marks_it_sto
     heartbeat = Heartbeat(interval=0.05)
     heartbeat.after_worker_boot(dramatiq.get_broker(), SimpleNamespace(consumer_whitelist={"pipeline", "pipeline.DQ"}))
     try:
-        row = wait_for(lambda: WorkerHeartbeat.objects.filter(id=heartbeat.worker_id).first(), 5, "a heartbeat row")
+        row = wait_for(lambda: WorkerHeartbeat.objects.filter(id=heartbeat.worker_id).first(), 30, "a heartbeat row")
         assert row.queues == ["pipeline"] and row.stopped_at is None
         first_seen = row.last_seen
         message = SimpleNamespace(message_id="m-1", actor_name="three_stages.first")
         heartbeat.before_process_message(None, message)
         wait_for(lambda: WorkerHeartbeat.objects.filter(id=heartbeat.worker_id, in_flight=1,
-                                                        current=["three_stages.first"]).exists(), 5, "one stage in flight")
+                                                        current=["three_stages.first"]).exists(), 30, "one stage in flight")
         heartbeat.after_process_message(None, message)
         row = wait_for(lambda: WorkerHeartbeat.objects.filter(id=heartbeat.worker_id, in_flight=0, processed=1).first(),
                        5, "the stage done")

@@ -151,7 +151,7 @@ def test_a_cancelled_fulfilment_sets_its_order_failed_with_the_reason(live_worke
     order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}],
              "total_cents": settings.SHOP_FAILING_TOTAL_CENTS}
     placed = requests.post(f"{live_server.url}/shop/orders", json=order, timeout=10).json()
-    run = wait_for(lambda: Run.objects.filter(event_id=placed["event_id"], pipeline="fulfil_order").first(), 10,
+    run = wait_for(lambda: Run.objects.filter(event_id=placed["event_id"], pipeline="fulfil_order").first(), 30,
                    "the fulfilment run")
     wait_for(lambda: StageRun.objects.filter(run=run, stage="charge_payment", attempts__gte=1).exists(), 20,
              "charge_payment to be retrying")

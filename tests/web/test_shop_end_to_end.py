@@ -60,7 +60,7 @@ def test_the_development_web_server_writes_its_lines_to_web_jsonl(live_worker, t
         response = wait_for(post, 30, "the development server to answer")
         assert response.status_code == 201
         event_id = response.json()["event_id"]
-        lines = wait_for(lambda: [l for l in read_log_lines("web.jsonl") if l.get("event_id") == event_id], 10,
+        lines = wait_for(lambda: [l for l in read_log_lines("web.jsonl") if l.get("event_id") == event_id], 30,
                          "the web process's lines")
     finally:
         web.stop()

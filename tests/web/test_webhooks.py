@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_log_lines, wait_for
+from tests.conftest import read_log_lines, shared_workers_idle, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec-0123456789abcdef"
@@ -109,10 +109,10 @@ def test_a_completion_is_delivered_once_with_a_valid_signature_and_recorded_as_a
                      pipelines=["three_stages"]).status_code == 201
     wait_for_worker_caches()
     run_id = run_three_stages()
-    wait_for(lambda: receiver.received, 15, "the webhook delivery")
-    delivery = wait_for(lambda: Run.objects.filter(pipeline="deliver_webhook", status="succeeded").first(), 10,
+    wait_for(lambda: receiver.received, 30, "the webhook delivery")
+    delivery = wait_for(lambda: Run.objects.filter(pipeline="deliver_webhook", status="succeeded").first(), 30,
                         "the delivery run to be recorded")
-    time.sleep(1.5)
+    assert shared_workers_idle(), "the worker to be done with the run and its deliveries"
     assert len(receiver.received) == 1  # once per completion
     request = receiver.received[0]
     headers, body = request["headers"], request["body"]
@@ -169,22 +169,22 @@ def test_a_subscription_is_disabled_after_its_run_of_failed_deliveries(live_work
                      max_consecutive_failures=2).status_code == 201
     wait_for_worker_caches()
     run_three_stages(1)
-    wait_for(lambda: WebhookSubscription.objects.get().consecutive_failures == 1, 15, "the first failed delivery")
+    wait_for(lambda: WebhookSubscription.objects.get().consecutive_failures == 1, 30, "the first failed delivery")
     assert WebhookSubscription.objects.get().active
     run_three_stages(2)
-    sub = wait_for(lambda: WebhookSubscription.objects.filter(active=False).first(), 15, "the subscription disabled")
+    sub = wait_for(lambda: WebhookSubscription.objects.filter(active=False).first(), 30, "the subscription disabled")
     assert sub.consecutive_failures == 2 and sub.disabled_at is not None
     assert sub.disabled_reason == "2 deliveries in a row failed; last: delivery failed"
     # The subscription is disabled inside the last attempt, a moment before its run is recorded as failed.
-    wait_for(lambda: Run.objects.filter(pipeline="deliver_webhook", status="failed").count() == 2, 10,
+    wait_for(lambda: Run.objects.filter(pipeline="deliver_webhook", status="failed").count() == 2, 30,
              "both delivery runs recorded as failed")
-    disabled_lines = wait_for(lambda: [l for l in read_log_lines() if l.get("event") == "webhook.disabled"], 10,
+    disabled_lines = wait_for(lambda: [l for l in read_log_lines() if l.get("event") == "webhook.disabled"], 30,
                               "the webhook.disabled log line")
     assert disabled_lines[-1]["subscription_id"] == sub.pk
 
     wait_for_worker_caches()
     run_three_stages(3)
-    time.sleep(1.5)
+    assert shared_workers_idle(), "the worker to be done with the runs (and any delivery)"
     assert len(receiver.received) == 2  # a disabled subscription gets nothing
 
 
