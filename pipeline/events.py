@@ -17,7 +17,8 @@ from .definitions import Pipeline, registry
 from .errors import DefinitionError, InvalidPayload, PayloadTooLarge, ReservedName, UnknownEventType
 from .logging import get_logger, info_on_commit
 from .request_context import linked_trace_id
-from .schemas import schemas
+from .schemas import schemas as schemas  # re-exported: `pipeline.event_schemas`
+from .tx import Tx
 
 log = get_logger("pipeline.events")
 
@@ -157,7 +158,7 @@ def _record(
     incoming = tracing.incoming_for(trace_id)
     flags, tracestate = (incoming.flags, incoming.tracestate) if incoming else (tracing.DEFAULT_FLAGS, "")
 
-    def write(tx: writer.Tx) -> None:
+    def write(tx: Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
         q, d = tx.q, tx.d
         key, when = d.uuid(event_id), d.dt(now)
@@ -178,7 +179,7 @@ def _record(
             writer.run_direct(write)
         else:
             writer.run(write)
-    except (IntegrityError, connection.Database.IntegrityError):
+    except (IntegrityError, connection.Database.IntegrityError):  # type: ignore[attr-defined]
         if idempotency_key is None:
             raise
         from .models import Event  # this module is imported before Django's app registry is ready
@@ -213,7 +214,9 @@ def _record(
     return event_id_text
 
 
-def _publish_after_commit(event_id: str, trace_id: str, first_stages: list, carried: dict) -> None:
+def _publish_after_commit(
+    event_id: str, trace_id: str, first_stages: list[tuple[Any, str]], carried: dict[str, Any],
+) -> None:
     from .publisher import publish_first_stages  # it imports the models: not before the app registry is ready
 
     publish_first_stages(event_id, trace_id, first_stages, carried)

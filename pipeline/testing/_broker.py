@@ -132,7 +132,8 @@ class InProcessBroker:
             while len(connection.run_on_commit) > start:
                 pending = connection.run_on_commit[start:]
                 del connection.run_on_commit[start:]
-                for _savepoints, callback, robust in pending:
+                for entry in pending:  # (savepoint ids, callback, robust) in Django 5
+                    callback, robust = entry[1], len(entry) > 2 and entry[2]
                     ran = True
                     if robust:
                         try:
