@@ -69,13 +69,26 @@ class _OwnConnections(Middleware):
         connections.close_all()
 
 
+_time_limit: TimeLimit | None = None
+
+
+def _shared_time_limit() -> TimeLimit:
+    """One TimeLimit for every in-process broker of the test session: its timer thread is started
+    once (what Dramatiq does at a worker process's boot), not once per test."""
+    global _time_limit
+    if _time_limit is None:
+        _time_limit = TimeLimit(interval=100)
+        _time_limit.after_process_boot(None)
+    return _time_limit
+
+
 class InProcessBroker:
     """A StubBroker carrying every declared actor, and one worker consuming all its queues."""
 
     def __init__(self, worker_threads: int = 1) -> None:
         self.shared = connections[DEFAULT_DB_ALIAS].in_atomic_block
         middleware: list[Middleware] = [
-            LoggingContext(), AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(),
+            LoggingContext(), AgeLimit(), _shared_time_limit(), ShutdownNotifications(), Callbacks(), Pipelines(), Retries(),
             CurrentMessage(),
         ]
         self.broker = _NoDelayStubBroker(middleware=middleware, fail_fast_default=False)

@@ -432,3 +432,30 @@ def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster
     for n in range(count):
         emit(event_type, {"n": n})
         time.sleep(max(0.0, start + (n + 1) / per_second - time.monotonic()))
+
+
+# --- Typed stages (tests/test_in_process.py): the event's model in ctx.event.data, parents named
+# by their functions.
+@event_type("test.typed")
+class TestTyped(BaseModel):
+    order_id: int
+    amount_cents: int = 100
+
+
+typed = Pipeline("typed", on="test.typed")
+
+
+@typed.stage(retries=0, timeout=30)
+def reserve(ctx: StageContext[TestTyped]) -> dict:
+    data = ctx.event.data
+    return {"model": type(data).__name__, "order_id": data.order_id}
+
+
+@typed.stage(after=[reserve], retries=0, timeout=30)
+def bill(ctx: StageContext[TestTyped]) -> dict:
+    return {"amount_cents": ctx.event.data.amount_cents}
+
+
+@typed.stage(after=[reserve, bill], retries=0, timeout=30)
+def confirm(ctx: StageContext[TestTyped]) -> dict:
+    return {"parents": sorted(ctx.results)}
