@@ -25,6 +25,7 @@ from typing import Any
 import dramatiq
 from django.db import DEFAULT_DB_ALIAS, connections
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import q_name
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -111,30 +112,53 @@ class InProcessBroker:
         dramatiq.set_broker(self.broker)
         self.worker = dramatiq.Worker(self.broker, worker_threads=worker_threads, worker_timeout=50)
         self.worker.start()
+        self._pause()  # runs move on `drain()` only
         self._callbacks_from = {alias: len(c.run_on_commit) for alias, c in self._shared_connections.items()}
 
     def drain(self, timeout: float = 60.0) -> None:
-        """Processes messages until none is left, nor any on-commit callback that would publish one."""
+        """Processes messages until none is left, nor any on-commit callback that would publish
+        one. The worker runs only meanwhile: between drains it is paused, so a test decides when
+        runs move (and, in a test transaction, never shares the connection with the worker)."""
         deadline = time.monotonic() + timeout
         while True:
-            ran = self._run_on_commit_callbacks()
-            busy = [name for name, q in self.broker.queues.items() if q.unfinished_tasks]
-            if not busy:
-                if ran:
-                    continue
-                self.worker.join()
-                if not any(q.unfinished_tasks for q in self.broker.queues.values()):
-                    return
+            if self._callbacks_pending():
+                self._run_on_commit_callbacks()  # the worker is paused: this thread alone uses the connection
                 continue
-            for name in busy:
-                left_ms = int((deadline - time.monotonic()) * 1000)
-                if left_ms <= 0:
-                    raise DrainTimeout(f"messages still waiting after {timeout}s on queue(s) {busy}")
-                try:
-                    self.broker.join(name, timeout=left_ms, fail_fast=False)
-                except dramatiq.errors.QueueJoinTimeout:
-                    raise DrainTimeout(f"messages still waiting after {timeout}s on queue {name!r}") from None
-            self.worker.join()
+            if not self._unfinished():
+                return
+            self._resume()
+            try:
+                while self._unfinished():
+                    for name in self._unfinished():
+                        left_ms = int((deadline - time.monotonic()) * 1000)
+                        if left_ms <= 0:
+                            raise DrainTimeout(f"messages still waiting after {timeout}s on queue {name!r}")
+                        try:
+                            self.broker.join(name, timeout=left_ms, fail_fast=False)
+                        except dramatiq.errors.QueueJoinTimeout:
+                            raise DrainTimeout(f"messages still waiting after {timeout}s on queue {name!r}") from None
+                    self.worker.join()
+            finally:
+                self._pause()
+
+    def _pause(self) -> None:
+        """Pauses the worker threads (not the consumers: Dramatiq restarts a paused consumer
+        seconds later; moving messages into the worker's memory touches no database)."""
+        for thread in self.worker.workers:
+            thread.pause()
+        for thread in self.worker.workers:
+            thread.paused_event.wait()
+
+    def _resume(self) -> None:
+        for thread in self.worker.workers:
+            thread.resume()
+
+    def _unfinished(self) -> list[str]:
+        """The queues holding messages not yet processed (their delay queues folded in)."""
+        return sorted({q_name(name) for name, q in self.broker.queues.items() if q.unfinished_tasks})
+
+    def _callbacks_pending(self) -> bool:
+        return any(len(c.run_on_commit) > self._callbacks_from[a] for a, c in self._shared_connections.items())
 
     def _run_on_commit_callbacks(self) -> bool:
         """Runs the on-commit callbacks registered in the test's transaction since the broker
