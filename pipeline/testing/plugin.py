@@ -22,6 +22,15 @@ def _wants_transactions(request: Any) -> bool:
     return bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """A test using `pipelines` uses the database: marked so before pytest-django decides, from
+    the collected tests' markers and fixtures, which test databases to create."""
+    for item in items:
+        if "pipelines" in getattr(item, "fixturenames", ()) and item.get_closest_marker("django_db") is None:
+            item.add_marker(pytest.mark.django_db)
+
+
 @pytest.fixture
 def pipelines(request: Any) -> Iterator["InProcessPipelines"]:
     """Emitted events' pipelines run in the test process; see `pipeline.testing`."""
