@@ -58,6 +58,9 @@ def test_fan_out_fan_in_runs_the_join_once_with_both_results(pipelines):
         run = pipelines.run_of(event_id).assert_succeeded()
         assert run.result("join") == {"sum": 5 * n, "parents": ["left", "right"]}
     assert Counter(SideEffect.objects.values_list("stage", flat=True)) == {"split": 5, "left": 5, "right": 5, "join": 5}
+    # Made ready once, by its last parent: no second message for the join was ever published.
+    assert not pipelines.logs("stage.duplicate_skipped")
+    assert Counter(l["stage"] for l in pipelines.logs("stage.started"))["join"] == 5
 
 
 def test_fan_in_with_committing_worker_threads_runs_the_join_once(transactional_db):
@@ -65,7 +68,9 @@ def test_fan_in_with_committing_worker_threads_runs_the_join_once(transactional_
     with run_pipelines(worker_threads=4) as pipelines:
         event_ids = [emit("test.diamond", {"n": n}) for n in range(20)]
         runs = [pipelines.run_of(e) for e in event_ids]
+        duplicates = pipelines.logs("stage.duplicate_skipped")
     assert Counter(r.status for r in runs) == {"succeeded": 20}
+    assert duplicates == []  # each join made ready once, by its last parent
     assert [r.result("join")["sum"] for r in runs] == [5 * n for n in range(20)]
     assert Counter(SideEffect.objects.values_list("stage", flat=True))["join"] == 20
 
