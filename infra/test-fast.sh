@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:9/%2F"
+export TEST_FUZZ_EXAMPLES="${TEST_FUZZ_EXAMPLES:-10}"  # the API fuzz tries 30 cases per operation in `make test`
 export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}-fast"
 unset DATABASE_URL
 rm -rf "$PIPELINE_LOG_DIR"

@@ -425,6 +425,7 @@ def test_the_inline_chains_switch_reads_yes_and_no_and_refuses_anything_else_nam
         conf.get("PIPELINE_INLINE_CHAINS")
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_a_process_started_with_a_bad_inline_chains_value_stops_at_once_saying_why():
     import os
     import subprocess

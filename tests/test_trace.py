@@ -115,12 +115,14 @@ def test_a_canary_secret_in_a_payload_or_an_exception_reaches_no_log_file(live_w
 
 # ---- bad input to `trace` -------------------------------------------------------------------
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_trace_with_an_unknown_id_exits_1(tmp_path):
     (tmp_path / "web.jsonl").write_text(json.dumps({"event": "x", "run_id": "0" * 8 + "-0000-0000-0000-" + "0" * 12}) + "\n")
     result = trace("11111111-2222-3333-4444-555555555555", str(tmp_path))
     assert result.returncode == 1 and "no log line mentions 11111111-2222-3333-4444-555555555555" in result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_trace_with_an_unreadable_file_or_a_bad_id_exits_2(tmp_path):
     missing = trace("11111111-2222-3333-4444-555555555555", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
@@ -128,6 +130,7 @@ def test_trace_with_an_unreadable_file_or_a_bad_id_exits_2(tmp_path):
     assert bad_id.returncode == 2 and "is not a run id" in bad_id.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_trace_skips_corrupt_lines_with_a_count_and_reads_gzip_and_stdin(tmp_path):
     run_id = "11111111-2222-3333-4444-555555555555"
     good = [

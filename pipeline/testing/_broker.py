@@ -79,7 +79,7 @@ def _shared_time_limit() -> TimeLimit:
     global _time_limit
     if _time_limit is None:
         _time_limit = TimeLimit(interval=100)
-        _time_limit.after_process_boot(None)
+        _time_limit.after_process_boot(None)  # type: ignore[no-untyped-call]
     return _time_limit
 
 
