@@ -3,8 +3,11 @@
 `run_pipelines()` moves every stage actor onto Dramatiq's `StubBroker` and starts a
 `dramatiq.Worker` in the test process for as long as it is open. What you emit runs through the
 engine's real runtime, run store and state machine (claims, retries, fan-out and fan-in,
-cancel, replay, outcome events), so a test sees what production would; `drain()` returns once
-every message is processed (`StubBroker.join` + `Worker.join`: no polling, no sleeps).
+cancel, replay, outcome events), so a test sees what production would. Runs move only when the
+test drains them: `drain()` (and `emit`, `start`, `run_of`, `run`, `runs`, which drain first)
+returns once every message is processed (`StubBroker.join` + `Worker.join`: no polling, no
+sleeps); between drains the worker is paused, so a test can emit, act on a pending run (cancel
+it, fire a schedule again), then drain.
 
 With pytest (the plugin is registered by the package's `pytest11` entry point)::
 
