@@ -19,6 +19,7 @@ Two differences from production, both on purpose:
   commits on connections of its own and the group-commit writer is used, as in production."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -37,6 +38,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from .. import writer
 from ..middleware import LoggingContext
 
 
@@ -125,6 +127,7 @@ class InProcessBroker:
                 self._run_on_commit_callbacks()  # the worker is paused: this thread alone uses the connection
                 continue
             if not self._unfinished():
+                self._settle_group_commit()
                 return
             self._resume()
             try:
@@ -140,6 +143,14 @@ class InProcessBroker:
                     self.worker.join()
             finally:
                 self._pause()
+
+    def _settle_group_commit(self) -> None:
+        """Outside a test transaction, waits for the group-commit writer to have committed what
+        was handed to it without waiting (`writer.submit`: an event marked published): a test
+        reads it, and nothing is left to write while the test's data is flushed."""
+        if self.shared or writer._writer is None or writer._writer_pid != os.getpid():
+            return
+        writer._writer.run(lambda tx: None)  # one batch after everything queued before it
 
     def _pause(self) -> None:
         """Pauses the worker threads (not the consumers: Dramatiq restarts a paused consumer
