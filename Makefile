@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test test-fast typecheck bench venv broker broker-stop clean
+.PHONY: run test test-fast typecheck bench venv broker broker-stop clean docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: venv
 broker: venv
 	@infra/ensure-rabbitmq.sh
 	infra/rabbitmq.sh start
+
+# --- docs (issue 13): the MkDocs site from docs/ into site/, offline; any warning fails it ---
+docs: venv
+	$(VENV)/bin/mkdocs build --strict
+# --- end docs ---
 
 broker-stop:
 	infra/rabbitmq.sh stop

@@ -5,7 +5,8 @@ with `emit`, start a pipeline directly with `start`.
 
 This module is the engine's one door: `web/`, `schedules/` and user code import from
 `pipeline`, never from its other modules (`tests/test_layers.py` checks it).
-Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`).
+Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`) and
+`pipeline.project` (what a Django project adds to its settings: `pipeline_settings(...)`).
 
 The names in the "needs the app registry" groups (the run store's models and what queries
 them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package before its

@@ -113,7 +113,7 @@ SETTINGS: tuple[Setting, ...] = (
             "the process at start)", source="setting, environment"),
     # Folders
     Setting("PIPELINE_VAR_DIR", "", "var",
-            "what the processes keep (database, logs, keys, metrics folders); default: `var/` in the project",
+            "what the processes keep (database, logs, keys, metrics folders); default: `var/` in the working directory",
             source="environment"),
     # Metrics
     Setting("PIPELINE_WORKER_METRICS_PORT", None, "",

@@ -39,14 +39,14 @@ def log_dir() -> Path:
 class ManagedProcess:
     """A child process in its own session, its output in a file, always stopped at the end."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
         self.name = name
         out_dir = log_dir()
         out_dir.mkdir(parents=True, exist_ok=True)
         self.output_path = out_dir / f"{name}.out"
         self._out = open(self.output_path, "wb")
         self.popen = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            args, cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
 

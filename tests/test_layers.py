@@ -208,7 +208,7 @@ def test_no_engine_module_is_over_300_lines():
 
 
 def test_nothing_outside_the_demo_shop_imports_it():
-    """The shop is a demo: deleting web/shop must break nothing else (tests/test_web_apps.py runs the
+    """The shop is a demo: deleting web/shop must break nothing else (tests/web/test_web_apps.py runs the
     API and dashboard tests without it)."""
     users = sorted(
         f"{module} -> {target}"

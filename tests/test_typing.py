@@ -1,5 +1,5 @@
 """The public API passes `mypy --strict` (the files and options are `[tool.mypy]` in pyproject.toml),
-and a user's typed pipeline (tests/typing/typed_pipeline.py) type-checks against it."""
+and a user's typed pipeline (tests/typed_user_code/typed_pipeline.py) type-checks against it."""
 import subprocess
 import sys
 from pathlib import Path

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from .. import conf
 
-# The project's var/ folder when PIPELINE_VAR_DIR is not set (as before the package split: beside the source).
-_PROJECT_VAR = Path(__file__).resolve().parent.parent.parent / "var"
+# `var` in the working directory when PIPELINE_VAR_DIR is not set, like PIPELINE_LOG_DIR's `var/log`
+# (not a folder beside the source: installed from a wheel, that would be inside site-packages).
+_DEFAULT_VAR = "var"
 
 
 def worker_port() -> int | None:
@@ -25,4 +26,4 @@ def bind_address() -> str:
 def metrics_base_dir() -> Path:
     if conf.environment("PIPELINE_METRICS_DIR"):
         return Path(conf.environment("PIPELINE_METRICS_DIR"))
-    return Path(conf.environment("PIPELINE_VAR_DIR") or _PROJECT_VAR) / "prometheus"
+    return Path(conf.environment("PIPELINE_VAR_DIR") or _DEFAULT_VAR) / "prometheus"

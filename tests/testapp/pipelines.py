@@ -253,7 +253,7 @@ def alert(ctx: StageContext) -> dict:
     return {"failed_run": ctx.event.payload["run_id"], "error": ctx.event.payload["error"]}
 
 
-# --- Linear chains continued inline (tests/test_inline_chains.py). On queues of their own, so the
+# --- Linear chains continued inline (tests/pipeline/test_inline_chains.py). On queues of their own, so the
 # workers those tests start consume nothing else and no other test's worker takes their messages.
 INLINE_QUEUE = "inline_chains"
 INLINE_KILL_QUEUE = "inline_kill"
@@ -434,7 +434,7 @@ def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster
         time.sleep(max(0.0, start + (n + 1) / per_second - time.monotonic()))
 
 
-# --- Typed stages (tests/test_in_process.py): the event's model in ctx.event.data, parents named
+# --- Typed stages (tests/pipeline/test_in_process.py): the event's model in ctx.event.data, parents named
 # by their functions.
 @event_type("test.typed")
 class TestTyped(BaseModel):

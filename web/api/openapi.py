@@ -3,7 +3,7 @@
 Generated from the pydantic models the views validate with (`web.api.schemas`) and the table of
 operations below, which lists every status code and content type each view can answer: the
 suite checks each API response it produces against this document, and a schema-driven fuzzer
-(tests/test_openapi_fuzz.py) checks that no request gets an answer the document does not list."""
+(tests/web/test_openapi_fuzz.py) checks that no request gets an answer the document does not list."""
 from __future__ import annotations
 
 import copy

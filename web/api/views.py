@@ -115,5 +115,9 @@ def list_runs(request: HttpRequest) -> JsonResponse:
 @csrf_exempt  # a public document: no cookie authority to protect, and a POST is a JSON 405, not a 403
 @require_http_methods(["GET", "HEAD"])
 def openapi_schema(request: HttpRequest) -> JsonResponse:
-    """The OpenAPI 3.1 description of every /api endpoint; public, like any documentation."""
-    return JsonResponse(schema(request.build_absolute_uri("/")))
+    """The OpenAPI 3.1 description of every /api endpoint; public, like any documentation. Its paths
+    start with `/api/`; `servers` is where that `/api/` is mounted in this project (`web.routes`
+    under a prefix of the project's choice), so the document's URLs are right under any prefix."""
+    root = request.path.removesuffix("openapi.json")  # this view is `<root>openapi.json`
+    mount = root.removesuffix("api/") if root.endswith("/api/") else root
+    return JsonResponse(schema(request.build_absolute_uri(mount)))

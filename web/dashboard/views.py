@@ -170,7 +170,7 @@ def _fingerprint(status: str, rows: list[tuple[str, str, int]]) -> str:
 
 def _back(request: HttpRequest, default: str) -> str:
     target = request.POST.get("next", "")
-    return target if target.startswith("/dashboard/") else default
+    return target if target.startswith(reverse("dashboard:overview")) else default  # wherever it is mounted
 
 
 @staff_member_required

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from pipeline import write_private
+from pipeline import conf, write_private
 from web.api.models import ApiToken
 
 
@@ -14,7 +14,9 @@ class Command(BaseCommand):
     help = "Creates the `admin` superuser and a development API token; writes both under var/."
 
     def handle(self, *args, **options):
-        var = Path(settings.VAR_DIR)
+        # This repository's project sets VAR_DIR; another project gets PIPELINE_VAR_DIR, else ./var.
+        var = Path(getattr(settings, "VAR_DIR", None) or conf.environment("PIPELINE_VAR_DIR") or "var")
+        var.mkdir(parents=True, exist_ok=True)
         password_file, token_file = var / "dev-admin-password", var / "dev-api-token"
         User = get_user_model()
         user = User.objects.filter(username="admin").first()

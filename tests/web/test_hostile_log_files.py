@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from pipeline import MAX_LINE_BYTES
-from tests.test_dashboard_views import make_run, staff, staff_client  # noqa: F401  (fixtures)
+from tests.web.test_dashboard_views import make_run, staff, staff_client  # noqa: F401  (fixtures)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 

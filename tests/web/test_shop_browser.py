@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_dashboard_browser import browser_context, page, shot  # noqa: F401  (fixtures)
+from tests.web.test_dashboard_browser import browser_context, page, shot  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.broker
 

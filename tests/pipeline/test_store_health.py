@@ -1,5 +1,5 @@
 """What counts as the run store being unreachable, and what the web answers meanwhile (the outage
-itself, with real processes, is tests/test_store_outage.py)."""
+itself, with real processes, is tests/pipeline/test_store_outage.py)."""
 from __future__ import annotations
 
 import psycopg

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from tests.test_webhooks import SECRET, subscribe
+from tests.web.test_webhooks import SECRET, subscribe
 
 PUBLIC = "93.184.215.14"  # a globally routable address; nothing connects to it in these tests
 

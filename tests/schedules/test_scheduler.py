@@ -1,6 +1,6 @@
 """Scheduler processes for real: one leads, fires are never doubled, a killed leader is replaced
 within 10 s and missed fires follow the catch-up policy, a schedule created at run time fires,
-jitter. The overlap policies run in the fast tier (tests/test_schedule_policies.py)."""
+jitter. The overlap policies run in the fast tier (tests/schedules/test_schedule_policies.py)."""
 import signal
 import sys
 import time

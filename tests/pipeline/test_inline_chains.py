@@ -433,6 +433,6 @@ def test_a_process_started_with_a_bad_inline_chains_value_stops_at_once_saying_w
 
     env = {**os.environ, "PIPELINE_INLINE_CHAINS": "maybe", "DJANGO_SETTINGS_MODULE": "tests.settings"}
     done = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+                          timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode != 0
     assert "PIPELINE_INLINE_CHAINS='maybe'" in done.stderr

@@ -15,7 +15,7 @@ import pytest
 from pipeline.models import Run
 from tests.conftest import read_log_lines, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec-0123456789abcdef"
 
 

@@ -1,7 +1,7 @@
 """What a team must be able to trust, where it takes a real broker and real worker processes:
 fan-in exactly once across processes, no lost or doubled work when a worker is killed or the
 broker goes away. Replay, cancel, duplicates, time limits and outcomes run in the fast tier
-(tests/test_in_process.py)."""
+(tests/pipeline/test_in_process.py)."""
 import os
 import signal
 import subprocess

@@ -7,8 +7,8 @@ import pytest
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WITHOUT_THE_SHOP = ["tests/test_dashboard_views.py", "tests/test_api_tokens.py", "tests/test_openapi_contract.py"]
+ROOT = Path(__file__).resolve().parents[2]
+WITHOUT_THE_SHOP = ["tests/web/test_dashboard_views.py", "tests/web/test_api_tokens.py", "tests/web/test_openapi_contract.py"]
 
 
 @pytest.mark.broker  # a real process (the slow tier)
