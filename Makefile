@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test bench venv broker broker-stop clean docs
+.PHONY: run test test-fast typecheck bench venv broker broker-stop clean docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ run: venv
 test: venv
 	@infra/ensure-rabbitmq.sh
 	@infra/test.sh $(PYTEST_ARGS)
+
+# The fast tier alone (no broker, no worker process, SQLite): pipelines run in the test process.
+test-fast: venv
+	@infra/test-fast.sh $(PYTEST_ARGS)
+
+# mypy --strict on the public API ([tool.mypy] in pyproject.toml); tests/test_typing.py runs it in `make test`.
+typecheck: venv
+	$(PY) -m mypy
 
 bench: venv
 	@infra/ensure-rabbitmq.sh

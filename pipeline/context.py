@@ -4,30 +4,56 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, Generic, cast
+
+import pydantic
+from typing_extensions import TypeVar
 
 from .models import Event, Run
+from .schemas import schemas
 from .statuses import RunStatus
 from .tracing import DEFAULT_FLAGS, traceparent
 
+# The event's schema, for type checkers: `def charge(ctx: StageContext[OrderPlaced])` makes
+# `ctx.event.data` an `OrderPlaced`; a bare `StageContext` means any pydantic model.
+DataT = TypeVar("DataT", bound=pydantic.BaseModel, default=pydantic.BaseModel)
+
 
 @dataclass(frozen=True)
-class EventView:
+class EventView(Generic[DataT]):
+    """The event that started the run. `payload` is the stored JSON object; `data` is the same
+    payload validated into the event type's pydantic model (built on first use)."""
+
     id: str
     type: str
     payload: dict[str, Any]
     occurred_at: datetime
     trace_id: str
 
+    @cached_property
+    def data(self) -> DataT:
+        """The payload as an instance of the schema registered for the event's type (with
+        `event_type`); for a pipeline started by hand or by a schedule, a model holding the payload's
+        fields. Raises pydantic's ValidationError if the schema no longer accepts the stored payload."""
+        schema = schemas.get(self.type)
+        if schema is None:
+            return cast(DataT, _Payload.model_validate(self.payload))
+        return cast(DataT, schema.model_validate(self.payload))
+
+
+class _Payload(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
 
 @dataclass
-class StageContext:
+class StageContext(Generic[DataT]):
     """The event, the run's ids, this attempt, and the results of the stages this one runs after.
 
     `idempotency_key` is stable across retries and redeliveries of this stage in this run: pass
     it to external systems so a repeated call has no second effect."""
 
-    event: EventView
+    event: EventView[DataT]
     run_id: str
     pipeline: str
     stage: str
@@ -78,7 +104,6 @@ class StageContext:
 def batch_events(run_id: str) -> list[EventView]:
     """The events of the batch a run carries (pipeline/flow/windows.py), oldest first."""
     from .flow.windows import batch_of  # the models: only once the app registry is ready
-    from .models import Event
 
     ids = batch_of(run_id)
     rows = {str(e.id): e for e in Event.objects.filter(id__in=[i for i, _ in ids])}

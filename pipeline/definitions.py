@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
 
 import dramatiq
 from dramatiq.errors import Retry
@@ -18,6 +18,9 @@ _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 OUTCOME_TYPES = ("run.succeeded", "run.failed", "run.cancelled")
 
 StageFunction = Callable[[Any], Any]
+F = TypeVar("F", bound=Callable[..., Any])
+# A parent in `after=`: a stage's name, or the stage's function itself.
+StageRef = str | Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -98,18 +101,20 @@ class Pipeline:
         self,
         name: str | None = None,
         *,
-        after: list[str] | tuple[str, ...] | None = None,
+        after: StageRef | Sequence[StageRef] | None = None,
         retries: int | None = None,
         backoff: tuple[float, float] | None = None,
         timeout: float | None = None,
         throws: tuple[type[BaseException], ...] = (),
         rate_limit: RateLimit | None = None,
-    ) -> Callable[[StageFunction], StageFunction]:
+    ) -> Callable[[F], F]:
         """Declares the decorated function as a stage: retried `retries` times with exponential
         backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds;
-        with `rate_limit`, started at most that often (README "Flow control")."""
+        with `rate_limit`, started at most that often (README "Flow control").
+        `after` names the stages it runs after, by name or by their functions (`after=[charge]`);
+        by default, the stage declared just before. The function is returned unchanged."""
 
-        def decorate(fn: StageFunction) -> StageFunction:
+        def decorate(fn: F) -> F:
             self._add(
                 Stage(
                     pipeline=self,
@@ -127,20 +132,39 @@ class Pipeline:
 
         return decorate
 
-    def _parents(self, after: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    def _parents(self, after: StageRef | Sequence[StageRef] | None) -> tuple[str, ...]:
         if after is None:
             return (list(self.stages)[-1],) if self.stages else ()
-        if isinstance(after, str):
+        if isinstance(after, str) or callable(after):
             after = [after]
-        unknown = [p for p in after if p not in self.stages]
+        names = [self._stage_name(p) for p in after]
+        unknown = [p for p in names if p not in self.stages]
         if unknown:
             raise DefinitionError(
-                f"pipeline {self.name!r}: after={list(after)} names unknown stage(s) {unknown}; "
+                f"pipeline {self.name!r}: after={names} names unknown stage(s) {unknown}; "
                 f"a stage can only follow stages declared before it (declared: {list(self.stages)})"
             )
-        if len(set(after)) != len(after):
-            raise DefinitionError(f"pipeline {self.name!r}: after={list(after)} names a stage twice")
-        return tuple(after)
+        if len(set(names)) != len(names):
+            raise DefinitionError(f"pipeline {self.name!r}: after={names} names a stage twice")
+        return tuple(names)
+
+    def _stage_name(self, parent: StageRef) -> str:
+        """A parent named in `after=`: its name, or the name of this pipeline's stage whose
+        function it is."""
+        if isinstance(parent, str):
+            return parent
+        if not callable(parent):
+            raise DefinitionError(f"pipeline {self.name!r}: after= takes stage names or stage functions, "
+                                  f"not {parent!r}")
+        names = [s.name for s in self.stages.values() if s.fn is parent]
+        label = getattr(parent, "__qualname__", repr(parent))
+        if not names:
+            raise DefinitionError(f"pipeline {self.name!r}: after= names the function {label}, which is not a "
+                                  f"stage of this pipeline declared before this one (declared: {list(self.stages)})")
+        if len(names) > 1:
+            raise DefinitionError(f"pipeline {self.name!r}: after= names the function {label}, which is the "
+                                  f"function of stages {names}: name the one you mean")
+        return names[0]
 
     def _add(self, stage: Stage) -> None:
         if not _NAME_RE.match(stage.name):
@@ -192,7 +216,6 @@ def _declare_actor(stage: Stage, queue_name: str) -> Any:
 
     run_stage.__name__ = run_stage.__qualname__ = stage.actor_name
     actor = dramatiq.actor(
-        run_stage,
         actor_name=stage.actor_name,
         queue_name=queue_name,
         max_retries=None,
@@ -200,7 +223,7 @@ def _declare_actor(stage: Stage, queue_name: str) -> Any:
         min_backoff=1000,
         max_backoff=60_000,
         time_limit=int(stage.timeout * 1000),
-    )
+    )(run_stage)
     flow_checks.declare_urgent_queue(actor)
     return actor
 

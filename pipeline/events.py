@@ -19,6 +19,7 @@ from .logging import get_logger, info_on_commit
 from .models import Event
 from .payloads import reserved as _reserved, validate, validate_start_payload
 from .request_context import linked_trace_id
+from .tx import Tx
 
 log = get_logger("pipeline.events")
 
@@ -91,7 +92,7 @@ def _record(
     incoming = tracing.incoming_for(trace_id)
     flags, tracestate = (incoming.flags, incoming.tracestate) if incoming else (tracing.DEFAULT_FLAGS, "")
 
-    def write(tx: writer.Tx) -> None:
+    def write(tx: Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
         q, d = tx.q, tx.d
         key, when = d.uuid(event_id), d.dt(now)
@@ -112,7 +113,7 @@ def _record(
             writer.run_direct(write)
         else:
             writer.run(write)
-    except (IntegrityError, connection.Database.IntegrityError):
+    except (IntegrityError, connection.Database.IntegrityError):  # type: ignore[attr-defined]
         if idempotency_key is None:
             raise
         first = Event.objects.filter(idempotency_key=idempotency_key).values_list("id", flat=True).first()
@@ -147,5 +148,7 @@ def _record(
     return event_id_text
 
 
-def _publish_after_commit(event_id: str, trace_id: str, first_stages: list, carried: dict) -> None:
+def _publish_after_commit(
+    event_id: str, trace_id: str, first_stages: list[tuple[Any, str]], carried: dict[str, Any],
+) -> None:
     publisher.publish_first_stages(event_id, trace_id, first_stages, carried)

@@ -34,7 +34,8 @@ from django.db import connection, transaction
 from . import conf
 from .log_output import _LineWriterFactory, _output
 from .metrics.processor import observe as _observe_metrics
-from .redaction import add_secret_keys, redact, redact_text, redactor  # noqa: F401  (redact*: re-exported)
+from .redaction import add_secret_keys, redactor
+from .redaction import redact as redact, redact_text as redact_text  # re-exported
 
 # Every callable here gets each event dict just before it is rendered (after redaction), once per
 # line written, ours and third parties' alike. Empty by default: costs one truth test per line.

@@ -18,7 +18,7 @@ import requests
 
 from tests.conftest import ROOT, wait_for
 
-pytestmark = pytest.mark.store_independent  # its own broker node and SQLite file
+pytestmark = [pytest.mark.broker, pytest.mark.store_independent]  # its own broker node and SQLite file
 
 # Ports of this test's own stack (the test broker of infra/test.sh is left alone).
 BROKER_PORT = int(os.environ.get("TEST_STACK_RABBITMQ_PORT", "5713"))

@@ -36,6 +36,7 @@ def test_a_broker_url_that_is_not_amqp_is_refused_naming_the_variable_and_hiding
     assert "PIPELINE_BROKER_URL" in str(refused.value) and "secret" not in str(refused.value)
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_the_broker_connects_to_the_first_node_that_answers():
     check_broker(f"{DEAD}, {settings.PIPELINE_BROKER_URL}", timeout=2)
     broker = PipelineBroker(url=f"{DEAD},{settings.PIPELINE_BROKER_URL}")
@@ -62,6 +63,7 @@ def test_queue_type_defaults_to_classic(monkeypatch, value, expected):
     assert queue_type() == expected
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_an_unknown_queue_type_stops_the_process_at_start_naming_the_variable():
     env = child_env("sqlite:///var/cli-test.sqlite3", PIPELINE_QUEUE_TYPE="mirrored")
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True,

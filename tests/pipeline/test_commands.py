@@ -12,6 +12,7 @@ def manage(*args: str, env: dict | None = None, timeout: float = 60) -> subproce
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_emit_with_an_unknown_type_exits_2_with_one_line():
     result = manage("emit", "order.shipped", "--data", '{"order_id": 1}')
     assert result.returncode == 2
@@ -19,16 +20,19 @@ def test_emit_with_an_unknown_type_exits_2_with_one_line():
     assert len(error_lines) == 1 and "unknown event type 'order.shipped'" in error_lines[0]
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_emit_with_invalid_json_exits_2():
     result = manage("emit", "order.placed", "--data", "{not json")
     assert result.returncode == 2 and "--data is not valid JSON" in result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_emit_with_an_invalid_payload_exits_2_naming_the_field():
     result = manage("emit", "order.placed", "--data", '{"order_id": 1}')
     assert result.returncode == 2 and "customer_email: Field required" in result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 @pytest.mark.django_db(transaction=True)
 def test_emit_prints_the_event_id(test_database_url):
     from pipeline.models import Event
@@ -38,6 +42,7 @@ def test_emit_prints_the_event_id(test_database_url):
     assert Event.objects.get(id=result.stdout.strip()).payload == {"value": 4, "fail_times": 0}
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_workers_with_an_unreachable_broker_fail_with_one_clear_line():
     env = child_env("sqlite:///var/cli-test.sqlite3", PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:1/%2F")
     result = manage("rundramatiq", "--processes", "1", "--threads", "1", env=env, timeout=60)

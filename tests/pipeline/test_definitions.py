@@ -103,3 +103,53 @@ def test_pipelines_starting_each_other_by_their_outcomes_are_refused():
     b.stage("y")(lambda ctx: None)
     with pytest.raises(DefinitionError, match="in a loop: def_loop_a -> def_loop_b -> def_loop_a"):
         registry.validate()
+
+
+def test_after_takes_the_stage_functions_themselves():
+    p = Pipeline("def_by_function")
+
+    @p.stage()
+    def fetch(ctx):
+        return None
+
+    @p.stage(after=fetch)
+    def left(ctx):
+        return None
+
+    @p.stage(after=[fetch])
+    def right(ctx):
+        return None
+
+    @p.stage(after=[left, "right"])
+    def join(ctx):
+        return None
+
+    assert join.__name__ == "join"  # the decorator gives the function back unchanged
+    assert [(s.name, s.after) for s in p.stages.values()] == [
+        ("fetch", ()), ("left", ("fetch",)), ("right", ("fetch",)), ("join", ("left", "right"))]
+
+
+def test_after_naming_a_function_that_is_no_stage_of_this_pipeline_is_refused():
+    other = Pipeline("def_other")
+
+    @other.stage()
+    def elsewhere(ctx):
+        return None
+
+    p = Pipeline("def_foreign_parent")
+    p.stage("first")(lambda ctx: None)
+    with pytest.raises(DefinitionError, match=r"after= names the function .*elsewhere, which is not a stage of this "
+                                              r"pipeline declared before this one \(declared: \['first'\]\)"):
+        p.stage("second", after=[elsewhere])(lambda ctx: None)
+
+
+def test_after_naming_a_function_used_by_two_stages_is_refused():
+    p = Pipeline("def_shared_function")
+
+    def shared(ctx):
+        return None
+
+    p.stage("one")(shared)
+    p.stage("two", after=["one"])(shared)
+    with pytest.raises(DefinitionError, match=r"function of stages \['one', 'two'\]: name the one you mean"):
+        p.stage("three", after=[shared])(lambda ctx: None)

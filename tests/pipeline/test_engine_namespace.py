@@ -97,6 +97,7 @@ def test_declaring_an_event_type_in_the_engines_namespace_fails_at_import():
         event_type("webhook.custom")
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_manage_py_emit_refuses_a_reserved_type_with_exit_code_2(test_database_url):
     from tests.conftest import child_env
 

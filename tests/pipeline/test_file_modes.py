@@ -49,6 +49,7 @@ print(json.dumps({"modes": modes, "chmods": [p for p in chmods if p.startswith(v
 """
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 @pytest.mark.parametrize("umask", [0o022, 0o000])
 def test_everything_created_under_a_fresh_var_folder_is_owner_only(tmp_path, umask):
     var = tmp_path / "var"

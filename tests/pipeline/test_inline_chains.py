@@ -306,16 +306,22 @@ def transitions(lines: list[dict], *events: str) -> list[tuple]:
             for line in lines if line["event"] in events]
 
 
-@pytest.mark.broker
-def test_a_linear_run_is_carried_by_one_message_from_its_first_stage_to_its_last(live_chain_worker):
-    run = finished_run(emit("test.inline_chain", {}))
-    assert run.status == "succeeded", run.error
-    stored = {row.stage: row for row in StageRun.objects.filter(run=run)}
+def stored_stages(run_id: str) -> dict[str, StageRun]:
+    return {row.stage: row for row in StageRun.objects.filter(run_id=run_id)}
+
+
+def in_process_lines(pipelines, run_id: str) -> list[dict]:
+    return [line for line in pipelines.logs() if line.get("run_id") == run_id]
+
+
+def test_a_linear_run_is_carried_by_one_message_from_its_first_stage_to_its_last(pipelines):
+    run = pipelines.run_of(pipelines.emit("test.inline_chain", {})).assert_succeeded()
+    stored = stored_stages(run.id)
     assert {name: (row.status, row.attempts) for name, row in stored.items()} == {
         "chain_start": ("succeeded", 1), "chain_middle": ("succeeded", 1), "chain_end": ("succeeded", 1)}
     assert stored["chain_end"].result == {"n": 3}
 
-    lines = run_lines(run, "inline-chains", "run.succeeded")
+    lines = in_process_lines(pipelines, run.id)
     [message_id] = {line["message_id"] for line in lines}  # one message: every line carries its id
     assert transitions(lines, "stage.started", "stage.succeeded") == [
         ("stage.started", "chain_start", 1, message_id), ("stage.succeeded", "chain_start", 1, message_id),
@@ -326,11 +332,9 @@ def test_a_linear_run_is_carried_by_one_message_from_its_first_stage_to_its_last
     assert [line["event"] for line in lines].count("run.succeeded") == 1
 
 
-@pytest.mark.broker
-def test_a_stage_continued_inline_that_fails_is_retried_as_a_message_of_its_own(live_chain_worker):
-    run = finished_run(emit("test.inline_chain", {"fail_times": 1}))
-    assert run.status == "succeeded", run.error
-    stored = {row.stage: row for row in StageRun.objects.filter(run=run)}
+def test_a_stage_continued_inline_that_fails_is_retried_as_a_message_of_its_own(pipelines):
+    run = pipelines.run_of(pipelines.emit("test.inline_chain", {"fail_times": 1})).assert_succeeded()
+    stored = stored_stages(run.id)
     middle = stored["chain_middle"]
     assert (middle.status, middle.attempts) == ("succeeded", 2)
     assert [entry["attempt"] for entry in middle.attempt_log] == [1]
@@ -338,7 +342,7 @@ def test_a_stage_continued_inline_that_fails_is_retried_as_a_message_of_its_own(
     assert (stored["chain_start"].attempts, stored["chain_end"].attempts) == (1, 1)
     assert stored["chain_end"].result == {"n": 3}
 
-    lines = run_lines(run, "inline-chains", "run.succeeded")
+    lines = in_process_lines(pipelines, run.id)
     first_message = stored["chain_start"].message_id
     retry_message = middle.message_id
     assert retry_message != first_message
@@ -350,25 +354,21 @@ def test_a_stage_continued_inline_that_fails_is_retried_as_a_message_of_its_own(
         ("stage.started", "chain_end", 1, retry_message),  # which carries the rest of the chain
     ]
     assert stored["chain_end"].message_id == retry_message
-    assert SideEffect.objects.filter(run_id=str(run.id)).count() == 4
+    assert SideEffect.objects.filter(run_id=run.id).count() == 4
 
 
-@pytest.mark.broker
-def test_a_stage_continued_inline_gets_its_own_time_limit_not_what_is_left_of_its_parents(live_chain_worker):
+def test_a_stage_continued_inline_gets_its_own_time_limit_not_what_is_left_of_its_parents(pipelines):
     # Two stages of 2 s under 3 s limits: the chain outlasts the first stage's limit.
-    long_run = finished_run(emit("test.inline_long_stages", {}))
-    assert long_run.status == "succeeded", long_run.error
-    long_rows = list(StageRun.objects.filter(run=long_run))
+    long_run = pipelines.run_of(pipelines.emit("test.inline_long_stages", {})).assert_succeeded()
+    long_rows = list(StageRun.objects.filter(run_id=long_run.id))
     assert len({row.message_id for row in long_rows}) == 1  # the second ran inline
     assert all(row.attempts == 1 for row in long_rows)
 
     # A 1 s child after a 30 s parent is stopped by its own limit.
-    tight_run = finished_run(emit("test.inline_tight_child", {}))
-    assert tight_run.status == "failed"
-    stored = {row.stage: row for row in StageRun.objects.filter(run=tight_run)}
+    tight_run = pipelines.run_of(pipelines.emit("test.inline_tight_child", {})).assert_failed(stage="tight_child")
+    stored = stored_stages(tight_run.id)
     assert stored["roomy_parent"].status == "succeeded"
     assert stored["tight_child"].message_id == stored["roomy_parent"].message_id  # it ran inline
-    assert stored["tight_child"].status == "failed"
     assert [entry["error_type"] for entry in stored["tight_child"].attempt_log] == ["TimeLimitExceeded"]
 
 
@@ -426,6 +426,7 @@ def test_the_inline_chains_switch_reads_yes_and_no_and_refuses_anything_else_nam
         conf.get("PIPELINE_INLINE_CHAINS")
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_a_process_started_with_a_bad_inline_chains_value_stops_at_once_saying_why():
     import os
     import subprocess

@@ -3,6 +3,8 @@ the console in one JSON shape, secrets masked, whatever Django does to logging s
 import json
 import logging
 import subprocess
+
+import pytest
 import sys
 
 import structlog
@@ -46,6 +48,7 @@ def run_script(tmp_path, log_format: str) -> tuple[list[dict], str]:
     return [json.loads(line) for line in raw.splitlines()], result.stderr.decode()
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_our_lines_and_library_lines_share_one_file_in_one_shape_with_secrets_masked(tmp_path):
     lines, stderr = run_script(tmp_path, "json")
     assert [l["event"] for l in lines] == [
@@ -65,6 +68,7 @@ def test_our_lines_and_library_lines_share_one_file_in_one_shape_with_secrets_ma
     assert stderr.splitlines() == (tmp_path / "check.jsonl").read_text().splitlines()
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_the_console_shows_a_readable_view_or_nothing(tmp_path):
     lines, stderr = run_script(tmp_path / "console", "console")
     assert len(lines) == 5

@@ -198,6 +198,7 @@ OUR_FAMILIES = ("pipeline_runs_started", "pipeline_runs_finished", "pipeline_run
                 "pipeline_schedule_fires", "pipeline_schedule_fire_delay_seconds")
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_an_idle_worker_endpoint_shows_every_family_with_zeros_before_its_first_transition(
     transactional_db, test_database_url, client, monkeypatch, tmp_path
 ):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import requests
 
-from pipeline.models import Run
+from pipeline.models import Run, StageRun
 from schedules import operations
 from tests.conftest import ROOT, ManagedProcess, child_env, log_dir, read_log_lines, wait_for
 
@@ -91,36 +91,36 @@ def test_a_scheduler_fire_is_traced_from_the_fire_to_the_last_stage(live_worker,
     assert [a["stage"] for a in timeline["runs"][0]["attempts"]] == ["first", "second", "third"]
 
 
-@pytest.mark.broker
-def test_a_canary_secret_in_a_payload_or_an_exception_reaches_no_log_file(live_worker, settings):
-    from pipeline import emit
-
+def test_a_canary_secret_in_a_payload_or_an_exception_reaches_no_log_file(pipelines):
     canary_token, canary_card = "tok_CANARY_7f3a9b", "4111 1111 1111 1111"
-    emit("test.secretive", {"api_token": canary_token, "card_number": canary_card, "note": "hello"})
-    run = wait_for(lambda: Run.objects.filter(pipeline="secretive", status="failed").first(), 30, "the failed run")
-    wait_for(lambda: any(l["event"] == "run.failed" for l in run_lines(str(run.id))), 30, "the run's last line")
-    for path in log_dir().glob("*"):
+    event_id = pipelines.emit("test.secretive", {"api_token": canary_token, "card_number": canary_card,
+                                                 "note": "hello"})
+    run = pipelines.run_of(event_id).assert_failed(stage="leaky")
+    for path in log_dir().glob("*"):  # this process's log file holds the stage's lines
         if path.is_file():
             content = path.read_text(errors="replace")
             assert canary_token not in content, f"token leaked into {path.name}"
             assert canary_card not in content and canary_card.replace(" ", "") not in content, path.name
-    stage = run.stages.get(stage="leaky")
+    assert any(path.is_file() and run.id in path.read_text(errors="replace") for path in log_dir().glob("*"))
+    stage = StageRun.objects.get(run_id=run.id, stage="leaky")
     assert canary_token not in stage.error and canary_token not in stage.traceback
     assert "[redacted]" in stage.error
-    (own_line,) = [l for l in run_lines(str(run.id)) if l["event"] == "leaky.payload"]  # the stage's ctx.log
+    (own_line,) = run.logs("leaky.payload")  # the stage's ctx.log
     assert own_line["stage"] == "leaky" and own_line["attempt"] == 1 and own_line["pipeline"] == "secretive"
-    assert own_line["trace_id"] == run.event.trace_id and own_line["message_id"]
+    assert own_line["trace_id"] == run.trace_id and own_line["message_id"]
     assert own_line["payload"]["api_token"] == "[redacted]" and own_line["payload"]["note"] == "hello"
 
 
 # ---- bad input to `trace` -------------------------------------------------------------------
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_trace_with_an_unknown_id_exits_1(tmp_path):
     (tmp_path / "web.jsonl").write_text(json.dumps({"event": "x", "run_id": "0" * 8 + "-0000-0000-0000-" + "0" * 12}) + "\n")
     result = trace("11111111-2222-3333-4444-555555555555", str(tmp_path))
     assert result.returncode == 1 and "no log line mentions 11111111-2222-3333-4444-555555555555" in result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_trace_with_an_unreadable_file_or_a_bad_id_exits_2(tmp_path):
     missing = trace("11111111-2222-3333-4444-555555555555", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
@@ -128,6 +128,7 @@ def test_trace_with_an_unreadable_file_or_a_bad_id_exits_2(tmp_path):
     assert bad_id.returncode == 2 and "is not a run id" in bad_id.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_trace_skips_corrupt_lines_with_a_count_and_reads_gzip_and_stdin(tmp_path):
     run_id = "11111111-2222-3333-4444-555555555555"
     good = [

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.models import Event, Run
+from pipeline.models import Event
 from pipeline.tracing import parse_trace_context, parse_traceparent, traceparent
 
 TID = "0af7651916cd43dd8448eb211c80319c"
@@ -133,23 +133,17 @@ def test_every_case_through_the_live_server(live_server, api_token):
     assert not wrong, wrong
 
 
-@pytest.mark.broker
-def test_a_stage_continues_the_trace_with_the_flags_and_tracestate_it_came_with(live_worker, live_server, api_token):
-    import requests
-
-    from tests.conftest import wait_for
-
-    response = requests.post(
-        f"{live_server.url}/api/events", json={"type": "test.traced", "payload": {}}, timeout=10,
-        headers={"Authorization": f"Bearer {api_token}", "traceparent": f"01-{TID}-{PID}-02-future",
-                 "tracestate": "vendor=opaque-value"},
+def test_a_stage_continues_the_trace_with_the_flags_and_tracestate_it_came_with(pipelines, client, api_token):
+    response = client.post(
+        "/api/events", data=json.dumps({"type": "test.traced", "payload": {}}), content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {api_token}", HTTP_TRACEPARENT=f"01-{TID}-{PID}-02-future",
+        HTTP_TRACESTATE="vendor=opaque-value",
     )
     assert response.status_code == 202
     assert response.headers["traceparent"].startswith(f"00-{TID}-") and response.headers["traceparent"].endswith("-02")
     assert response.headers["tracestate"] == "vendor=opaque-value"
-    run = wait_for(lambda: Run.objects.filter(event_id=response.json()["event_id"], status="succeeded").first(),
-                   30, "the traced run")
-    sent = run.stages.get(stage="call_out").result
+    run = pipelines.run_of(response.json()["event_id"]).assert_succeeded()
+    sent = run.result("call_out")
     version, trace_id, span_id, flags = sent["traceparent"].split("-")
     assert (version, trace_id, flags) == ("00", TID, "02") and span_id != PID
     assert sent["tracestate"] == "vendor=opaque-value"

@@ -1,5 +1,6 @@
 """Scheduler processes for real: one leads, fires are never doubled, a killed leader is replaced
-within 10 s and missed fires follow the catch-up policy, overlap is respected."""
+within 10 s and missed fires follow the catch-up policy, a schedule created at run time fires,
+jitter. The overlap policies run in the fast tier (tests/schedules/test_schedule_policies.py)."""
 import signal
 import sys
 import time
@@ -109,31 +110,6 @@ def test_a_killed_leader_is_replaced_within_10_seconds_and_missed_fires_follow_t
         assert catch_up and catch_up[-1]["firing"] == 1 and catch_up[-1]["missed"] >= 2
 
 
-def run_slow_schedule(database_url: str, name: str, overlap: str) -> list[Run]:
-    """A 1-second schedule of a 2.5-second pipeline until two runs finished; its runs, in order,
-    after checking that none started while the previous one was running."""
-    operations.create({"name": name, "pipeline": "slow_ticks", "interval_seconds": 1, "overlap": overlap})
-    scheduler = start_scheduler(database_url, f"scheduler-{name}", name)
-    try:
-        wait_for(lambda: Run.objects.filter(pipeline="slow_ticks", status="succeeded").count() >= 2, 40,
-                 "two slow runs to finish")
-    finally:
-        scheduler.stop()
-    wait_for(lambda: not Run.objects.filter(pipeline="slow_ticks", status__in=["pending", "running"]).exists(), 20,
-             "the last slow run to finish")
-    runs = list(Run.objects.filter(pipeline="slow_ticks").order_by("created_at"))
-    for earlier, later in zip(runs, runs[1:]):
-        assert earlier.finished_at <= later.created_at, "a run started while the previous one was running"
-    return runs
-
-
-def test_overlap_skip_starts_no_second_run_while_one_is_running(live_worker, test_database_url):
-    run_slow_schedule(test_database_url, "slow_every_second", "skip")
-    skipped = [l for l in read_log_lines("scheduler.jsonl")
-               if l["event"] == "schedule.skipped" and l.get("schedule_id") == "slow_every_second"]
-    assert len(skipped) >= 2 and all(l["reason"] == "overlap" for l in skipped)
-
-
 def test_a_schedule_created_at_run_time_fires_without_a_restart(live_worker, test_database_url):
     scheduler = start_scheduler(test_database_url, "scheduler-runtime")
     try:
@@ -151,23 +127,6 @@ def test_a_schedule_created_at_run_time_fires_without_a_restart(live_worker, tes
         assert Run.objects.filter(trigger__startswith="schedule:created_later@").count() == count
     finally:
         scheduler.stop()
-
-
-def test_overlap_buffer_one_starts_one_waiting_run_as_soon_as_the_running_one_ends(live_worker, test_database_url):
-    runs = run_slow_schedule(test_database_url, "slow_buffered", "buffer_one")
-    for earlier, later in zip(runs, runs[1:]):
-        # the buffered fire waits for the end of the previous run, not for the next fire time: the
-        # fire time it carries came while the previous run was running (not timed: a busy machine)
-        fired_for = datetime.fromisoformat(later.trigger.split("@", 1)[1])
-        assert fired_for < earlier.finished_at <= later.created_at, (fired_for, earlier.finished_at, later.created_at)
-    run_ids = {str(r.id) for r in runs}
-    lines = [l for l in read_log_lines("scheduler.jsonl") if l.get("schedule_id") == "slow_buffered"]
-    buffered = [l for l in lines if l["event"] == "schedule.buffered" and l.get("running_run_id") in run_ids]
-    started = [l for l in lines if l["event"] == "schedule.fired" and l.get("reason") == "buffered"
-               and l.get("run_id") in run_ids]
-    assert buffered and started
-    # several fires during one slow run leave a single waiting run, not a queue of them
-    assert len(started) <= len(runs)
 
 
 def test_jitter_delays_fires_but_keeps_their_nominal_fire_times(live_worker, test_database_url):

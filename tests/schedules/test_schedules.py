@@ -94,7 +94,7 @@ def test_a_schedule_naming_an_unknown_pipeline_or_a_bad_payload_is_refused():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_backfill_creates_exactly_one_run_per_fire_time_and_never_twice(settings):
+def test_backfill_creates_exactly_one_run_per_fire_time_and_never_twice(settings, pipelines):
     operations.create({"name": "every_ten_minutes", "pipeline": "ticks", "cron": "*/10 * * * *"})
     result = operations.backfill("every_ten_minutes", utc(2026, 1, 1, 0, 0), utc(2026, 1, 1, 1, 0))
     assert result == {"fire_times": 7, "runs_started": 7}
@@ -104,6 +104,8 @@ def test_backfill_creates_exactly_one_run_per_fire_time_and_never_twice(settings
     again = operations.backfill("every_ten_minutes", utc(2026, 1, 1, 0, 30), utc(2026, 1, 1, 1, 30))
     assert again == {"fire_times": 7, "runs_started": 3}
     assert Run.objects.filter(pipeline="ticks").count() == 10
+    # Run in this process and finished before the test's data is flushed (nothing left writing).
+    assert {r.status for r in pipelines.runs("ticks")} == {"succeeded"}
 
 
 @pytest.mark.django_db

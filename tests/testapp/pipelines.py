@@ -485,3 +485,30 @@ def load_batch(ctx: StageContext) -> dict:
 flow_priority = Pipeline("flow_priority", on="test.flow_priority", queue=PRIORITY_QUEUE)
 flow_priority.stage("first", retries=0, timeout=30)(_seq)
 flow_priority.stage("second", retries=0, timeout=30)(_seq)
+
+
+# --- Typed stages (tests/pipeline/test_in_process.py): the event's model in ctx.event.data, parents named
+# by their functions.
+@event_type("test.typed")
+class TestTyped(BaseModel):
+    order_id: int
+    amount_cents: int = 100
+
+
+typed = Pipeline("typed", on="test.typed")
+
+
+@typed.stage(retries=0, timeout=30)
+def reserve(ctx: StageContext[TestTyped]) -> dict:
+    data = ctx.event.data
+    return {"model": type(data).__name__, "order_id": data.order_id}
+
+
+@typed.stage(after=[reserve], retries=0, timeout=30)
+def bill(ctx: StageContext[TestTyped]) -> dict:
+    return {"amount_cents": ctx.event.data.amount_cents}
+
+
+@typed.stage(after=[reserve, bill], retries=0, timeout=30)
+def confirm(ctx: StageContext[TestTyped]) -> dict:
+    return {"parents": sorted(ctx.results)}

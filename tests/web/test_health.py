@@ -27,6 +27,7 @@ def test_healthz_answers_200_without_touching_the_database_or_the_broker(client,
     assert response["Cache-Control"].startswith("max-age=0")
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 @pytest.mark.django_db
 def test_readyz_is_200_when_the_database_and_the_broker_answer(client):
     response = client.get("/readyz")
@@ -51,6 +52,7 @@ def test_readyz_is_503_naming_the_broker_when_it_cannot_be_reached(client, setti
     assert "guest" not in body["checks"]["broker"]["error"]  # no credentials in a probe's answer
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 @pytest.mark.django_db
 def test_readyz_is_503_naming_the_database_when_it_fails(client, monkeypatch):
     from django.db import connection
@@ -81,6 +83,7 @@ def beat(host: str, age: float, stopped: bool = False) -> WorkerHeartbeat:
     )
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_workerhealth_fails_without_a_fresh_heartbeat_from_this_host(transactional_db, test_database_url):
     beat("probe-host", age=120)  # silent for two minutes
     beat("probe-host", age=1, stopped=True)  # stopped cleanly
@@ -95,6 +98,7 @@ def test_workerhealth_fails_without_a_fresh_heartbeat_from_this_host(transaction
 FRESH_ENOUGH = ("--max-age", "600")
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_workerhealth_counts_the_processes_it_needs(transactional_db, test_database_url):
     beat("probe-host", age=2)
     assert workerhealth(test_database_url, "--host", "probe-host", *FRESH_ENOUGH).returncode == 0
@@ -106,6 +110,7 @@ def test_workerhealth_counts_the_processes_it_needs(transactional_db, test_datab
     assert "healthy: 2 worker process(es) on probe-host" in ok.stdout
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_workerhealth_with_broker_fails_when_the_broker_is_unreachable(transactional_db, test_database_url):
     beat(socket.gethostname(), age=1)
     url = f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F"
@@ -115,6 +120,7 @@ def test_workerhealth_with_broker_fails_when_the_broker_is_unreachable(transacti
     assert workerhealth(test_database_url, *FRESH_ENOUGH, PIPELINE_BROKER_URL=url).returncode == 0  # liveness: heartbeat only
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_workerhealth_bad_usage_exits_2(test_database_url):
     assert workerhealth(test_database_url, "--max-age", "0").returncode == 2
 

@@ -8,6 +8,8 @@ not a time (EXAMPLES per operation and mode, derandomized, no deadline, no examp
 a run is the same on every machine, about 15 s on an idle one; nothing is timed."""
 from __future__ import annotations
 
+import os
+
 import json
 
 import pytest
@@ -28,7 +30,8 @@ from schedules import operations as schedule_operations
 from web.api.openapi import schema as openapi_document
 from web.shop.models import Order
 
-EXAMPLES = 30
+# 30 in `make test`; the fast tier (`make test-fast`) tries fewer (TEST_FUZZ_EXAMPLES).
+EXAMPLES = int(os.environ.get("TEST_FUZZ_EXAMPLES", "30"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))

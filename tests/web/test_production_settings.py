@@ -27,6 +27,7 @@ def run_with(env: dict[str, str], *args: str, database_url: str = "sqlite:///:me
                           env=environment)
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_the_deployment_check_finds_nothing_with_production_settings():
     result = run_with({"DJANGO_ENV": "production", "DJANGO_SECRET_KEY": KEY}, "manage.py", "check", "--deploy")
     assert result.returncode == 0, result.stderr
@@ -34,6 +35,7 @@ def test_the_deployment_check_finds_nothing_with_production_settings():
     assert "WARNING" not in result.stdout + result.stderr and "security." not in result.stdout + result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 @pytest.mark.parametrize("env, message", [
     ({}, "DJANGO_SECRET_KEY is required with DJANGO_ENV=production"),
     ({"DJANGO_SECRET_KEY": "change-me-to-a-long-random-string"}, "DJANGO_SECRET_KEY is a placeholder or too weak"),
@@ -48,11 +50,13 @@ def test_production_refuses_to_start_without_a_real_key_or_with_development_swit
     assert message in result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_an_unknown_environment_name_is_refused():
     result = run_with({"DJANGO_ENV": "staging"}, "manage.py", "check")
     assert result.returncode != 0 and "DJANGO_ENV='staging': use development or production" in result.stderr
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_behind_a_tls_proxy_forms_post_cookies_are_secure_and_probes_answer_over_http(test_database_url, db):
     """Run in a child process, as production imports its settings: the admin's login form is
     fetched and posted through the proxy (X-Forwarded-Proto: https) without a CSRF 403."""

@@ -2,6 +2,8 @@
 URLconf) and the API and the dashboard work as before."""
 import os
 import subprocess
+
+import pytest
 import sys
 from pathlib import Path
 
@@ -9,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WITHOUT_THE_SHOP = ["tests/web/test_dashboard_views.py", "tests/web/test_api_tokens.py", "tests/web/test_openapi_contract.py"]
 
 
+@pytest.mark.broker  # a real process (the slow tier)
 def test_the_api_and_dashboard_tests_pass_without_the_shop(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     env.update(

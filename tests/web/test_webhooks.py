@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_log_lines, shared_workers_idle, wait_for
+from pipeline.models import Run
+from tests.conftest import read_log_lines, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec-0123456789abcdef"
@@ -97,22 +98,19 @@ def readme_verify_snippet() -> str:
 # --- delivery over the broker ---------------------------------------------------------------
 
 
-@pytest.mark.broker
 def test_a_completion_is_delivered_once_with_a_valid_signature_and_recorded_as_a_run(
-    live_worker, client, api_token, receiver_factory
+    pipelines, client, api_token, receiver_factory
 ):
-    from pipeline.models import Run
+    from web.webhooks import fanout
     from web.webhooks.signing import verify
 
     receiver = receiver_factory()
     assert subscribe(client, api_token, url=receiver.url, event_types=["run.succeeded"],
                      pipelines=["three_stages"]).status_code == 201
-    wait_for_worker_caches()
-    run_id = run_three_stages()
-    wait_for(lambda: receiver.received, 30, "the webhook delivery")
-    delivery = wait_for(lambda: Run.objects.filter(pipeline="deliver_webhook", status="succeeded").first(), 30,
-                        "the delivery run to be recorded")
-    assert shared_workers_idle(), "the worker to be done with the run and its deliveries"
+    fanout.forget_cache()
+    run = pipelines.run_of(pipelines.emit("test.started", {"value": 1})).assert_succeeded()
+    (delivery,) = pipelines.runs("deliver_webhook")
+    delivery.assert_succeeded()
     assert len(receiver.received) == 1  # once per completion
     request = receiver.received[0]
     headers, body = request["headers"], request["body"]
@@ -123,11 +121,12 @@ def test_a_completion_is_delivered_once_with_a_valid_signature_and_recorded_as_a
     assert not verify("another-secret-of-16+", body, headers["X-Pipeline-Timestamp"], headers["X-Pipeline-Signature"])
     event = json.loads(body)
     assert event["type"] == "run.succeeded"
-    assert event["data"]["run_id"] == run_id and event["data"]["pipeline"] == "three_stages"
-    assert delivery.stages.get().result["status_code"] == 200
+    assert event["data"]["run_id"] == run.id and event["data"]["pipeline"] == "three_stages"
+    (stage,) = delivery.stages.values()
+    assert stage.result["status_code"] == 200
     # The secret never reaches the logs, the delivery's event or its run.
-    assert all(SECRET not in json.dumps(line) for line in read_log_lines())
-    assert SECRET not in json.dumps(delivery.event.payload)
+    assert all(SECRET not in json.dumps(line, default=str) for line in pipelines.logs())
+    assert SECRET not in json.dumps(Run.objects.select_related("event").get(id=delivery.id).event.payload)
 
 
 @pytest.mark.broker
@@ -159,33 +158,29 @@ def test_a_receiver_answering_500_is_retried_with_backoff_until_it_accepts(
     assert len({r["body"] for r in receiver.received}) == 1  # the same body every attempt
 
 
-@pytest.mark.broker
-def test_a_subscription_is_disabled_after_its_run_of_failed_deliveries(live_worker, client, api_token, receiver_factory):
-    from pipeline.models import Run
+def test_a_subscription_is_disabled_after_its_run_of_failed_deliveries(pipelines, client, api_token, receiver_factory):
+    from web.webhooks import fanout
     from web.webhooks.models import WebhookSubscription
 
     receiver = receiver_factory(statuses=[500])
     assert subscribe(client, api_token, url=receiver.url, pipelines=["three_stages"], max_attempts=1,
                      max_consecutive_failures=2).status_code == 201
-    wait_for_worker_caches()
-    run_three_stages(1)
-    wait_for(lambda: WebhookSubscription.objects.get().consecutive_failures == 1, 30, "the first failed delivery")
+    fanout.forget_cache()
+    pipelines.emit("test.started", {"value": 1})
+    assert WebhookSubscription.objects.get().consecutive_failures == 1
     assert WebhookSubscription.objects.get().active
-    run_three_stages(2)
-    sub = wait_for(lambda: WebhookSubscription.objects.filter(active=False).first(), 30, "the subscription disabled")
-    assert sub.consecutive_failures == 2 and sub.disabled_at is not None
+    pipelines.emit("test.started", {"value": 2})
+    sub = WebhookSubscription.objects.get()
+    assert not sub.active and sub.consecutive_failures == 2 and sub.disabled_at is not None
     assert sub.disabled_reason == "2 deliveries in a row failed; last: delivery failed"
-    # The subscription is disabled inside the last attempt, a moment before its run is recorded as failed.
-    wait_for(lambda: Run.objects.filter(pipeline="deliver_webhook", status="failed").count() == 2, 30,
-             "both delivery runs recorded as failed")
-    disabled_lines = wait_for(lambda: [l for l in read_log_lines() if l.get("event") == "webhook.disabled"], 30,
-                              "the webhook.disabled log line")
-    assert disabled_lines[-1]["subscription_id"] == sub.pk
+    assert [r.status for r in pipelines.runs("deliver_webhook")] == ["failed", "failed"]
+    (disabled,) = pipelines.logs("webhook.disabled")
+    assert disabled["subscription_id"] == sub.pk
 
-    wait_for_worker_caches()
-    run_three_stages(3)
-    assert shared_workers_idle(), "the worker to be done with the runs (and any delivery)"
+    fanout.forget_cache()
+    pipelines.emit("test.started", {"value": 3})
     assert len(receiver.received) == 2  # a disabled subscription gets nothing
+    assert len(pipelines.runs("deliver_webhook")) == 2
 
 
 # --- signing, redirects and input, without the broker ----------------------------------------

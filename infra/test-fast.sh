@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The fast tier alone: every test not marked `broker`, in this process's in-process pipelines
+# (pipeline.testing), on SQLite. No RabbitMQ: PIPELINE_BROKER_URL points at a port nobody listens
+# on, so a test that reaches for a broker fails loudly instead of finding somebody else's.
+# `make test` runs this tier and the broker tier, on SQLite and on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:9/%2F"
+export TEST_FUZZ_EXAMPLES="${TEST_FUZZ_EXAMPLES:-10}"  # the API fuzz tries 30 cases per operation in `make test`
+export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}-fast"
+unset DATABASE_URL
+rm -rf "$PIPELINE_LOG_DIR"
+exec .venv/bin/python -m pytest -m "not broker" "$@"
