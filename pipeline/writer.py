@@ -23,7 +23,6 @@ from typing import Any
 from django.db import connections, router, transaction
 
 from . import conf, store_health
-from .models import StageRun
 from .sql import dialect_for, statements_for
 from .sqlite_lock import CrossProcessLock
 from .tx import Operation, Tx, counters
@@ -244,6 +243,10 @@ def _alias() -> str:
     """The database the run store lives in (the router's answer does not change at run time)."""
     global _store_alias
     if _store_alias is None:
+        # The models need the app registry, and this module is imported before it is ready (by the
+        # pytest plugin pipeline.testing, loaded as pytest starts): imported on first use.
+        from .models import StageRun
+
         _store_alias = router.db_for_write(StageRun)
     return _store_alias
 

@@ -76,3 +76,16 @@ def test_injected_failures_and_the_actors_broker_are_undone_when_it_closes(db):
         pipelines.fail("flaky.unreliable")
         assert stage.fn is not declared and stage.actor.broker is pipelines.broker
     assert stage.fn is declared and stage.actor.broker is real and dramatiq.get_broker() is real
+
+
+def test_the_pytest_plugin_loads_before_django_is_configured():
+    """pytest loads `pipeline.testing.plugin` (its entry point) before pytest-django configures
+    Django, in every project that installs the package: nothing it imports may need the models."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run([sys.executable, "-c", "import pipeline.testing.plugin"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
