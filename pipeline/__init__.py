@@ -20,6 +20,7 @@ from . import conf
 from .broker import broker_urls, check_broker, for_probe, quiet_pika, redacted_url
 from .context import EventView, StageContext
 from .definitions import Pipeline, registry
+from .flow import Concurrency, Singleton
 from .errors import (
     BrokerUnavailable,
     DefinitionError,
@@ -45,6 +46,7 @@ from .tracing import new_trace_id
 
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
     from .models import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus, WorkerHeartbeat
+    from .flow.gate import wait_reason
     from .operations import cancel, failed_runs, replay
     from .outcomes import add_listener as add_outcome_listener, add_observer as add_outcome_observer
     from .publisher import relay_once
@@ -52,6 +54,8 @@ if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
 __all__ = [
     # Declaring and starting work
     "Pipeline",
+    "Concurrency",
+    "Singleton",
     "StageContext",
     "EventView",
     "event_type",
@@ -87,6 +91,7 @@ __all__ = [
     "replay",
     "failed_runs",
     "relay_once",
+    "wait_reason",
     # Reacting to a run's end (needs the app registry)
     "add_outcome_listener",
     "add_outcome_observer",
@@ -124,6 +129,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "add_outcome_listener": ("outcomes", "add_listener"),
     "add_outcome_observer": ("outcomes", "add_observer"),
     "relay_once": ("publisher", "relay_once"),
+    "wait_reason": ("flow.gate", "wait_reason"),
 }
 
 

@@ -10,6 +10,7 @@ from dramatiq.errors import Retry
 
 from . import conf
 from .errors import DefinitionError
+from .flow import Concurrency, Singleton, check_key
 from .schemas import schemas
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -49,10 +50,13 @@ class Pipeline:
         queue: str | None = None,
         of: list[str] | tuple[str, ...] | None = None,
         emits_outcome: bool = True,
+        concurrency: Concurrency | None = None,
+        singleton: Singleton | None = None,
     ) -> None:
         """`on="run.succeeded"` (or run.failed, run.cancelled) with `of=[...]` subscribes to
         the outcome of the named pipelines; `emits_outcome=False` keeps this pipeline's own
-        outcome from being emitted (for pipelines that deliver outcomes elsewhere)."""
+        outcome from being emitted (for pipelines that deliver outcomes elsewhere).
+        `concurrency` and `singleton`: flow control (`pipeline.flow`), at most one of the two."""
         if not _NAME_RE.match(name):
             raise DefinitionError(f"pipeline name {name!r} must be lower_snake_case")
         if name in registry.pipelines:
@@ -67,8 +71,13 @@ class Pipeline:
                 raise DefinitionError(f"pipeline {name!r} cannot be started by its own outcome ({on!r}): a loop")
         elif of:
             raise DefinitionError(f"pipeline {name!r}: of=[...] only goes with on={' / '.join(OUTCOME_TYPES)}")
+        _check_flow(name, concurrency, singleton)
         self.name = name
         self.on = on
+        self.concurrency = concurrency
+        self.singleton = singleton
+        # Whether runs of this pipeline go through flow control: one attribute read on the hot path.
+        self.flow = concurrency is not None or singleton is not None
         self.of = tuple(of or ())
         self.emits_outcome = emits_outcome
         self.queue = queue
@@ -161,6 +170,16 @@ class Pipeline:
         return self.on or f"{self.name}.requested"
 
 
+def _check_flow(name: str, concurrency: Any, singleton: Any) -> None:
+    if concurrency is not None and not isinstance(concurrency, Concurrency):
+        raise DefinitionError(f"pipeline {name!r}: concurrency= takes a Concurrency(limit=..., key=...)")
+    if singleton is not None and not isinstance(singleton, Singleton):
+        raise DefinitionError(f"pipeline {name!r}: singleton= takes a Singleton(key=..., mode=...)")
+    if concurrency is not None and singleton is not None:
+        raise DefinitionError(f"pipeline {name!r}: declare concurrency= or singleton=, not both "
+                              f"(a singleton is already one run at a time per key)")
+
+
 def _retry_when(retries: int, exception: BaseException) -> bool:
     # The runtime decides about retries of user code itself (and raises Retry); anything else that
     # escapes is our own infrastructure failing (database down...): retry that a bounded number of times.
@@ -231,6 +250,10 @@ class Registry:
                 raise DefinitionError(
                     f"pipeline {pipeline.name!r} subscribes to {pipeline.on!r}, which has no registered event schema"
                 )
+            for rule in (pipeline.concurrency, pipeline.singleton):
+                if rule is not None and rule.key is not None:
+                    check_key(rule.key, schemas.get(pipeline.on) if pipeline.on else None,
+                              f"pipeline {pipeline.name!r}: {type(rule).__name__}")
             unknown = [name for name in pipeline.of if name not in self.pipelines]
             if unknown:
                 raise DefinitionError(f"pipeline {pipeline.name!r}: of={list(pipeline.of)} names unknown pipeline(s) {unknown}")

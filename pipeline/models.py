@@ -16,6 +16,8 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # for a flow-control slot (pipeline.flow); no stage published yet
+    SKIPPED = "skipped"  # a singleton's start while its key had a run in progress (final)
 
 
 # A run still under way: new stages may start, it may be cancelled, a schedule's next fire overlaps it.
@@ -192,3 +194,7 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.host}:{self.pid}"
+
+
+# Flow control's tables (pipeline/flow/models.py), registered with this app.
+from .flow.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter  # noqa: E402,F401

@@ -33,20 +33,18 @@ from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
 from .models import Run, StageRun, StageStatus
-from .publisher import publish_ready
+from .publisher import publish_admitted, publish_ready
 from .run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from .sql import now as utcnow
 
 log = get_logger("pipeline.runtime")
-
 LEASE_MARGIN_SECONDS = 30
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 _local = threading.local()
 
 
 def runs_ended() -> list[tuple[str, str, str]]:
-    """(run id, pipeline, status) of the runs the current message's processing ended, once
-    committed. For Dramatiq middleware that acts when a run is over (the benchmark's signal)."""
+    """(run id, pipeline, status) of the runs the current message's processing ended, once committed."""
     return getattr(_local, "ended", [])
 
 
@@ -183,6 +181,7 @@ def _succeeded(
         log.info("run.succeeded", run_id=info.run_id, pipeline=info.pipeline, duration_ms=total_ms,
                  stages=len(pipeline.stages), outcome="succeeded")
         _local.ended.append((info.run_id, info.pipeline, "succeeded"))
+        publish_admitted(done.admitted)  # the runs that waited for its slot (pipeline.flow)
     if done.ready:
         single = [c for c in done.ready if len(c.after) == 1]
         joins = [c for c in done.ready if len(c.after) > 1]
@@ -208,9 +207,8 @@ def _write(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> An
 
 
 def _write_once(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> Any:
-    """Through the group commit; when it may end the run and someone listens to this pipeline's
-    outcome, on this thread's connection instead, so the outcome event is written in the same
-    transaction as the run's end."""
+    """Through the group commit; when it may end the run and someone listens to its outcome, on
+    this thread's connection, so the outcome event is written in the same transaction as the end."""
     if may_end_as is None or not outcomes.wanted(f"run.{may_end_as}", info.pipeline):
         return writer.run(record)
     with transaction.atomic():
@@ -255,6 +253,7 @@ def _failed(
         log.info("run.failed", run_id=info.run_id, pipeline=info.pipeline, failed_stage=stage.name, error=error,
                  duration_ms=total_ms, outcome="failed", stages=len(stage.pipeline.stages))
         _local.ended.append((info.run_id, info.pipeline, "failed"))
+        publish_admitted(done.admitted)  # the runs that waited for its slot (pipeline.flow)
     if message is not None and carrier:
         message.fail()  # dead-lettered too; the database keeps the failure for as long as the run
 

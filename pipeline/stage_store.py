@@ -71,6 +71,7 @@ class Done:
     ready: list = field(default_factory=list)  # stages to publish
     inline: bool = False  # the inline child was claimed for this message
     finished: bool = False  # the run succeeded with this stage
+    admitted: list = field(default_factory=list)  # runs its end let in (flow control), to publish
 
 
 @dataclass
@@ -91,6 +92,12 @@ class SuccessRecord:
     total_ms: float = 0.0
 
     def __call__(self, tx: writer.Tx) -> Done | None:
+        done = self._record(tx)
+        if done is not None and done.finished and self.stage.pipeline.flow:
+            done.admitted = flow_slots().release(tx, self.info.run_id, self.stage.pipeline, utcnow())
+        return done
+
+    def _record(self, tx: writer.Tx) -> Done | None:
         q, d = tx.q, tx.d
         now = utcnow()
         when = d.dt(now)
@@ -173,6 +180,7 @@ _NOT_FUSED = object()
 @dataclass
 class Failed:
     run_ended: bool = False
+    admitted: list = field(default_factory=list)  # runs its end let in (flow control), to publish
 
 
 @dataclass
@@ -214,4 +222,13 @@ class FailureRecord:
             self.total_ms = (self.now - started).total_seconds() * 1000
             result.run_ended = tx.execute(q.end_run, ("failed", d.dt(self.now), self.total_ms,
                                                       f"stage {self.stage.name}: {self.error}", run_key)).rowcount == 1
+            if result.run_ended and self.stage.pipeline.flow:
+                result.admitted = flow_slots().release(tx, self.info.run_id, self.stage.pipeline, self.now)
         return result
+
+
+def flow_slots() -> Any:
+    """`pipeline.flow.slots`, imported once a flow-controlled run ends (it needs the app registry)."""
+    from .flow import slots
+
+    return slots

@@ -16,11 +16,16 @@ from .models import ACTIVE_RUN_STATUSES, Run, RunStatus, StageRun, StageStatus
 log = get_logger("pipeline.states")
 
 RUN_TRANSITIONS: dict[str, set[str]] = {
-    RunStatus.PENDING: {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED},
+    # (pending -> waiting: a replay's new run that flow control holds back.)
+    RunStatus.PENDING: {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.WAITING},
     RunStatus.RUNNING: {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED},
-    RunStatus.FAILED: {RunStatus.RUNNING},  # a replay resumes a failed run
-    RunStatus.CANCELLED: {RunStatus.RUNNING},  # ...or a cancelled one
+    RunStatus.FAILED: {RunStatus.RUNNING, RunStatus.WAITING},  # a replay resumes a failed run (or waits for a slot)
+    RunStatus.CANCELLED: {RunStatus.RUNNING, RunStatus.WAITING},  # ...or a cancelled one
     RunStatus.SUCCEEDED: set(),
+    # Flow control (pipeline.flow): a run waiting for a slot is admitted (pending, or running again
+    # when a replay waited) or cancelled; a skipped run was never started.
+    RunStatus.WAITING: {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCELLED},
+    RunStatus.SKIPPED: set(),
 }
 
 STAGE_TRANSITIONS: dict[str, set[str]] = {
@@ -33,8 +38,14 @@ STAGE_TRANSITIONS: dict[str, set[str]] = {
 }
 
 RUN_ACTIVE = ACTIVE_RUN_STATUSES
-RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED)
 STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING)
+
+
+def sources_of(target: str, table: dict[str, set[str]] = RUN_TRANSITIONS) -> list[str]:
+    """The statuses `target` may be reached from: for statements written elsewhere in SQL
+    (the message path's, flow control's), so their WHERE clauses follow this table."""
+    return _sources(table, target)
 
 
 def _sources(table: dict[str, set[str]], target: str) -> list[str]:

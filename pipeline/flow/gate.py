@@ -1,0 +1,106 @@
+"""What flow control does on the ORM's connection: the log lines of each wait and drop (written
+once their transaction commits), replays and cancellations, the relay's repair, and why a run
+waits. Publishing what it admits is `pipeline.publisher.publish_admitted`'s (the callers')."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from .. import writer
+from ..definitions import registry
+from ..logging import get_logger, info_on_commit
+from ..sql import now as utcnow
+from .slots import SINGLETON, Admission, Admitted, admit, fill, leave, release
+
+log = get_logger("pipeline.flow")
+
+
+def log_admission(admission: Admission, ids: dict[str, Any]) -> None:
+    """`flow.waiting`, `flow.dropped` (a skipped start, or the runs a singleton start cancelled)."""
+    rule = {"rule": admission.rule, "key": admission.key}
+    if admission.status == "waiting":
+        info_on_commit(log, "flow.waiting", **rule, **ids, limit=admission.limit,
+                       reason=f"{admission.limit} run(s) of this key in progress")
+    elif admission.status == "skipped":
+        info_on_commit(log, "flow.dropped", **rule, **ids, outcome="skipped", in_progress=admission.holders,
+                       reason="a run of this key is in progress")
+    for old in admission.replaced:
+        info_on_commit(log, "flow.dropped", **rule, pipeline=ids["pipeline"], run_id=old, outcome="cancelled",
+                       replaced_by=ids["run_id"], reason="a newer run of this key started")
+        info_on_commit(log, "run.cancelled", run_id=old, pipeline=ids["pipeline"], reason=f"{SINGLETON}: replaced",
+                       replaced_by=ids["run_id"])
+
+
+def admit_replay(run: Any, event: Any, pipeline: Any) -> str:
+    """Inside a replay's transaction: takes the replayed run's slot (returns `pending`), or puts
+    it on the waiting list (`waiting`; a new run is moved there), or `skipped` (a singleton
+    whose key is busy: the caller refuses). A singleton in cancel mode cancels the run in progress."""
+    from .. import outcomes, states
+
+    admission = writer.run_direct(lambda tx: admit(tx, run.id, event.id, event.trace_id, pipeline, event.payload,
+                                                   utcnow()))
+    ids = {"run_id": str(run.id), "event_id": str(event.id), "trace_id": event.trace_id, "pipeline": pipeline.name}
+    if admission.status == "waiting" and run.status == "pending":  # a replay from the start
+        states.move_run(run.id, "waiting", log_name="run.waiting", log_fields=ids)
+    if admission.status != "skipped":
+        log_admission(admission, ids)
+    for old in admission.replaced:
+        outcomes.emit_outcome(old, "cancelled", pipeline.name)
+    return admission.status
+
+
+def cancelled(run_id: str, pipeline_name: str) -> list[Admitted]:
+    """Inside the transaction that cancels a run: off the waiting list, or its slot handed on;
+    returns the runs admitted, for the caller to publish once committed."""
+    pipeline = registry.pipelines.get(pipeline_name)
+    if pipeline is None or not pipeline.flow:
+        return []
+    return writer.run_direct(lambda tx: leave(tx, run_id, pipeline, utcnow()))
+
+
+def repair(limit: int = 500) -> list[Admitted]:
+    """The relay's pass: slots held by runs that are over (or gone) are released, and waiting
+    runs admitted where there is room. Every run's end releases its slot in its own transaction,
+    so this finds something only after rows were changed by hand. Returns the runs admitted
+    (committed), for the caller to publish."""
+    from ..models import ConcurrencySlot, ConcurrencyWaiter, Run
+    from ..states import RUN_ACTIVE
+
+    live = Run.objects.filter(status__in=list(RUN_ACTIVE)).values("id")
+    orphans = list(ConcurrencySlot.objects.exclude(run_id__in=live).values_list("run_id", "pipeline")[:limit])
+    ConcurrencyWaiter.objects.exclude(run_id__in=Run.objects.filter(status="waiting").values("id")).delete()
+    admitted: list[Admitted] = []
+    with transaction.atomic():
+        for run_id, name in orphans:
+            pipeline = registry.pipelines.get(name)
+            if pipeline is not None:
+                admitted += writer.run_direct(lambda tx: release(tx, run_id, pipeline, utcnow()))
+            log.warning("flow.slot_repaired", run_id=str(run_id), pipeline=name, reason="its run is over or gone")
+        names = set(ConcurrencyWaiter.objects.values_list("pipeline", flat=True).distinct())
+        for name in names:
+            pipeline = registry.pipelines.get(name)
+            if pipeline is not None:
+                admitted += writer.run_direct(lambda tx: fill(tx, pipeline, utcnow()))
+    return admitted
+
+
+def wait_reason(run_id: str) -> dict[str, Any] | None:
+    """Why a waiting run waits: the rule, the key, the limit, who holds the slots, how many wait
+    ahead of it. None if it does not wait."""
+    from ..models import ConcurrencySlot, ConcurrencyWaiter
+
+    waiter = ConcurrencyWaiter.objects.filter(run_id=run_id).first()
+    if waiter is None:
+        return None
+    pipeline = registry.pipelines.get(waiter.pipeline)
+    rules = pipeline.concurrency if pipeline is not None else None
+    holders = ConcurrencySlot.objects.filter(pipeline=waiter.pipeline, rule=waiter.rule, key=waiter.key)
+    ahead = ConcurrencyWaiter.objects.filter(pipeline=waiter.pipeline, rule=waiter.rule, key=waiter.key,
+                                             id__lt=waiter.id).count()
+    return {
+        "rule": "concurrency", "key": waiter.key, "key_field": rules.key if rules else None,
+        "limit": rules.limit if rules else None, "total": rules.total if rules else None,
+        "in_progress": [str(r) for r in holders.values_list("run_id", flat=True)[:20]],
+        "ahead": ahead, "since": waiter.since,
+    }
