@@ -251,3 +251,24 @@ def test_the_relay_gives_back_a_slot_whose_run_is_gone(flow):
     assert a2 in flow.published_runs()
     assert any(line["event"] == "flow.slot_repaired" for line in logs)
     assert _held("one_per_customer", "1") == 1
+
+
+def test_the_api_filters_waiting_runs_and_says_why_one_waits(flow, client, api_token):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
+    a1, a2 = (flow.emit("test.flow_order", customer_id=3, n=n) for n in range(2))
+    listed = client.get("/api/runs?status=waiting", **auth).json()
+    assert [r["run_id"] for r in listed["runs"]] == [a2]
+    detail = client.get(f"/api/runs/{a2}", **auth).json()
+    assert detail["status"] == "waiting"
+    assert {k: detail["waiting_for"][k] for k in ("rule", "key", "key_field", "limit", "in_progress", "ahead")} == {
+        "rule": "concurrency", "key": "3", "key_field": "customer_id", "limit": 1, "in_progress": [a1], "ahead": 0}
+    assert client.get(f"/api/runs/{a1}", **auth).json()["waiting_for"] is None
+
+
+def test_the_dashboard_shows_why_a_run_waits(flow, admin_client):
+    a1, a2 = (flow.emit("test.flow_order", customer_id=4, n=n) for n in range(2))
+    page = admin_client.get(f"/dashboard/runs/{a2}/").content.decode()
+    assert 'id="run-waiting"' in page and "customer_id</span> = <span class=\"mono\">4</span>" in page
+    assert f"/dashboard/runs/{a1}/" in page  # the run holding the slot, linked
+    assert 'id="cancel"' in page  # a waiting run can be cancelled
+    assert a2 in admin_client.get("/dashboard/runs/?status=waiting").content.decode()

@@ -27,6 +27,7 @@ from pipeline import (
     redact,
     registry,
     replay,
+    wait_reason,
 )
 from schedules import operations as schedule_ops
 from schedules.models import ScheduleRecord
@@ -141,8 +142,10 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "payload": json.dumps(redact(run.event.payload), indent=2, sort_keys=True, default=str),
         "log": logs.run_log_lines(str(run.id)),
         "replays": list(run.replays.order_by("-created_at").only("id", "status", "created_at")[:20]),
-        "active": run.status in ACTIVE,
+        "active": run.status in (*ACTIVE, RunStatus.WAITING),
         "replayable": run.status in (RunStatus.FAILED, RunStatus.CANCELLED),
+        # Why it waits (flow control): the rule, the key, who holds the slots, how many wait ahead.
+        "wait": wait_reason(str(run.id)) if run.status == RunStatus.WAITING else None,
         "status_url": reverse("dashboard:run-status", args=[run.id]),
         "fingerprint": _fingerprint(run.status, [(r.stage, r.status, r.attempts) for r in rows]),
     })
@@ -158,7 +161,7 @@ def run_status(request: HttpRequest, run_id: str) -> JsonResponse:
         return JsonResponse({"error": f"no run with id {run_id!r}"}, status=404)
     rows = list(StageRun.objects.filter(run=run).values_list("stage", "status", "attempts"))
     return JsonResponse({
-        "run_id": str(run.id), "status": run.status, "active": run.status in ACTIVE,
+        "run_id": str(run.id), "status": run.status, "active": run.status in (*ACTIVE, RunStatus.WAITING),
         "stages": {stage: status for stage, status, _ in rows}, "fingerprint": _fingerprint(run.status, rows),
     })
 
