@@ -43,7 +43,7 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
         with transaction.atomic():
             (new_run,) = create_runs(run.event, [pipeline], trigger=f"replay:{run.id}", replay_of=run)
             roots = pipeline.roots
-            if flow_gate.admit_replay(new_run, run.event, pipeline) == RunStatus.PENDING:
+            if not pipeline.flow or flow_gate.admit_replay(new_run, run.event, pipeline) == RunStatus.PENDING:
                 transaction.on_commit(lambda: _enqueue(roots, new_run, run))
         log.info("run.replayed", run_id=str(new_run.id), replay_of=str(run.id), pipeline=run.pipeline,
                  event_id=str(run.event_id), trace_id=run.event.trace_id, from_start=True)
@@ -76,8 +76,8 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
                                   log_fields={"pipeline": run.pipeline, "reason": "replayed: waits for its other parents",
                                               "parents_remaining": row.parents_remaining})
         target = flow_gate.admit_replay(run, run.event, pipeline) if pipeline.flow else RunStatus.PENDING
-        if target != RunStatus.PENDING:  # waits for a slot (or skipped: refused below)
-            _wait_again(run, target, ready)
+        if target == RunStatus.WAITING:  # its key has no free slot (pipeline.flow)
+            _wait_again(run, ready)
             return str(run.id)
         if not states.move_run(run.id, RunStatus.RUNNING, sources=list(REPLAYABLE), log_name="run.replayed",
                                finished_at=None, error="", duration_ms=None,
@@ -89,10 +89,8 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
     return str(run.id)
 
 
-def _wait_again(run: Run, target: str, ready: list) -> None:
+def _wait_again(run: Run, ready: list) -> None:
     """A replayed run of a flow-controlled pipeline whose key has no free slot."""
-    if target == RunStatus.SKIPPED:
-        raise OperationRefused(f"run {run.id}: a run of its singleton key is in progress; try again after it")
     if not states.move_run(run.id, RunStatus.WAITING, sources=list(REPLAYABLE), log_name="run.replayed",
                            finished_at=None, error="", duration_ms=None,
                            log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),

@@ -32,7 +32,7 @@ from .definitions import Stage
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
-from .models import Run, StageRun, StageStatus
+from .models import Run, RunStatus, StageRun, StageStatus
 from .publisher import publish_admitted, publish_ready
 from .run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from .sql import now as utcnow
@@ -266,7 +266,7 @@ def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
         log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
         return None
     run_status = Run.objects.filter(id=info.run_id).values_list("status", flat=True).first()
-    if run_status not in states.RUN_ACTIVE:
+    if run_status not in (*states.RUN_ACTIVE, RunStatus.WAITING):  # (a waiting run's stages wait with it)
         if row["status"] in (*states.STAGE_WAITING, StageStatus.RUNNING):
             # Cancelled, or failed in another branch: this stage must not start.
             states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED,

@@ -9,7 +9,7 @@ import pytest
 import structlog
 from pydantic import BaseModel
 
-from pipeline import Concurrency, DefinitionError, Pipeline, Singleton, cancel, emit, relay_once, replay, wait_reason
+from pipeline import Concurrency, DefinitionError, OperationRefused, Pipeline, Singleton, cancel, emit, relay_once, replay, wait_reason
 from pipeline.definitions import registry
 from pipeline.flow import check_key, key_of
 from pipeline.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter, Run
@@ -197,6 +197,36 @@ def test_a_replayed_run_waits_for_a_slot_like_a_new_one_and_resumes_where_it_sto
     flow.run(a1)
     assert _status(a1) == "failed"  # it fails again (fail=True): and gives its slot back again
     assert _held("one_per_customer", "1") == 0
+
+
+def test_a_replay_from_the_start_waits_for_a_slot_too_and_a_busy_singleton_refuses_a_replay(flow):
+    a1 = flow.emit("test.flow_order", customer_id=5, fail=True)
+    flow.run(a1)
+    a2 = flow.emit("test.flow_order", customer_id=5)
+    new = flow.do(replay, a1, from_start=True)
+    assert _status(new) == "waiting" and new not in flow.published_runs()
+    flow.run(a2)
+    assert _status(new) == "pending" and flow.published_stages(new) == ["pick"]
+
+    s1 = flow.emit("test.flow_single", account="z")
+    flow.do(cancel, s1)
+    s2 = flow.emit("test.flow_single", account="z")
+    with pytest.raises(OperationRefused, match="singleton key 'z' is in progress"):
+        flow.do(replay, s1)
+    assert (_status(s1), _status(s2)) == ("cancelled", "pending")
+
+
+def test_a_stale_message_of_a_waiting_run_is_dropped_not_cancelling_its_stage(flow, published):
+    from pipeline import runtime
+
+    a1 = flow.emit("test.flow_order", customer_id=6)
+    a2 = flow.emit("test.flow_order", customer_id=6)
+    stage = registry.get("one_per_customer").stages["pick"]
+    flow.do(runtime.execute_stage, stage, a2)  # a message for it, though it waits (a replay's leftover)
+    assert _status(a2) == "waiting"
+    assert Run.objects.get(id=a2).stages.get(stage="pick").status == "pending"
+    flow.run(a1)
+    assert _status(a2) == "pending" and flow.published_stages(a2) == ["pick"]
 
 
 def test_a_total_is_shared_by_the_keys_in_turn(flow):

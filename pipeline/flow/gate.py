@@ -9,6 +9,7 @@ from django.db import transaction
 
 from .. import writer
 from ..definitions import registry
+from ..errors import OperationRefused
 from ..logging import get_logger, info_on_commit
 from ..sql import now as utcnow
 from .slots import SINGLETON, Admission, Admitted, admit, fill, leave, release
@@ -34,17 +35,20 @@ def log_admission(admission: Admission, ids: dict[str, Any]) -> None:
 
 def admit_replay(run: Any, event: Any, pipeline: Any) -> str:
     """Inside a replay's transaction: takes the replayed run's slot (returns `pending`), or puts
-    it on the waiting list (`waiting`; a new run is moved there), or `skipped` (a singleton
-    whose key is busy: the caller refuses). A singleton in cancel mode cancels the run in progress."""
+    it on the waiting list (`waiting`; a new run is moved there); a singleton whose key is busy
+    raises OperationRefused (mode skip) or cancels the run in progress (mode cancel)."""
     from .. import outcomes, states
 
     admission = writer.run_direct(lambda tx: admit(tx, run.id, event.id, event.trace_id, pipeline, event.payload,
                                                    utcnow()))
+    if admission.status == "skipped":
+        raise OperationRefused(f"run {run.id}: a run of its singleton key {admission.key!r} is in progress "
+                               f"({', '.join(admission.holders)}); try again once it has ended")
     ids = {"run_id": str(run.id), "event_id": str(event.id), "trace_id": event.trace_id, "pipeline": pipeline.name}
     if admission.status == "waiting" and run.status == "pending":  # a replay from the start
-        states.move_run(run.id, "waiting", log_name="run.waiting", log_fields=ids)
-    if admission.status != "skipped":
-        log_admission(admission, ids)
+        states.move_run(run.id, "waiting", log_name="run.waiting",
+                        log_fields={k: v for k, v in ids.items() if k != "run_id"})
+    log_admission(admission, ids)
     for old in admission.replaced:
         outcomes.emit_outcome(old, "cancelled", pipeline.name)
     return admission.status
