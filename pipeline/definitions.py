@@ -29,6 +29,7 @@ class Stage:
     backoff: tuple[float, float]
     timeout: float
     throws: tuple[type[BaseException], ...] = ()
+    concurrency: Concurrency | None = None  # its own limit (pipeline.flow.stage_slots)
     actor: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -76,8 +77,10 @@ class Pipeline:
         self.on = on
         self.concurrency = concurrency
         self.singleton = singleton
-        # Whether runs of this pipeline go through flow control: one attribute read on the hot path.
+        # Whether runs of this pipeline go through flow control (a stage's own limit counts too, see
+        # `_add`): one attribute read on the hot path.
         self.flow = concurrency is not None or singleton is not None
+        self.stage_flow = False
         self.of = tuple(of or ())
         self.emits_outcome = emits_outcome
         self.queue = queue
@@ -97,9 +100,11 @@ class Pipeline:
         backoff: tuple[float, float] | None = None,
         timeout: float | None = None,
         throws: tuple[type[BaseException], ...] = (),
+        concurrency: Concurrency | None = None,
     ) -> Callable[[StageFunction], StageFunction]:
         """Declares the decorated function as a stage: retried `retries` times with exponential
-        backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds."""
+        backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds;
+        with `concurrency`, at most that many executions of it in progress (per key) at once."""
 
         def decorate(fn: StageFunction) -> StageFunction:
             self._add(
@@ -112,6 +117,7 @@ class Pipeline:
                     backoff=tuple(backoff or conf.get("PIPELINE_DEFAULT_BACKOFF")),
                     timeout=conf.get("PIPELINE_DEFAULT_TIMEOUT") if timeout is None else timeout,
                     throws=tuple(throws),
+                    concurrency=concurrency,
                 )
             )
             return fn
@@ -146,6 +152,10 @@ class Pipeline:
             )
         if stage.timeout <= 0:
             raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r} timeout must be positive")
+        if stage.concurrency is not None:
+            if not isinstance(stage.concurrency, Concurrency):
+                raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r}: concurrency= takes a Concurrency(...)")
+            self.flow = self.stage_flow = True
         object.__setattr__(stage, "actor", _declare_actor(stage, self.queue or conf.get("PIPELINE_DEFAULT_QUEUE")))
         self.stages[stage.name] = stage
         self._children[stage.name] = []
@@ -250,10 +260,12 @@ class Registry:
                 raise DefinitionError(
                     f"pipeline {pipeline.name!r} subscribes to {pipeline.on!r}, which has no registered event schema"
                 )
-            for rule in (pipeline.concurrency, pipeline.singleton):
+            declared = [(pipeline.concurrency, ""), (pipeline.singleton, "")]
+            declared += [(s.concurrency, f" stage {s.name!r}") for s in pipeline.stages.values()]
+            for rule, stage in declared:
                 if rule is not None and rule.key is not None:
                     check_key(rule.key, schemas.get(pipeline.on) if pipeline.on else None,
-                              f"pipeline {pipeline.name!r}: {type(rule).__name__}")
+                              f"pipeline {pipeline.name!r}{stage}: {type(rule).__name__}")
             unknown = [name for name in pipeline.of if name not in self.pipelines]
             if unknown:
                 raise DefinitionError(f"pipeline {pipeline.name!r}: of={list(pipeline.of)} names unknown pipeline(s) {unknown}")

@@ -26,6 +26,7 @@ ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
 
 class StageStatus(models.TextChoices):
     PENDING = "pending"
+    WAITING = "waiting"  # over its own concurrency limit (pipeline.flow): no message until a slot is free
     RUNNING = "running"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"

@@ -80,6 +80,8 @@ def execute_stage(stage: Stage, run_id: str) -> None:
 def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:
     info = RunInfo.from_message(run_id, stage.pipeline.name, options)
     claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"))
+    if isinstance(claimed, stage_store.Waits):
+        return  # over its own concurrency limit: it waits, published again when a slot is free (pipeline.flow)
     if claimed is None:
         stage = _not_claimed(stage, info, message_id)
         if stage is None:
@@ -87,7 +89,7 @@ def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id:
         # A redelivery of a message whose worker died in the middle of a chain it was running
         # inline: go on from the stage it held.
         claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None)
-        if claimed is None:
+        if not isinstance(claimed, tuple):
             return
     attempt, results, started_run = claimed
     # Whether this is the stage the message was published for (not one continued inline, nor one
@@ -156,8 +158,8 @@ def _inline_child(stage: Stage, children: list[Stage]) -> Stage | None:
     if len(children) != 1 or not conf.get("PIPELINE_INLINE_CHAINS"):
         return None
     child = children[0]
-    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name:
-        return None
+    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name or child.concurrency:
+        return None  # (a stage with its own concurrency limit takes a slot when claimed: never inline)
     return None if draining() else child
 
 
@@ -181,7 +183,7 @@ def _succeeded(
         log.info("run.succeeded", run_id=info.run_id, pipeline=info.pipeline, duration_ms=total_ms,
                  stages=len(pipeline.stages), outcome="succeeded")
         _local.ended.append((info.run_id, info.pipeline, "succeeded"))
-        publish_admitted(done.admitted)  # the runs that waited for its slot (pipeline.flow)
+    publish_admitted(done.admitted)  # what waited for the slots it gave back (pipeline.flow)
     if done.ready:
         single = [c for c in done.ready if len(c.after) == 1]
         joins = [c for c in done.ready if len(c.after) > 1]
@@ -240,6 +242,7 @@ def _failed(
     done = _write(record, info, "failed" if final else None, lambda d: d.run_ended)
     if not done:
         return  # another message took the stage over; it records the outcome
+    publish_admitted(done.admitted)  # what waited for the slots it gave back (pipeline.flow)
     if not final:
         log.info("stage.retrying", **canonical, outcome="retrying", retry_in_ms=delay_ms)
         if carrier:
@@ -253,7 +256,6 @@ def _failed(
         log.info("run.failed", run_id=info.run_id, pipeline=info.pipeline, failed_stage=stage.name, error=error,
                  duration_ms=total_ms, outcome="failed", stages=len(stage.pipeline.stages))
         _local.ended.append((info.run_id, info.pipeline, "failed"))
-        publish_admitted(done.admitted)  # the runs that waited for its slot (pipeline.flow)
     if message is not None and carrier:
         message.fail()  # dead-lettered too; the database keeps the failure for as long as the run
 
@@ -291,8 +293,7 @@ def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
 
 def _restart_time_limit(stage: Stage) -> None:
     """A stage continued inline gets its own time limit, counted from its start."""
-    message = CurrentMessage.get_current_message()
-    if message is None:
+    if CurrentMessage.get_current_message() is None:
         return
     for middleware in stage.actor.broker.middleware:
         if isinstance(middleware, TimeLimit):

@@ -12,7 +12,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import writer
+from .logging import get_logger
 from .sql import now as utcnow
+
+log = get_logger("pipeline.flow")
 
 if TYPE_CHECKING:
     from .definitions import Stage
@@ -63,7 +66,33 @@ def claim(
             got = {name: d.load_json(value) for name, value in tx.execute(sql, (run_key, *stage.after)).fetchall()}
         return rows[0][0], got, started_run
 
-    return writer.run(op)
+    if stage.concurrency is None:
+        return writer.run(op)
+
+    def gated(tx: writer.Tx) -> tuple[int, dict, bool] | Waits | None:
+        """The stage's own limit first (pipeline.flow.stage_slots): a slot, or the stage waits."""
+        slots = flow_stage_slots()
+        gate = slots.gate(tx, stage, info, utcnow())
+        if gate is None or gate[0] == "waiting":
+            return None if gate is None else Waits(gate[1])
+        claimed = op(tx)
+        if claimed is None and gate[0] == slots.TOOK:  # a duplicate message: the slot was not its to take
+            slots.release_stage(tx, info.run_id, stage, utcnow())
+        return claimed
+
+    result = writer.run(gated)
+    if isinstance(result, Waits):
+        log.info("flow.waiting", rule="concurrency", key=result.key, stage=stage.name, run_id=info.run_id,
+                 event_id=info.event_id, trace_id=info.trace_id, pipeline=info.pipeline, limit=stage.concurrency.limit,
+                 reason=f"{stage.concurrency.limit} execution(s) of this stage in progress for this key")
+    return result
+
+
+@dataclass
+class Waits:
+    """A claim's answer when the stage is over its own concurrency limit: it now waits."""
+
+    key: str
 
 
 @dataclass
@@ -93,8 +122,11 @@ class SuccessRecord:
 
     def __call__(self, tx: writer.Tx) -> Done | None:
         done = self._record(tx)
-        if done is not None and done.finished and self.stage.pipeline.flow:
-            done.admitted = flow_slots().release(tx, self.info.run_id, self.stage.pipeline, utcnow())
+        if done is not None and self.stage.pipeline.flow:
+            if self.stage.concurrency is not None:  # its own slot, given back with its outcome
+                done.admitted += flow_stage_slots().release_stage(tx, self.info.run_id, self.stage, utcnow())
+            if done.finished:
+                done.admitted += flow_slots().release(tx, self.info.run_id, self.stage.pipeline, utcnow())
         return done
 
     def _record(self, tx: writer.Tx) -> Done | None:
@@ -217,13 +249,15 @@ class FailureRecord:
                                        self.attempt)).rowcount != 1:
             return None
         result = Failed()
+        if self.stage.concurrency is not None:  # its own slot, given back with the attempt's outcome
+            result.admitted += flow_stage_slots().release_stage(tx, self.info.run_id, self.stage, self.now)
         if self.final:
             started = self.info.started_at or self.now
             self.total_ms = (self.now - started).total_seconds() * 1000
             result.run_ended = tx.execute(q.end_run, ("failed", d.dt(self.now), self.total_ms,
                                                       f"stage {self.stage.name}: {self.error}", run_key)).rowcount == 1
             if result.run_ended and self.stage.pipeline.flow:
-                result.admitted = flow_slots().release(tx, self.info.run_id, self.stage.pipeline, self.now)
+                result.admitted += flow_slots().release(tx, self.info.run_id, self.stage.pipeline, self.now)
         return result
 
 
@@ -232,3 +266,9 @@ def flow_slots() -> Any:
     from .flow import slots
 
     return slots
+
+
+def flow_stage_slots() -> Any:
+    from .flow import stage_slots
+
+    return stage_slots

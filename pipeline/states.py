@@ -29,9 +29,11 @@ RUN_TRANSITIONS: dict[str, set[str]] = {
 }
 
 STAGE_TRANSITIONS: dict[str, set[str]] = {
-    StageStatus.PENDING: {StageStatus.RUNNING, StageStatus.CANCELLED},
+    StageStatus.PENDING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.WAITING},
     StageStatus.RUNNING: {StageStatus.SUCCEEDED, StageStatus.RETRYING, StageStatus.FAILED, StageStatus.CANCELLED},
-    StageStatus.RETRYING: {StageStatus.RUNNING, StageStatus.CANCELLED},
+    StageStatus.RETRYING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.WAITING},
+    # Over its own concurrency limit when claimed (pipeline.flow): admitted again, or cancelled with its run.
+    StageStatus.WAITING: {StageStatus.PENDING, StageStatus.CANCELLED},
     StageStatus.FAILED: {StageStatus.PENDING},  # replay
     StageStatus.CANCELLED: {StageStatus.PENDING},  # replay
     StageStatus.SUCCEEDED: set(),
@@ -39,7 +41,7 @@ STAGE_TRANSITIONS: dict[str, set[str]] = {
 
 RUN_ACTIVE = ACTIVE_RUN_STATUSES
 RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED)
-STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING)
+STAGE_WAITING = (StageStatus.PENDING, StageStatus.RETRYING, StageStatus.WAITING)
 
 
 def sources_of(target: str, table: dict[str, set[str]] = RUN_TRANSITIONS) -> list[str]:

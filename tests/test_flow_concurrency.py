@@ -302,3 +302,83 @@ def test_the_dashboard_shows_why_a_run_waits(flow, admin_client):
     assert f"/dashboard/runs/{a1}/" in page  # the run holding the slot, linked
     assert 'id="cancel"' in page  # a waiting run can be cancelled
     assert a2 in admin_client.get("/dashboard/runs/?status=waiting").content.decode()
+
+
+# --- a stage's own limit --------------------------------------------------------------------------
+def _while_running(stage, during):
+    """Makes `stage` call `during()` in the middle of its execution (restored by the caller)."""
+    original = stage.fn
+
+    def fn(ctx):
+        during()
+        return original(ctx)
+
+    object.__setattr__(stage, "fn", fn)
+    return original
+
+
+def test_a_stage_over_its_own_limit_waits_without_its_message_and_runs_when_the_slot_is_free(flow, published):
+    from pipeline import runtime
+
+    stage = registry.get("limited_stage").stages["call_partner"]
+    a1 = flow.emit("test.flow_stage", account="p", n=1)
+    a2 = flow.emit("test.flow_stage", account="p", n=2)
+    for run_id in (a1, a2):  # their first stages; call_partner is published, never run inline
+        item = next(i for i in published if i[1] == run_id)
+        published.remove(item)
+        flow.do(runtime.execute_stage, item[0], run_id)
+    assert flow.published_stages(a1) == ["call_partner"] and flow.published_stages(a2) == ["call_partner"]
+    published.clear()
+
+    def a2_arrives():  # a2's call_partner message comes while a1's runs
+        with structlog.testing.capture_logs() as logs:
+            runtime.execute_stage(stage, a2)
+        assert Run.objects.get(id=a2).stages.get(stage="call_partner").status == "waiting"
+        (waiting,) = [line for line in logs if line["event"] == "flow.waiting"]
+        assert (waiting["stage"], waiting["key"], waiting["run_id"]) == ("call_partner", "p", a2)
+        assert wait_reason(a2)["stage"] == "call_partner" and wait_reason(a2)["in_progress"] == [a1]
+
+    original = _while_running(stage, a2_arrives)
+    try:
+        flow.do(runtime.execute_stage, stage, a1)
+    finally:
+        object.__setattr__(stage, "fn", original)
+    # a1's call_partner gave its slot to a2's, which is published again; a1 goes on
+    assert Run.objects.get(id=a2).stages.get(stage="call_partner").status == "pending"
+    assert sorted(flow.published_stages(a2)) == ["call_partner"]
+    assert _status(a1) == "succeeded"  # after_call (no limit of its own) went on inline
+    flow.run(a2)
+    assert (_status(a1), _status(a2)) == ("succeeded", "succeeded")
+    assert _held("limited_stage", "p", rule="stage:call_partner") == 0
+    assert not ConcurrencySlot.objects.exists() and not ConcurrencyWaiter.objects.exists()
+
+
+def test_cancelling_a_run_whose_stage_waits_takes_the_stage_off_the_list(flow, published):
+    from pipeline import runtime
+    from pipeline.models import StageRun
+
+    stage = registry.get("limited_stage").stages["call_partner"]
+    a1 = flow.emit("test.flow_stage", account="q")
+    a2 = flow.emit("test.flow_stage", account="q")
+    flow.run(a1)
+    original = _while_running(stage, lambda: (runtime.execute_stage(stage, a2), cancel(a2)))
+    try:
+        for run_id in (a2,):
+            item = next(i for i in published if i[1] == run_id)
+            published.remove(item)
+            flow.do(runtime.execute_stage, item[0], run_id)  # prepare_call; call_partner published
+        published.clear()
+        # Hold a slot for a third run's call_partner while a2's arrives and a2 is cancelled.
+        a3 = flow.emit("test.flow_stage", account="q")
+        item = next(i for i in published if i[1] == a3)
+        published.remove(item)
+        flow.do(runtime.execute_stage, item[0], a3)
+        published.clear()
+        flow.do(runtime.execute_stage, stage, a3)
+    finally:
+        object.__setattr__(stage, "fn", original)
+    assert _status(a2) == "cancelled"
+    assert StageRun.objects.get(run_id=a2, stage="call_partner").status == "cancelled"
+    assert not ConcurrencyWaiter.objects.filter(run_id=a2).exists()
+    flow.run(a3)
+    assert _status(a3) == "succeeded" and _held("limited_stage", "q", rule="stage:call_partner") == 0

@@ -134,3 +134,14 @@ def test_a_singleton_in_cancel_mode_cancels_the_run_in_progress(live_flow_worker
     wait_for(lambda: StageRun.objects.filter(run_id=first, status="succeeded").exists(), 90,
              "the cancelled run's stage to notice and stop")
     assert StageRun.objects.get(run_id=first).result == {"n": 0, "cancelled": True}
+
+
+def test_a_stage_with_its_own_limit_never_runs_twice_at_once_for_a_key(live_flow_worker):
+    runs = [_run_id(emit("test.flow_stage", {"account": "acme", "n": n, "sleep": 0.1})) for n in range(12)]
+    others = [_run_id(emit("test.flow_stage", {"account": "other", "n": n, "sleep": 0.1})) for n in range(4)]
+    wait_for(lambda: _all_final(runs + others), 240, "the 16 runs to end")
+    assert set(Run.objects.filter(id__in=runs + others).values_list("status", flat=True)) == {"succeeded"}
+    calls = sorted(StageRun.objects.filter(run_id__in=runs, stage="call_partner").values_list(
+        "started_at", "finished_at"))
+    assert not any(_overlapping(a, b) for a, b in zip(calls, calls[1:])), "two calls for one account at once"
+    assert not ConcurrencySlot.objects.exists() and not ConcurrencyWaiter.objects.exists()

@@ -12,7 +12,7 @@ from ..definitions import registry
 from ..errors import OperationRefused
 from ..logging import get_logger, info_on_commit
 from ..sql import now as utcnow
-from .slots import SINGLETON, Admission, Admitted, admit, fill, leave, release
+from .slots import SINGLETON, STAGE, Admission, Admitted, _scope, admit, fill, leave, release
 
 log = get_logger("pipeline.flow")
 
@@ -64,46 +64,55 @@ def cancelled(run_id: str, pipeline_name: str) -> list[Admitted]:
 
 
 def repair(limit: int = 500) -> list[Admitted]:
-    """The relay's pass: slots held by runs that are over (or gone) are released, and waiting
-    runs admitted where there is room. Every run's end releases its slot in its own transaction,
-    so this finds something only after rows were changed by hand. Returns the runs admitted
-    (committed), for the caller to publish."""
-    from ..models import ConcurrencySlot, ConcurrencyWaiter, Run
+    """The relay's pass: slots held by runs that are over (or gone) are released (a stage's own
+    slot only once that stage no longer runs), and what waits is admitted where there is room.
+    Every end releases its slots in its own transaction, so this finds something only after rows
+    were changed by hand. Returns what it admitted (committed), for the caller to publish."""
+    from ..models import ConcurrencySlot, ConcurrencyWaiter, Run, StageRun
     from ..states import RUN_ACTIVE
 
     live = Run.objects.filter(status__in=list(RUN_ACTIVE)).values("id")
-    orphans = list(ConcurrencySlot.objects.exclude(run_id__in=live).values_list("run_id", "pipeline")[:limit])
-    ConcurrencyWaiter.objects.exclude(run_id__in=Run.objects.filter(status="waiting").values("id")).delete()
+    orphans = []
+    for run_id, name, rule in ConcurrencySlot.objects.exclude(run_id__in=live).values_list(
+            "run_id", "pipeline", "rule")[:limit]:
+        if rule.startswith(STAGE) and StageRun.objects.filter(run_id=run_id, stage=rule[len(STAGE):],
+                                                              status="running").exists():
+            continue  # its stage is still running: it gives the slot back with its outcome
+        orphans.append((run_id, name))
+    ConcurrencyWaiter.objects.exclude(
+        run_id__in=Run.objects.filter(status__in=[*RUN_ACTIVE, "waiting"]).values("id")).delete()
     admitted: list[Admitted] = []
     with transaction.atomic():
-        for run_id, name in orphans:
+        for run_id, name in dict.fromkeys(orphans):
             pipeline = registry.pipelines.get(name)
             if pipeline is not None:
                 admitted += writer.run_direct(lambda tx: release(tx, run_id, pipeline, utcnow()))
             log.warning("flow.slot_repaired", run_id=str(run_id), pipeline=name, reason="its run is over or gone")
-        names = set(ConcurrencyWaiter.objects.values_list("pipeline", flat=True).distinct())
-        for name in names:
+        for name, rule in set(ConcurrencyWaiter.objects.values_list("pipeline", "rule").distinct()):
             pipeline = registry.pipelines.get(name)
-            if pipeline is not None:
-                admitted += writer.run_direct(lambda tx: fill(tx, pipeline, utcnow()))
+            scope = _scope(pipeline, rule) if pipeline is not None else None
+            if scope is not None:
+                admitted += writer.run_direct(lambda tx: fill(tx, scope, utcnow()))
     return admitted
 
 
 def wait_reason(run_id: str) -> dict[str, Any] | None:
-    """Why a waiting run waits: the rule, the key, the limit, who holds the slots, how many wait
-    ahead of it. None if it does not wait."""
+    """Why a waiting run (or a waiting stage of it: `stage`) waits: the rule, the key, the limit,
+    who holds the slots, how many wait ahead of it. None if nothing of it waits."""
     from ..models import ConcurrencySlot, ConcurrencyWaiter
 
-    waiter = ConcurrencyWaiter.objects.filter(run_id=run_id).first()
+    waiter = ConcurrencyWaiter.objects.filter(run_id=run_id).order_by("id").first()
     if waiter is None:
         return None
     pipeline = registry.pipelines.get(waiter.pipeline)
-    rules = pipeline.concurrency if pipeline is not None else None
+    scope = _scope(pipeline, waiter.rule) if pipeline is not None else None
+    rules = scope.rules if scope is not None else None
     holders = ConcurrencySlot.objects.filter(pipeline=waiter.pipeline, rule=waiter.rule, key=waiter.key)
     ahead = ConcurrencyWaiter.objects.filter(pipeline=waiter.pipeline, rule=waiter.rule, key=waiter.key,
                                              id__lt=waiter.id).count()
     return {
-        "rule": "concurrency", "key": waiter.key, "key_field": rules.key if rules else None,
+        "rule": "concurrency", "stage": scope.stage if scope is not None else None, "key": waiter.key,
+        "key_field": rules.key if rules else None,
         "limit": rules.limit if rules else None, "total": rules.total if rules else None,
         "in_progress": [str(r) for r in holders.values_list("run_id", flat=True)[:20]],
         "ahead": ahead, "since": waiter.since,

@@ -12,7 +12,8 @@ from django.db import models
 
 class ConcurrencyCounter(models.Model):
     pipeline = models.CharField(max_length=200)
-    rule = models.CharField(max_length=32)  # concurrency, concurrency_total, singleton
+    # concurrency, concurrency_total, singleton, stage:<stage>, stage_total:<stage>
+    rule = models.CharField(max_length=255)
     key = models.CharField(max_length=255)
     held = models.PositiveIntegerField(default=0)
     # Round-robin: the key the last slot of a `total` went to (on the total's row).
@@ -27,11 +28,12 @@ class ConcurrencyCounter(models.Model):
 
 
 class ConcurrencySlot(models.Model):
-    """A slot held by a run, from its admission to its end (a run holds at most one per rule)."""
+    """A slot held by a run, from its admission to its end, or by a stage's attempt while it
+    runs (rule `stage:<name>`); at most one per run and rule."""
 
     run_id = models.UUIDField()
     pipeline = models.CharField(max_length=200)
-    rule = models.CharField(max_length=32)
+    rule = models.CharField(max_length=255)
     key = models.CharField(max_length=255)
     acquired_at = models.DateTimeField()
 
@@ -42,12 +44,13 @@ class ConcurrencySlot(models.Model):
 
 
 class ConcurrencyWaiter(models.Model):
-    """A run waiting for a slot; promoted oldest first per key (`id` is the arrival order)."""
+    """A run (or one of its stages) waiting for a slot; admitted oldest first per key (`id` is
+    the arrival order)."""
 
     id = models.BigAutoField(primary_key=True)
-    run_id = models.UUIDField(unique=True)
+    run_id = models.UUIDField()
     pipeline = models.CharField(max_length=200)
-    rule = models.CharField(max_length=32)
+    rule = models.CharField(max_length=255)
     key = models.CharField(max_length=255)
     event_id = models.UUIDField()
     trace_id = models.CharField(max_length=32)
@@ -55,4 +58,5 @@ class ConcurrencyWaiter(models.Model):
 
     class Meta:
         app_label = "pipeline"
+        constraints = [models.UniqueConstraint(fields=["run_id", "rule"], name="flow_waiter_once_per_run")]
         indexes = [models.Index(fields=["pipeline", "rule", "key", "id"], name="flow_waiter_order_idx")]

@@ -17,10 +17,30 @@ from .keys import GLOBAL_KEY, key_of
 from .statements import FlowStatements, statements_for
 
 if TYPE_CHECKING:
-    from ..definitions import Pipeline
+    from ..definitions import Pipeline, Stage
     from ..tx import Tx
 
 CONCURRENCY, TOTAL, SINGLETON = "concurrency", "concurrency_total", "singleton"
+STAGE, STAGE_TOTAL = "stage:", "stage_total:"  # + the stage's name: a stage's own limit
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one `Concurrency` limits: a pipeline's runs, or the executions of one of its stages."""
+
+    pipeline: str
+    rule: str
+    total_rule: str
+    rules: Any  # the Concurrency
+    stage: str | None = None
+
+    @classmethod
+    def of_runs(cls, pipeline: "Pipeline") -> "Scope":
+        return cls(pipeline.name, CONCURRENCY, TOTAL, pipeline.concurrency)
+
+    @classmethod
+    def of_stage(cls, stage: "Stage") -> "Scope":
+        return cls(stage.pipeline.name, STAGE + stage.name, STAGE_TOTAL + stage.name, stage.concurrency, stage.name)
 
 
 @dataclass
@@ -38,7 +58,7 @@ class Admission:
 
 @dataclass
 class Admitted:
-    """A run taken off the waiting list: its stages now ready, to publish once committed."""
+    """A run (or a stage) taken off the waiting list: its stages now ready, to publish once committed."""
 
     run_id: str
     event_id: str
@@ -56,14 +76,16 @@ def admit(tx: "Tx", run_id: Any, event_id: Any, trace_id: str, pipeline: "Pipeli
     the run in progress; the caller writes the run with the status returned."""
     q, d = statements_for(tx.d.vendor), tx.d
     name, run_key = pipeline.name, d.uuid(run_id)
-    rules = pipeline.concurrency
-    if rules is not None:
-        key = key_of(rules.key, payload)
-        if _take(tx, q, name, rules, key) is True:
+    if pipeline.concurrency is not None:
+        scope = Scope.of_runs(pipeline)
+        key = key_of(scope.rules.key, payload)
+        if _take(tx, q, scope, key) is True:
             tx.insert_later(q.slot_head, q.slot_row, (run_key, name, CONCURRENCY, key, d.dt(now)))
-            return Admission("pending", CONCURRENCY, key, rules.limit)
+            return Admission("pending", CONCURRENCY, key, scope.rules.limit)
         tx.execute(q.insert_waiter, (run_key, name, CONCURRENCY, key, d.uuid(event_id), trace_id, d.dt(now)))
-        return Admission("waiting", CONCURRENCY, key, rules.limit)
+        return Admission("waiting", CONCURRENCY, key, scope.rules.limit)
+    if pipeline.singleton is None:  # only its stages have limits (taken when they are claimed)
+        return Admission("pending", "", "")
     single = pipeline.singleton
     key = key_of(single.key, payload)
     if tx.execute(q.acquire, (name, SINGLETON, key, 1)).fetchall():
@@ -84,13 +106,24 @@ def admit(tx: "Tx", run_id: Any, event_id: Any, trace_id: str, pipeline: "Pipeli
 
 
 def release(tx: "Tx", run_id: Any, pipeline: "Pipeline", now: datetime) -> list[Admitted]:
-    """At a run's end, in its transaction: gives its slot back, or straight to the next waiting
-    run. Returns the runs admitted, whose stages the caller publishes after the commit."""
+    """At a run's end (or cancellation), in its transaction: gives its slots back, or straight to
+    what waits for them. A stage still running keeps its own slot until its outcome is written.
+    Returns the runs and stages admitted, whose stages the caller publishes after the commit."""
     q, d = statements_for(tx.d.vendor), tx.d
+    run_key = d.uuid(run_id)
+    if pipeline.stage_flow:
+        held = tx.execute(q.slots_of, (run_key,)).fetchall()
+        running = {r[0] for r in tx.execute(q.running_stages, (run_key,)).fetchall()}
+        held = [(rule, key) for rule, key in held if not (rule.startswith(STAGE) and rule[len(STAGE):] in running)]
+        for rule, _ in held:
+            tx.execute(q.release_slot, (run_key, rule))
+    else:
+        held = tx.execute(q.release_slots, (run_key,)).fetchall()
     admitted: list[Admitted] = []
-    for rule, key in tx.execute(q.release_slots, (d.uuid(run_id),)).fetchall():
-        if rule == CONCURRENCY and pipeline.concurrency is not None:
-            admitted += _hand_on(tx, q, pipeline, key, now)
+    for rule, key in held:
+        scope = _scope(pipeline, rule)
+        if scope is not None:
+            admitted += _hand_on(tx, q, scope, key, now)
         else:
             tx.execute(q.decrement, (pipeline.name, rule, key))
     for one in admitted:
@@ -99,105 +132,118 @@ def release(tx: "Tx", run_id: Any, pipeline: "Pipeline", now: datetime) -> list[
 
 
 def leave(tx: "Tx", run_id: Any, pipeline: "Pipeline", now: datetime) -> list[Admitted]:
-    """A run cancelled: off the waiting list if it waited, else its slot released."""
+    """A run cancelled: off the waiting list(s) it is on, and its slots released."""
     q, d = statements_for(tx.d.vendor), tx.d
     run_key = d.uuid(run_id)
-    waited = tx.execute(q.waiter_of, (run_key,)).fetchall()
-    for rule, key in waited:
+    for rule, key in tx.execute(q.waiter_of, (run_key,)).fetchall():
         tx.execute(q.lock, (pipeline.name, rule, key)).fetchall()
-        tx.execute(q.leave, (run_key,))
-    return [] if waited else release(tx, run_id, pipeline, now)
+        tx.execute(q.leave, (run_key, rule))
+    return release(tx, run_id, pipeline, now)
 
 
-def fill(tx: "Tx", pipeline: "Pipeline", now: datetime) -> list[Admitted]:
-    """Admits waiting runs for which there is room (the relay's repair, after orphaned slots
-    were released); normally a no-op, as every release hands its slot on at once."""
-    rules = pipeline.concurrency
-    if rules is None:
-        return []
+def fill(tx: "Tx", scope: Scope, now: datetime) -> list[Admitted]:
+    """Admits what waits for `scope` where there is room (the relay's repair, after orphaned
+    slots were released); normally a no-op, as every release hands its slot on at once."""
     q = statements_for(tx.d.vendor)
-    if rules.total is not None:
-        tx.execute(q.lock, (pipeline.name, TOTAL, GLOBAL_KEY)).fetchall()
-        return _round_robin(tx, q, pipeline, now)
+    if scope.rules.total is not None:
+        tx.execute(q.lock, (scope.pipeline, scope.total_rule, GLOBAL_KEY)).fetchall()
+        return _round_robin(tx, q, scope, now)
     admitted = []
-    for (key,) in tx.execute(q.waiting_keys, (pipeline.name, CONCURRENCY)).fetchall():
-        while _take(tx, q, pipeline.name, rules, key) is True:
-            one = _pop(tx, q, pipeline, key, now)
+    for (key,) in tx.execute(q.waiting_keys, (scope.pipeline, scope.rule)).fetchall():
+        while _take(tx, q, scope, key) is True:
+            one = _pop(tx, q, scope, key, now)
             if one is None:
-                tx.execute(q.decrement, (pipeline.name, CONCURRENCY, key))
+                tx.execute(q.decrement, (scope.pipeline, scope.rule, key))
                 break
             admitted.append(one)
     return admitted
 
 
-def _take(tx: "Tx", q: FlowStatements, name: str, rules: Any, key: str) -> bool | str:
+def _scope(pipeline: "Pipeline", rule: str) -> Scope | None:
+    if rule == CONCURRENCY and pipeline.concurrency is not None:
+        return Scope.of_runs(pipeline)
+    if rule.startswith(STAGE):
+        stage = pipeline.stages.get(rule[len(STAGE):])
+        if stage is not None and stage.concurrency is not None:
+            return Scope.of_stage(stage)
+    return None
+
+
+def _take(tx: "Tx", q: FlowStatements, scope: Scope, key: str) -> bool | str:
     """Takes a slot (the total's first, then the key's); True, or which one is full."""
-    if rules.total is not None and not tx.execute(q.acquire, (name, TOTAL, GLOBAL_KEY, rules.total)).fetchall():
+    name, rules = scope.pipeline, scope.rules
+    if rules.total is not None and not tx.execute(q.acquire, (name, scope.total_rule, GLOBAL_KEY,
+                                                              rules.total)).fetchall():
         return TOTAL
-    if tx.execute(q.acquire, (name, CONCURRENCY, key, rules.limit)).fetchall():
+    if tx.execute(q.acquire, (name, scope.rule, key, rules.limit)).fetchall():
         return True
     if rules.total is not None:
-        tx.execute(q.decrement, (name, TOTAL, GLOBAL_KEY))
+        tx.execute(q.decrement, (name, scope.total_rule, GLOBAL_KEY))
     return CONCURRENCY
 
 
-def _hand_on(tx: "Tx", q: FlowStatements, pipeline: "Pipeline", key: str, now: datetime) -> list[Admitted]:
-    name = pipeline.name
-    if pipeline.concurrency.total is None:
+def _hand_on(tx: "Tx", q: FlowStatements, scope: Scope, key: str, now: datetime) -> list[Admitted]:
+    name = scope.pipeline
+    if scope.rules.total is None:
         if tx.d.vendor != "sqlite":
-            tx.execute(q.lock, (name, CONCURRENCY, key)).fetchall()
-        one = _pop(tx, q, pipeline, key, now)
+            tx.execute(q.lock, (name, scope.rule, key)).fetchall()
+        one = _pop(tx, q, scope, key, now)
         if one is not None:
             return [one]  # the slot goes to it as it is: the count does not change
-        tx.execute(q.decrement, (name, CONCURRENCY, key))
+        tx.execute(q.decrement, (name, scope.rule, key))
         return []
-    tx.execute(q.lock, (name, TOTAL, GLOBAL_KEY)).fetchall()
-    tx.execute(q.decrement, (name, TOTAL, GLOBAL_KEY))
-    tx.execute(q.decrement, (name, CONCURRENCY, key))
-    return _round_robin(tx, q, pipeline, now)
+    tx.execute(q.lock, (name, scope.total_rule, GLOBAL_KEY)).fetchall()
+    tx.execute(q.decrement, (name, scope.total_rule, GLOBAL_KEY))
+    tx.execute(q.decrement, (name, scope.rule, key))
+    return _round_robin(tx, q, scope, now)
 
 
-def _round_robin(tx: "Tx", q: FlowStatements, pipeline: "Pipeline", now: datetime) -> list[Admitted]:
+def _round_robin(tx: "Tx", q: FlowStatements, scope: Scope, now: datetime) -> list[Admitted]:
     """Fills the free room of a `total` from the waiting keys in turn, after the last key served."""
-    name, rules = pipeline.name, pipeline.concurrency
-    turn = (tx.execute(q.lock, (name, TOTAL, GLOBAL_KEY)).fetchone() or ("",))[0]
+    name = scope.pipeline
+    turn = (tx.execute(q.lock, (name, scope.total_rule, GLOBAL_KEY)).fetchone() or ("",))[0]
     admitted: list[Admitted] = []
     while True:
-        keys = sorted(k for (k,) in tx.execute(q.waiting_keys, (name, CONCURRENCY)).fetchall())
+        keys = sorted(k for (k,) in tx.execute(q.waiting_keys, (name, scope.rule)).fetchall())
         order = [k for k in keys if k > turn] + [k for k in keys if k <= turn]
         progress = False
         for key in order:
-            taken = _take(tx, q, name, rules, key)
+            taken = _take(tx, q, scope, key)
             if taken == TOTAL:
                 order = []
                 break
             if taken is not True:
                 continue
-            one = _pop(tx, q, pipeline, key, now)
+            one = _pop(tx, q, scope, key, now)
             if one is None:
-                tx.execute(q.decrement, (name, TOTAL, GLOBAL_KEY))
-                tx.execute(q.decrement, (name, CONCURRENCY, key))
+                tx.execute(q.decrement, (name, scope.total_rule, GLOBAL_KEY))
+                tx.execute(q.decrement, (name, scope.rule, key))
                 continue
             admitted.append(one)
             turn, progress = key, True
         if not progress or not order:
             break
     if admitted:
-        tx.execute(q.set_turn, (turn, name, TOTAL, GLOBAL_KEY))
+        tx.execute(q.set_turn, (turn, name, scope.total_rule, GLOBAL_KEY))
     return admitted
 
 
-def _pop(tx: "Tx", q: FlowStatements, pipeline: "Pipeline", key: str, now: datetime) -> Admitted | None:
-    """The oldest run waiting for `key`, admitted with the slot the caller holds for it."""
+def _pop(tx: "Tx", q: FlowStatements, scope: Scope, key: str, now: datetime) -> Admitted | None:
+    """The oldest run (or stage) waiting for `key`, admitted with the slot the caller holds for it."""
     d = tx.d
     while True:
-        row = tx.execute(q.pop, (pipeline.name, CONCURRENCY, key)).fetchone()
+        row = tx.execute(q.pop, (scope.pipeline, scope.rule, key)).fetchone()
         if row is None:
             return None
         run_key, event_id, trace_id = row
-        if tx.execute(q.admit_run, (run_key,)).rowcount != 1:
-            continue  # no longer waiting (deleted by hand): the next one
-        tx.insert_later(q.slot_head, q.slot_row, (run_key, pipeline.name, CONCURRENCY, key, d.dt(now)))
-        stages = [r[0] for r in tx.execute(q.ready_stages, (d.dt(now), run_key)).fetchall()]
-        return Admitted(d.load_uuid(run_key), d.load_uuid(event_id), trace_id, pipeline.name, CONCURRENCY, key,
+        if scope.stage is None:
+            if tx.execute(q.admit_run, (run_key,)).rowcount != 1:
+                continue  # no longer waiting (deleted by hand): the next one
+            stages = [r[0] for r in tx.execute(q.ready_stages, (d.dt(now), run_key)).fetchall()]
+        else:
+            if tx.execute(q.admit_stage, (d.dt(now), run_key, scope.stage)).rowcount != 1:
+                continue  # its run was cancelled meanwhile: the next one
+            stages = [scope.stage]
+        tx.insert_later(q.slot_head, q.slot_row, (run_key, scope.pipeline, scope.rule, key, d.dt(now)))
+        return Admitted(d.load_uuid(run_key), d.load_uuid(event_id), trace_id, scope.pipeline, scope.rule, key,
                         stages)

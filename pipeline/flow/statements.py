@@ -39,6 +39,10 @@ class FlowStatements:
         self.insert_slot = d.sql(self.slot_head + self.slot_row)
         self.release_slots = d.sql(f"DELETE FROM {SLOT} WHERE run_id = ? RETURNING rule, key")
         self.holders = d.sql(f"SELECT run_id FROM {SLOT} WHERE {where_key}")
+        self.holds = d.sql(f"SELECT 1 FROM {SLOT} WHERE run_id = ? AND rule = ?")
+        self.slots_of = d.sql(f"SELECT rule, key FROM {SLOT} WHERE run_id = ?")
+        self.release_slot = d.sql(f"DELETE FROM {SLOT} WHERE run_id = ? AND rule = ? RETURNING key")
+        self.running_stages = d.sql("SELECT stage FROM pipeline_stagerun WHERE run_id = ? AND status = 'running'")
         self.transfer = d.sql(f"UPDATE {SLOT} SET run_id = ?, acquired_at = ? WHERE run_id = ? AND rule = ?")
         self.insert_waiter = d.sql(
             f"INSERT INTO {WAITER} (run_id, pipeline, rule, key, event_id, trace_id, since) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -48,7 +52,7 @@ class FlowStatements:
             "RETURNING run_id, event_id, trace_id"
         )
         self.waiter_of = d.sql(f"SELECT rule, key FROM {WAITER} WHERE run_id = ?")
-        self.leave = d.sql(f"DELETE FROM {WAITER} WHERE run_id = ?")
+        self.leave = d.sql(f"DELETE FROM {WAITER} WHERE run_id = ? AND rule = ?")
         self.waiting_keys = d.sql(f"SELECT key FROM {WAITER} WHERE pipeline = ? AND rule = ? GROUP BY key")
         self.run_row = "(?, ?, ?, ?, ?, ?, NULL, ?, NULL, ?, NULL, '')"
         admitted_from = _in([s for s in states.sources_of(RunStatus.PENDING) if s == RunStatus.WAITING])
@@ -59,6 +63,16 @@ class FlowStatements:
         self.ready_stages = d.sql(
             "UPDATE pipeline_stagerun SET enqueued_at = ? WHERE run_id = ? AND status = 'pending' "
             "AND parents_remaining = 0 RETURNING stage"
+        )
+        # A stage over its own limit waits (from the states a claim takes), and is admitted again.
+        to_waiting = _in(states.sources_of("waiting", states.STAGE_TRANSITIONS))
+        self.stage_to_waiting = d.sql(
+            f"UPDATE pipeline_stagerun SET status = 'waiting' WHERE run_id = ? AND stage = ? AND status IN {to_waiting} "
+            "AND parents_remaining = 0 AND EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN ('pending', 'running'))"
+        )
+        self.admit_stage = d.sql(
+            "UPDATE pipeline_stagerun SET status = 'pending', enqueued_at = ? WHERE run_id = ? AND stage = ? "
+            "AND status = 'waiting'"
         )
         cancellable = _in([s for s in states.sources_of(RunStatus.CANCELLED) if s != RunStatus.WAITING])
         self.cancel_run = d.sql(

@@ -513,3 +513,30 @@ class TestFlowLatest(TestFlowSingle):
 reindex_account = Pipeline("reindex_account", on="test.flow_latest", queue=FLOW_QUEUE,
                            singleton=Singleton(key="account", mode="cancel"))
 reindex_account.stage("reindex", retries=0, timeout=90)(_held)
+
+
+@event_type("test.flow_stage")
+class TestFlowStage(BaseModel):
+    account: str
+    n: int = 0
+    sleep: float = 0.0  # seconds the limited stage takes
+
+
+# Only its middle stage is limited: one call per account at a time (a rate-limited partner API).
+limited_stage = Pipeline("limited_stage", on="test.flow_stage", queue=FLOW_QUEUE)
+
+
+@limited_stage.stage(retries=0, timeout=30)
+def prepare_call(ctx: StageContext) -> dict:
+    return {"n": ctx.event.payload["n"]}
+
+
+@limited_stage.stage(retries=2, backoff=(0.05, 0.1), timeout=30, concurrency=Concurrency(limit=1, key="account"))
+def call_partner(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    return {"n": ctx.results["prepare_call"]["n"]}
+
+
+@limited_stage.stage(retries=0, timeout=30)
+def after_call(ctx: StageContext) -> dict:
+    return {"n": ctx.results["call_partner"]["n"]}

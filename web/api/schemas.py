@@ -16,7 +16,7 @@ from schedules import bounds
 from web.validation import MOMENT_RANGE, MomentError, parse_moment
 
 RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled", "waiting", "skipped"]
-StageStatusName = Literal["pending", "running", "retrying", "succeeded", "failed", "cancelled"]
+StageStatusName = Literal["pending", "running", "retrying", "succeeded", "failed", "cancelled", "waiting"]
 CatchUp = Literal["coalesce", "all", "none"]
 Overlap = Literal["allow", "skip", "buffer_one"]
 WebhookEventType = Literal["run.succeeded", "run.failed", "run.cancelled"]
@@ -136,6 +136,7 @@ class RunListItem(RunSummary):
 
 class WaitReason(_Output):
     rule: str = Field(description="the flow-control rule it waits on: concurrency")
+    stage: str | None = Field(description="the stage that waits (a stage's own limit), or null: the whole run")
     key: str = Field(description="its key's value (\"*\": the pipeline's one global key)")
     key_field: str | None = Field(description="the key's path in the event payload")
     limit: int | None = Field(description="runs in progress allowed per key")

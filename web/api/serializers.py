@@ -35,7 +35,8 @@ def _stage_order(run: Run) -> dict[str, int]:
 
 
 def _waiting_for(run: Run) -> dict[str, Any] | None:
-    reason = wait_reason(str(run.id)) if run.status == "waiting" else None
+    waits = run.status == "waiting" or any(s.status == "waiting" for s in run.stages.all())
+    reason = wait_reason(str(run.id)) if waits else None
     return None if reason is None else {**reason, "since": _iso(reason["since"])}
 
 

@@ -22,6 +22,7 @@ from pipeline import (
     RunNotFound,
     RunStatus,
     StageRun,
+    StageStatus,
     cancel,
     event_schemas,
     redact,
@@ -145,7 +146,8 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "active": run.status in (*ACTIVE, RunStatus.WAITING),
         "replayable": run.status in (RunStatus.FAILED, RunStatus.CANCELLED),
         # Why it waits (flow control): the rule, the key, who holds the slots, how many wait ahead.
-        "wait": wait_reason(str(run.id)) if run.status == RunStatus.WAITING else None,
+        "wait": (wait_reason(str(run.id)) if run.status == RunStatus.WAITING
+                 or any(r.status == StageStatus.WAITING for r in rows) else None),
         "status_url": reverse("dashboard:run-status", args=[run.id]),
         "fingerprint": _fingerprint(run.status, [(r.stage, r.status, r.attempts) for r in rows]),
     })
