@@ -88,7 +88,8 @@ def repair(limit: int = 500) -> list[Admitted]:
             if pipeline is not None:
                 admitted += writer.run_direct(lambda tx: release(tx, run_id, pipeline, utcnow()))
             log.warning("flow.slot_repaired", run_id=str(run_id), pipeline=name, reason="its run is over or gone")
-        for name, rule in set(ConcurrencyWaiter.objects.values_list("pipeline", "rule").distinct()):
+        names = {name for _, name in orphans}  # (a release hands its slot on already; this fills the rest)
+        for name, rule in set(ConcurrencyWaiter.objects.filter(pipeline__in=names).values_list("pipeline", "rule")):
             pipeline = registry.pipelines.get(name)
             scope = _scope(pipeline, rule) if pipeline is not None else None
             if scope is not None:
