@@ -13,9 +13,9 @@ from django.db import transaction
 from pipeline import emit
 from pipeline.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter, Run, StageRun
 
-from .conftest import purge_queues, start_worker, wait_for
-from .testapp.models import SideEffect, Switch
-from .testapp.pipelines import FLOW_QUEUE
+from tests.conftest import purge_queues, start_worker, wait_for
+from tests.testapp.models import SideEffect, Switch
+from tests.testapp.pipelines import FLOW_QUEUE
 
 FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
