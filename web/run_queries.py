@@ -286,7 +286,9 @@ def overview(window: str, now: datetime | None = None) -> dict[str, Any]:
         i = index.get(_bucket_time(row["bucket"]))
         if i is None:
             continue
-        key = row["status"] if row["status"] in ("succeeded", "failed", "cancelled") else "active"
+        # (a skipped run, flow control's, never ran: counted with the cancelled ones)
+        key = row["status"] if row["status"] in ("succeeded", "failed", "cancelled") else (
+            "cancelled" if row["status"] == "skipped" else "active")
         series[key][i] += row["n"]
     minutes = span.total_seconds() / 60
     run_durations: dict[str, list[float]] = {}
@@ -307,7 +309,9 @@ def overview(window: str, now: datetime | None = None) -> dict[str, Any]:
             "succeeded": counts.get("succeeded", 0),
             "failed": counts.get("failed", 0),
             "cancelled": counts.get("cancelled", 0),
-            "active": counts.get("pending", 0) + counts.get("running", 0),
+            "active": counts.get("pending", 0) + counts.get("running", 0) + counts.get("waiting", 0),
+            "waiting": counts.get("waiting", 0),
+            "skipped": counts.get("skipped", 0),
             "per_minute": round(total / minutes, 2),
             "success_rate": round(100 * counts.get("succeeded", 0) / finished, 1) if finished else None,
             "failure_rate": round(100 * counts.get("failed", 0) / finished, 1) if finished else None,
