@@ -241,8 +241,7 @@ def _flow_after(admissions: dict, runs: list, event_id: uuid.UUID, trace_id: str
     """Flow control's log lines (on commit), and the outcome of each run a singleton start cancelled."""
     if not admissions:
         return
-    from . import outcomes
-    from .flow.gate import log_admission
+    from .flow.lines import log_admission, runs_cancelled
 
     for r, p in runs:
         admission = admissions.get(r)
@@ -250,8 +249,7 @@ def _flow_after(admissions: dict, runs: list, event_id: uuid.UUID, trace_id: str
             continue
         log_admission(admission, {"run_id": str(r), "event_id": str(event_id), "trace_id": trace_id,
                                   "pipeline": p.name})
-        for old in admission.replaced:
-            outcomes.emit_outcome(old, "cancelled", p.name)
+        runs_cancelled(admission.replaced, p.name)
 
 
 def _publish_after_commit(event_id: str, trace_id: str, first_stages: list, carried: dict) -> None:

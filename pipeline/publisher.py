@@ -63,7 +63,8 @@ def publish_admitted(admitted: list[Any]) -> None:
     """After the commit that admitted them (pipeline.flow): `flow.released`, then their ready
     stages published."""
     for one in admitted:
-        log.info("flow.released", rule=one.rule, key=one.key, run_id=one.run_id, event_id=one.event_id,
+        stage = one.rule[len("stage:"):] if one.rule.startswith("stage:") else None  # a stage's own limit
+        log.info("flow.released", rule="concurrency", stage=stage, key=one.key, run_id=one.run_id, event_id=one.event_id,
                  trace_id=one.trace_id, pipeline=one.pipeline, released_by=one.released_by or None,
                  stages=one.stages)
         try:

@@ -10,34 +10,19 @@ from django.db import transaction
 from .. import writer
 from ..definitions import registry
 from ..errors import OperationRefused
-from ..logging import get_logger, info_on_commit
+from ..logging import get_logger
 from ..sql import now as utcnow
-from .slots import SINGLETON, STAGE, Admission, Admitted, _scope, admit, fill, leave, release
+from .lines import log_admission, runs_cancelled
+from .slots import STAGE, Admitted, _scope, admit, fill, leave, release
 
 log = get_logger("pipeline.flow")
-
-
-def log_admission(admission: Admission, ids: dict[str, Any]) -> None:
-    """`flow.waiting`, `flow.dropped` (a skipped start, or the runs a singleton start cancelled)."""
-    rule = {"rule": admission.rule, "key": admission.key}
-    if admission.status == "waiting":
-        info_on_commit(log, "flow.waiting", **rule, **ids, limit=admission.limit,
-                       reason=f"{admission.limit} run(s) of this key in progress")
-    elif admission.status == "skipped":
-        info_on_commit(log, "flow.dropped", **rule, **ids, outcome="skipped", in_progress=admission.holders,
-                       reason="a run of this key is in progress")
-    for old in admission.replaced:
-        info_on_commit(log, "flow.dropped", **rule, pipeline=ids["pipeline"], run_id=old, outcome="cancelled",
-                       replaced_by=ids["run_id"], reason="a newer run of this key started")
-        info_on_commit(log, "run.cancelled", run_id=old, pipeline=ids["pipeline"], reason=f"{SINGLETON}: replaced",
-                       replaced_by=ids["run_id"])
 
 
 def admit_replay(run: Any, event: Any, pipeline: Any) -> str:
     """Inside a replay's transaction: takes the replayed run's slot (returns `pending`), or puts
     it on the waiting list (`waiting`; a new run is moved there); a singleton whose key is busy
     raises OperationRefused (mode skip) or cancels the run in progress (mode cancel)."""
-    from .. import outcomes, states
+    from .. import states
 
     admission = writer.run_direct(lambda tx: admit(tx, run.id, event.id, event.trace_id, pipeline, event.payload,
                                                    utcnow()))
@@ -49,8 +34,7 @@ def admit_replay(run: Any, event: Any, pipeline: Any) -> str:
         states.move_run(run.id, "waiting", log_name="run.waiting",
                         log_fields={k: v for k, v in ids.items() if k != "run_id"})
     log_admission(admission, ids)
-    for old in admission.replaced:
-        outcomes.emit_outcome(old, "cancelled", pipeline.name)
+    runs_cancelled(admission.replaced, pipeline.name)
     return admission.status
 
 

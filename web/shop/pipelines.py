@@ -11,7 +11,9 @@ from .models import Order
 
 # One fulfilment per customer at a time (two orders of one customer racing on the same stock and
 # card would be trouble); other customers' orders go on meanwhile. See the README's "Flow control".
-fulfil_order = Pipeline("fulfil_order", on="order.placed", concurrency=Concurrency(limit=1, key="customer_email"))
+_PER_CUSTOMER = getattr(settings, "SHOP_FULFILMENTS_PER_CUSTOMER", 1)
+fulfil_order = Pipeline("fulfil_order", on="order.placed", concurrency=Concurrency(
+    limit=_PER_CUSTOMER, key="customer_email") if _PER_CUSTOMER else None)
 
 
 @fulfil_order.stage(retries=3, backoff=(0.2, 2), timeout=30)
