@@ -17,6 +17,8 @@ from tests.conftest import purge_queues, start_worker, wait_for
 from tests.testapp.models import SideEffect, Switch
 from tests.testapp.pipelines import FLOW_QUEUE
 
+pytestmark = pytest.mark.broker
+
 FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
