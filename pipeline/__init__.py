@@ -36,7 +36,7 @@ from .errors import (
     UnknownEventType,
 )
 from .files import create_private, write_private
-from .flow import URGENT, Batch, Debounce, RateLimit
+from .flow import URGENT, Batch, Concurrency, Debounce, RateLimit, Singleton
 from .log_lines import MAX_LINE_BYTES, parse_line
 from .logfiles import Scan as LogScan, lines_about as log_lines_about
 from .logging import get_logger, redact
@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
     from .liveness import live_workers, worker_is_offline, worker_offline_after
     from .metrics.exposition import SystemCollector, exposition
     from .models import Event, Run, StageRun, WorkerHeartbeat
+    from .flow.slots_gate import wait_reason
     from .operations import cancel, failed_runs, replay
     from .outcomes import add_outcome_listener, add_outcome_observer
     from .publisher import relay_once
@@ -68,11 +69,13 @@ __all__ = [
     "start",
     "StageContext",
     "EventView",
-    # Flow control (pipeline/flow/)
+    # Flow control (pipeline/flow/): rates, windows, priority; concurrency and singletons
     "RateLimit",
     "Debounce",
     "Batch",
     "URGENT",
+    "Concurrency",
+    "Singleton",
     # What is declared
     "registry",
     "event_schemas",
@@ -108,6 +111,8 @@ __all__ = [
     "replay",
     "failed_runs",
     "relay_once",
+    # Why a run waits for a flow-control slot (needs the app registry)
+    "wait_reason",
     # Reacting to a run's end (needs the app registry)
     "add_outcome_listener",
     "add_outcome_observer",
@@ -150,6 +155,7 @@ _LAZY_FROM: dict[str, tuple[str, ...]] = {
     "operations": ("cancel", "failed_runs", "replay"),
     "outcomes": ("add_outcome_listener", "add_outcome_observer"),
     "publisher": ("relay_once",),
+    "flow.slots_gate": ("wait_reason",),
 }
 _LAZY: dict[str, str] = {name: module for module, names in _LAZY_FROM.items() for name in names}
 

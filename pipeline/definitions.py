@@ -11,11 +11,17 @@ from dramatiq.errors import Retry
 from . import conf
 from .errors import DefinitionError
 from .flow import checks as flow_checks
+from .flow.concurrency import Concurrency
 from .flow.rules import NORMAL, Batch, Debounce, RateLimit, check_priority
-from .schemas import schemas
+from .flow.singleton import Singleton
+from .pipelines_registry import (  # re-exported: declarations and the registry were one module
+    OUTCOME_TYPES as OUTCOME_TYPES,
+    Registry as Registry,
+    StageRunner as StageRunner,
+    registry as registry,
+)
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-OUTCOME_TYPES = ("run.succeeded", "run.failed", "run.cancelled")
 
 StageFunction = Callable[[Any], Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +40,7 @@ class Stage:
     timeout: float
     throws: tuple[type[BaseException], ...] = ()
     rate_limit: RateLimit | None = None
+    concurrency: Concurrency | None = None  # its own limit (pipeline.flow.stage_slots)
     actor: Any = field(default=None, compare=False, repr=False)
     # Whether a message of this stage passes `pipeline.flow.gate` first (set by `Pipeline._add`):
     # False for stages that declare no flow control, which then cost nothing more.
@@ -62,12 +69,14 @@ class Pipeline:
         debounce: Debounce | None = None,
         batch: Batch | None = None,
         priority: str = NORMAL,
+        concurrency: Concurrency | None = None,
+        singleton: Singleton | None = None,
     ) -> None:
         """`on="run.succeeded"` (or run.failed, run.cancelled) with `of=[...]` subscribes to
         the outcome of the named pipelines; `emits_outcome=False` keeps this pipeline's own
         outcome from being emitted (for pipelines that deliver outcomes elsewhere). Flow control
         (`pipeline.flow`, README "Flow control"): `rate_limit` on the run's start, `debounce`,
-        `batch`, and `priority="urgent"`."""
+        `batch`, `priority="urgent"`; `concurrency` or `singleton` (at most one of the two)."""
         if not _NAME_RE.match(name):
             raise DefinitionError(f"pipeline name {name!r} must be lower_snake_case")
         if name in registry.pipelines:
@@ -84,10 +93,17 @@ class Pipeline:
             raise DefinitionError(f"pipeline {name!r}: of=[...] only goes with on={' / '.join(OUTCOME_TYPES)}")
         self.name = name
         self.on = on
+        self.concurrency = concurrency
+        self.singleton = singleton
+        # Whether runs of this pipeline go through flow control (a stage's own limit counts too, see
+        # `_add`): one attribute read on the hot path.
+        self.flow = concurrency is not None or singleton is not None
+        self.stage_flow = False
         self.of = tuple(of or ())
         self.emits_outcome = emits_outcome
         self.queue = queue
-        flow_checks.check_declarations(name, rate_limit=rate_limit, debounce=debounce, batch=batch)
+        flow_checks.check_declarations(name, rate_limit=rate_limit, debounce=debounce, batch=batch,
+                                       concurrency=concurrency, singleton=singleton)
         self.rate_limit, self.debounce, self.batch = rate_limit, debounce, batch
         self.priority = check_priority(priority, f"pipeline {name!r}")
         self.stages: dict[str, Stage] = {}
@@ -107,10 +123,12 @@ class Pipeline:
         timeout: float | None = None,
         throws: tuple[type[BaseException], ...] = (),
         rate_limit: RateLimit | None = None,
+        concurrency: Concurrency | None = None,
     ) -> Callable[[F], F]:
         """Declares the decorated function as a stage: retried `retries` times with exponential
         backoff between `backoff[0]` and `backoff[1]` seconds, interrupted after `timeout` seconds;
-        with `rate_limit`, started at most that often (README "Flow control").
+        with `rate_limit`, started at most that often; with `concurrency`, at most that many
+        executions of it in progress (per key) at once (README "Flow control").
         `after` names the stages it runs after, by name or by their functions (`after=[charge]`);
         by default, the stage declared just before. The function is returned unchanged."""
 
@@ -126,6 +144,7 @@ class Pipeline:
                     timeout=conf.get("PIPELINE_DEFAULT_TIMEOUT") if timeout is None else timeout,
                     throws=tuple(throws),
                     rate_limit=flow_checks.checked_rate_limit(rate_limit, f"pipeline {self.name!r}: stage {name or fn.__name__!r}"),
+                    concurrency=concurrency,
                 )
             )
             return fn
@@ -179,6 +198,8 @@ class Pipeline:
             )
         if stage.timeout <= 0:
             raise DefinitionError(f"pipeline {self.name!r}: stage {stage.name!r} timeout must be positive")
+        if flow_checks.checked_concurrency(stage.concurrency, f"pipeline {self.name!r}: stage {stage.name!r}"):
+            self.flow = self.stage_flow = True
         object.__setattr__(stage, "actor", _declare_actor(stage, self.queue or conf.get("PIPELINE_DEFAULT_QUEUE")))
         object.__setattr__(stage, "gated", flow_checks.is_gated(self, stage))
         self.stages[stage.name] = stage
@@ -226,75 +247,3 @@ def _declare_actor(stage: Stage, queue_name: str) -> Any:
     )(run_stage)
     flow_checks.declare_urgent_queue(actor)
     return actor
-
-
-StageRunner = Callable[[Stage, str], None]
-
-
-class Registry:
-    """The declared pipelines, and the runtime that runs their stages: declarations sit below the
-    runtime, so the runtime is attached to them (by the app's `ready()`) rather than imported."""
-
-    def __init__(self) -> None:
-        self.pipelines: dict[str, Pipeline] = {}
-        self._stage_runner: StageRunner | None = None
-
-    def attach_runner(self, runner: StageRunner) -> None:
-        """Called once per process by `PipelineConfig.ready()` with `pipeline.runtime.execute_stage`."""
-        self._stage_runner = runner
-
-    def run_stage(self, stage: Stage, run_id: str) -> None:
-        """What a stage's actor does with its message."""
-        if self._stage_runner is None:
-            raise DefinitionError(f"stage {stage.actor_name!r} received a message before the pipeline app was "
-                                  f"ready: add 'pipeline' to INSTALLED_APPS and call django.setup() first")
-        self._stage_runner(stage, run_id)
-
-    def get(self, name: str) -> Pipeline:
-        try:
-            return self.pipelines[name]
-        except KeyError:
-            raise DefinitionError(f"unknown pipeline {name!r} (known: {', '.join(sorted(self.pipelines)) or 'none'})")
-
-    def subscribed_to(self, event_type: str, payload: dict[str, Any] | None = None) -> list[Pipeline]:
-        """The pipelines an event starts; outcome events only start those naming its pipeline."""
-        if event_type in OUTCOME_TYPES:
-            source = (payload or {}).get("pipeline")
-            return [p for p in self.pipelines.values() if p.on == event_type and source in p.of]
-        return [p for p in self.pipelines.values() if p.on == event_type]
-
-    def listens_to_outcome(self, event_type: str, pipeline: str) -> bool:
-        return any(p.on == event_type and pipeline in p.of for p in self.pipelines.values())
-
-    def validate(self) -> None:
-        """Checks what can only be checked once every module is imported."""
-        for pipeline in self.pipelines.values():
-            if not pipeline.stages:
-                raise DefinitionError(f"pipeline {pipeline.name!r} has no stages")
-            if pipeline.on is not None and pipeline.on not in schemas:
-                raise DefinitionError(
-                    f"pipeline {pipeline.name!r} subscribes to {pipeline.on!r}, which has no registered event schema"
-                )
-            unknown = [name for name in pipeline.of if name not in self.pipelines]
-            if unknown:
-                raise DefinitionError(f"pipeline {pipeline.name!r}: of={list(pipeline.of)} names unknown pipeline(s) {unknown}")
-            flow_checks.check_pipeline(pipeline, schemas.get(pipeline.on) if pipeline.on else None)
-        self._refuse_outcome_loops()
-
-    def _refuse_outcome_loops(self) -> None:
-        """A chain of pipelines each started by the previous one's outcome must not come back."""
-        follows = {p.name: [q.name for q in self.pipelines.values() if p.name in q.of] for p in self.pipelines.values()}
-        for start in follows:
-            stack, seen = [(start, [start])], set()
-            while stack:
-                name, path = stack.pop()
-                for nxt in follows.get(name, []):
-                    if nxt == start:
-                        raise DefinitionError(f"pipelines start each other by their outcomes in a loop: "
-                                              f"{' -> '.join(path + [start])}")
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        stack.append((nxt, path + [nxt]))
-
-
-registry = Registry()

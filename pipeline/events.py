@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from . import conf, publisher, tracing, writer
 from .definitions import Pipeline, registry
+from .flow import lines as flow_lines
 from .flow.rules import URGENT, check_priority
 from .logging import get_logger, info_on_commit
 from .models import Event
@@ -92,6 +93,11 @@ def _record(
     incoming = tracing.incoming_for(trace_id)
     flags, tracestate = (incoming.flags, incoming.tracestate) if incoming else (tracing.DEFAULT_FLAGS, "")
 
+    flowing = any(p.flow for _, p in runs)
+    admissions: dict[uuid.UUID, Any] = {}  # flow control's answer per run (pipeline.flow)
+    if flowing:
+        from .flow import slots, statements as flow_statements  # the run store's: not before the app registry is ready
+
     def write(tx: Tx) -> None:
         # The event (the outbox row), its runs and their first stages, in the caller's transaction.
         q, d = tx.q, tx.d
@@ -101,18 +107,35 @@ def _record(
                                                       source, linked, flags, tracestate))
         for r, p in runs:
             run_key = d.uuid(r)
-            tx.insert_later(q.run_head, q.run_row, (run_key, key, type_name, p.name, trigger, when))
+            if p.flow:  # takes a slot, waits for one, or is skipped (pipeline.flow.slots)
+                admission = admissions[r] = slots.admit(tx, r, event_id, trace_id, p, data, now)
+                tx.insert_later(q.run_head, flow_statements.statements_for(d.vendor).run_row, (
+                    run_key, key, type_name, p.name, admission.status, trigger, when,
+                    when if admission.status == "skipped" else None))
+                if admission.status == "skipped":
+                    continue
+            else:
+                tx.insert_later(q.run_head, q.run_row, (run_key, key, type_name, p.name, trigger, when))
             for s in p.roots:
                 tx.insert_later(q.root_head, q.root_row, (run_key, s.name, when))
 
     # Inside the caller's transaction, the rows commit (or roll back) with the caller's work;
-    # otherwise they go in the process's next group commit, shared with other threads' emits.
+    # otherwise they go in the process's next group commit, shared with other threads' emits. A
+    # singleton start that may cancel a run in progress takes a transaction of its own: the
+    # cancelled run's outcome is emitted in it.
     in_caller_transaction = writer.in_transaction()
+    own_transaction = flowing and any(p.singleton is not None and p.singleton.mode == "cancel" for _, p in runs)
     try:
         if in_caller_transaction:
             writer.run_direct(write)
+            _flow_after(admissions, runs, event_id, trace_id)
+        elif own_transaction:
+            with transaction.atomic():
+                writer.run_direct(write)
+                _flow_after(admissions, runs, event_id, trace_id)
         else:
             writer.run(write)
+            _flow_after(admissions, runs, event_id, trace_id)
     except (IntegrityError, connection.Database.IntegrityError):  # type: ignore[attr-defined]
         if idempotency_key is None:
             raise
@@ -134,7 +157,9 @@ def _record(
         runs_started=len(runs),
         source=source,
     )
-    first_stages = [(stage, str(r)) for r, p in runs for stage in p.roots]
+    # A run that waits for a flow-control slot (or was skipped) publishes nothing now.
+    first_stages = [(stage, str(r)) for r, p in runs if r not in admissions or admissions[r].status == "pending"
+                    for stage in p.roots]
     # What the first stages would otherwise read back: the event, and its payload when small.
     carried: dict[str, Any] = {"event_type": type_name, "occurred_at": now.isoformat()}
     if payload_size <= conf.get("PIPELINE_MESSAGE_CARRY_BYTES"):
@@ -146,6 +171,18 @@ def _record(
     else:
         _publish_after_commit(event_id_text, trace_id, first_stages, carried)
     return event_id_text
+
+
+def _flow_after(admissions: dict[uuid.UUID, Any], runs: list[tuple[uuid.UUID, Pipeline]], event_id: uuid.UUID,
+                trace_id: str) -> None:
+    """Flow control's log lines (on commit), and the outcome of each run a singleton start cancelled."""
+    for r, p in runs:
+        admission = admissions.get(r)
+        if admission is None:
+            continue
+        flow_lines.log_admission(admission, {"run_id": str(r), "event_id": str(event_id), "trace_id": trace_id,
+                                             "pipeline": p.name})
+        flow_lines.runs_cancelled(admission.replaced, p.name)
 
 
 def _publish_after_commit(

@@ -211,3 +211,7 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.host}:{self.pid}"
+
+
+# Flow control's tables (pipeline/flow/models.py), registered with this app.
+from .flow.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter  # noqa: E402,F401

@@ -11,9 +11,10 @@ from django.utils import timezone
 from . import outcomes, states
 from .definitions import registry
 from .errors import OperationRefused, RunNotFound
+from .flow import slots_gate
 from .logging import get_logger
 from .models import Run, StageRun
-from .publisher import publish_ready
+from .publisher import publish_admitted, publish_ready
 from .runs import create_runs
 from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, RunStatus, StageStatus
 
@@ -42,7 +43,8 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
         with transaction.atomic():
             (new_run,) = create_runs(run.event, [pipeline], trigger=f"replay:{run.id}", replay_of=run)
             roots = pipeline.roots
-            transaction.on_commit(lambda: _enqueue(roots, new_run, run))
+            if not pipeline.flow or slots_gate.admit_replay(new_run, run.event, pipeline) == RunStatus.PENDING:
+                transaction.on_commit(lambda: _enqueue(roots, new_run, run))
         log.info("run.replayed", run_id=str(new_run.id), replay_of=str(run.id), pipeline=run.pipeline,
                  event_id=str(run.event_id), trace_id=run.event.trace_id, from_start=True)
         return str(new_run.id)
@@ -73,6 +75,10 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
                                   finished_at=None, message_id="", lease_until=None, quiet_refusal=True,
                                   log_fields={"pipeline": run.pipeline, "reason": "replayed: waits for its other parents",
                                               "parents_remaining": row.parents_remaining})
+        target = slots_gate.admit_replay(run, run.event, pipeline) if pipeline.flow else RunStatus.PENDING
+        if target == RunStatus.WAITING:  # its key has no free slot (pipeline.flow)
+            _wait_again(run, ready)
+            return str(run.id)
         if not states.move_run(run.id, RunStatus.RUNNING, sources=list(REPLAYABLE), log_name="run.replayed",
                                finished_at=None, error="", duration_ms=None,
                                log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),
@@ -83,6 +89,16 @@ def replay(run_id: str, *, from_start: bool = False) -> str:
     return str(run.id)
 
 
+def _wait_again(run: Run, ready: list) -> None:
+    """A replayed run of a flow-controlled pipeline whose key has no free slot."""
+    if not states.move_run(run.id, RunStatus.WAITING, sources=list(REPLAYABLE), log_name="run.replayed",
+                           finished_at=None, error="", duration_ms=None,
+                           log_fields={"pipeline": run.pipeline, "event_id": str(run.event_id),
+                                       "trace_id": run.event.trace_id, "from_start": False, "waiting": True,
+                                       "stages": [s.name for s in ready]}):
+        raise OperationRefused(f"run {run.id} changed state while being replayed; try again")
+
+
 def _enqueue(stages: list, target: Run, source: Run) -> None:
     publish_ready(stages, str(target.id), str(source.event_id), source.event.trace_id)
 
@@ -91,7 +107,7 @@ def cancel(run_id: str) -> None:
     """No further stage of the run starts; a running stage sees `ctx.cancelled`; the run ends cancelled."""
     run = _get_run(run_id)
     if run.status not in ACTIVE_RUN_STATUSES:
-        raise OperationRefused(f"run {run_id} is {run.status}; only pending or running runs can be cancelled")
+        raise OperationRefused(f"run {run_id} is {run.status}; only waiting, pending or running runs can be cancelled")
     now = timezone.now()
     with transaction.atomic():
         if not states.move_run(run.id, RunStatus.CANCELLED, finished_at=now,
@@ -99,6 +115,8 @@ def cancel(run_id: str) -> None:
                                            "trace_id": run.event.trace_id}):
             raise OperationRefused(f"run {run_id} finished while being cancelled")
         outcomes.emit_outcome(str(run.id), RunStatus.CANCELLED, run.pipeline)
+        admitted = slots_gate.cancelled(str(run.id), run.pipeline)  # its slot handed on, or off the waiting list
+        transaction.on_commit(lambda: publish_admitted(admitted))
         for row in StageRun.objects.filter(run=run, status__in=WAITING_STAGE_STATUSES):
             states.move_stage(run.id, row.stage, StageStatus.CANCELLED, finished_at=now,
                               log_fields={"pipeline": run.pipeline, "reason": "run cancelled"})

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from .definitions import OUTCOME_TYPES, registry
 from .events import emit
+from .flow import lines as flow_lines
 from .models import Run
 from .payloads import event_type
 
@@ -42,6 +43,13 @@ _observers: list[Callable[[str, dict, str], None]] = []
 
 def add_outcome_observer(observe: Callable[[str, dict, str], None]) -> None:
     _observers.append(observe)
+
+
+def _singleton_cancelled(run_id: str, pipeline: str) -> None:
+    emit_outcome(run_id, "cancelled", pipeline)
+
+
+flow_lines.cancelled_observers.append(_singleton_cancelled)  # (pipeline.flow: a singleton start cancelled it)
 
 
 def wanted(outcome_type: str, pipeline: str) -> bool:

@@ -14,13 +14,14 @@ from django.utils import timezone
 from . import conf, writer
 from .definitions import DefinitionError, Stage, registry
 from .flow.priority import route
+from .flow.slots_gate import repair as flow_repair
 from .logging import get_logger
 from .models import Event, StageRun
-from .statuses import ACTIVE_RUN_STATUSES, StageStatus
+from .statuses import ADMITTED_RUN_STATUSES, StageStatus
 
 log = get_logger("pipeline.publisher")
 
-_ACTIVE_RUN = Q(run__status__in=list(ACTIVE_RUN_STATUSES))
+_ACTIVE_RUN = Q(run__status__in=list(ADMITTED_RUN_STATUSES))  # (a waiting run has no stage to publish yet)
 
 
 def message_options(*, run_id: str, event_id: str, trace_id: str, pipeline: str) -> dict:
@@ -60,6 +61,22 @@ def publish_ready(
             log.warning("stage.publish_failed", run_id=run_id, next_stage=stage.name,
                         error=f"{type(exc).__name__}: {exc}")
     return published
+
+
+def publish_admitted(admitted: list[Any]) -> None:
+    """After the commit that admitted them (pipeline.flow): `flow.released`, then their ready
+    stages published."""
+    for one in admitted:
+        stage = one.rule[len("stage:"):] if one.rule.startswith("stage:") else None  # a stage's own limit
+        log.info("flow.released", rule="concurrency", stage=stage, key=one.key, run_id=one.run_id, event_id=one.event_id,
+                 trace_id=one.trace_id, pipeline=one.pipeline, released_by=one.released_by or None,
+                 stages=one.stages)
+        try:
+            stages = [registry.get(one.pipeline).stages[name] for name in one.stages]
+        except (DefinitionError, KeyError):
+            log.error("stage.unknown", run_id=one.run_id, pipeline=one.pipeline, stages=one.stages)
+            continue
+        publish_ready(stages, one.run_id, one.event_id, one.trace_id)
 
 
 def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
@@ -132,6 +149,9 @@ def relay_once(limit: int = 500) -> dict[str, int]:
     moving but have no message (lost publish, lost delayed retry, holder gone past its lease)."""
     now = timezone.now()
     counts = {"events": 0, "stages": 0}
+    admitted = flow_repair(limit)  # slots of runs that are over without giving them back (by hand)
+    publish_admitted(admitted)
+    counts["admitted"] = len(admitted)
     cutoff = now - timedelta(seconds=conf.get("PIPELINE_RELAY_AFTER_SECONDS"))
     for event_id in Event.objects.filter(published_at__isnull=True, occurred_at__lt=cutoff).values_list(
         "id", flat=True
@@ -164,6 +184,6 @@ def relay_once(limit: int = 500) -> dict[str, int]:
             log.warning(
                 "stage.republished", run_id=str(s.run_id), stage=s.stage, status=s.status, pipeline=s.run.pipeline
             )
-    if counts["events"] or counts["stages"]:
+    if counts["events"] or counts["stages"] or counts["admitted"]:
         log.info("relay.pass", **counts)
     return counts

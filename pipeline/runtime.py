@@ -29,18 +29,17 @@ from dramatiq.middleware.threading import Interrupt
 from . import conf, outcomes, redelivery, stage_store, states, store_health, writer
 from .context import EventView, StageContext, batch_events
 from .definitions import Stage
-from .flow import gate
+from .flow import admission
 from .inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware.drain import draining
 from .models import Run, StageRun
-from .publisher import publish_ready
+from .publisher import publish_admitted, publish_ready
 from .run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from .sql import now as utcnow
 from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, StageStatus
 
 log = get_logger("pipeline.runtime")
-
 LEASE_MARGIN_SECONDS = 30
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 _local = threading.local()
@@ -82,17 +81,16 @@ def execute_stage(stage: Stage, run_id: str) -> None:
 
 def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:
     info = RunInfo.from_message(run_id, stage.pipeline.name, options)
-    if (admitted := gate.admit(stage, info, message) if stage.gated else True) is False:
-        return  # flow control (pipeline/flow/) holds, throttles, folds or drops it
-    claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), options.get("results"),
-                                started_at=None if admitted is True else admitted)
+    if (claimed := admission.claim(stage, info, message, message_id, WORKER_ID, _lease(stage),
+                                   options.get("results"))) is False:
+        return  # flow control (pipeline/flow/) holds, throttles, folds, drops it, or it waits for a slot
     if claimed is None:
         if (stage := _not_claimed(stage, info, message_id)) is None:
             return
         # A redelivery of a message whose worker died in the middle of a chain it was running
         # inline: go on from the stage it held.
         claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None)
-        if claimed is None:
+        if not isinstance(claimed, tuple):
             return
     attempt, results, started_run = claimed
     # Only the message's own stage (not one continued inline or resumed) retries and dead-letters with it.
@@ -161,8 +159,8 @@ def _inline_child(stage: Stage, children: list[Stage]) -> Stage | None:
     if len(children) != 1 or not conf.get("PIPELINE_INLINE_CHAINS"):
         return None
     child = children[0]
-    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name or child.gated:
-        return None  # (a gated child, e.g. rate-limited, passes the flow gate in a message of its own)
+    if len(child.after) != 1 or child.actor.queue_name != stage.actor.queue_name or admission.needs_own_message(child):
+        return None
     return None if draining() else child
 
 
@@ -186,6 +184,7 @@ def _succeeded(
         log.info("run.succeeded", run_id=info.run_id, pipeline=info.pipeline, duration_ms=total_ms,
                  stages=len(pipeline.stages), outcome="succeeded")
         _local.ended.append((info.run_id, info.pipeline, "succeeded"))
+    publish_admitted(done.admitted)  # what waited for the slots it gave back (pipeline.flow)
     if done.ready:
         single = [c for c in done.ready if len(c.after) == 1]
         joins = [c for c in done.ready if len(c.after) > 1]
@@ -210,9 +209,8 @@ def _write(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> An
 
 
 def _write_once(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) -> Any:
-    """Through the group commit; when it may end the run and someone listens to this pipeline's
-    outcome, on this thread's connection instead, so the outcome event is written in the same
-    transaction as the run's end."""
+    """Through the group commit; when it may end the run and someone listens to its outcome, on
+    this thread's connection, so the outcome event is written in the same transaction as the end."""
     if may_end_as is None or not outcomes.wanted(f"run.{may_end_as}", info.pipeline):
         return writer.run(record)
     with transaction.atomic():
@@ -244,6 +242,7 @@ def _failed(
     done = _write(record, info, "failed" if final else None, lambda d: d.run_ended)
     if not done:
         return  # another message took the stage over; it records the outcome
+    publish_admitted(done.admitted)  # what waited for the slots it gave back (pipeline.flow)
     if not final:
         log.info("stage.retrying", **canonical, outcome="retrying", retry_in_ms=delay_ms)
         if carrier:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, sql_list
+from .statuses import ADMITTED_RUN_STATUSES, CLAIMABLE_STAGE_STATUSES, sql_list
 
 _UTC = timezone.utc
 
@@ -109,7 +109,7 @@ class Statements:
     def __init__(self, d: Dialect) -> None:
         j = d.json_param()
         pg = d.vendor == "postgresql"
-        active, waiting = sql_list(ACTIVE_RUN_STATUSES), sql_list(WAITING_STAGE_STATUSES)
+        active, waiting = sql_list(ADMITTED_RUN_STATUSES), sql_list(CLAIMABLE_STAGE_STATUSES)
         run_active = f"EXISTS (SELECT 1 FROM pipeline_run WHERE id = ? AND status IN {active})"
         self._columns = columns = (
             "run_id, stage, status, attempts, enqueued_at, started_at, message_id, lease_until, worker, "

@@ -12,7 +12,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import writer
+from .logging import get_logger
 from .sql import now as utcnow
+
+log = get_logger("pipeline.flow")
 
 if TYPE_CHECKING:
     from .definitions import Stage
@@ -22,9 +25,10 @@ if TYPE_CHECKING:
 def claim(
     stage: "Stage", info: "RunInfo", message_id: str, worker: str, lease_until: datetime, results: dict | None,
     started_at: datetime | None = None,
-) -> tuple[int, dict, bool] | None:
+) -> "tuple[int, dict, bool] | Waits | None":
     """Claims the stage for this message and reads what the message did not carry; returns
-    (attempt, parents' results, whether this claim started the run) or None when not claimed.
+    (attempt, parents' results, whether this claim started the run), `Waits` when the stage is
+    over its own concurrency limit (pipeline.flow.stage_slots), or None when not claimed.
     A first stage's claim also moves its pending run to running, in the same transaction.
     `started_at`: when a rate limit admitted the stage (`pipeline.flow.rate`), recorded as its start."""
     need_results = bool(stage.after) and results is None
@@ -65,7 +69,33 @@ def claim(
             got = {name: d.load_json(value) for name, value in tx.execute(sql, (run_key, *stage.after)).fetchall()}
         return rows[0][0], got, started_run
 
-    return writer.run(op)
+    if stage.concurrency is None:
+        return writer.run(op)
+
+    def gated(tx: writer.Tx) -> tuple[int, dict, bool] | Waits | None:
+        """The stage's own limit first (pipeline.flow.stage_slots): a slot, or the stage waits."""
+        slots = flow_stage_slots()
+        gate = slots.gate(tx, stage, info, utcnow())
+        if gate is None or gate[0] == "waiting":
+            return None if gate is None else Waits(gate[1])
+        claimed = op(tx)
+        if claimed is None and gate[0] == slots.TOOK:  # a duplicate message: the slot was not its to take
+            slots.release_stage(tx, info.run_id, stage, utcnow())
+        return claimed
+
+    result = writer.run(gated)
+    if isinstance(result, Waits):
+        log.info("flow.waiting", rule="concurrency", key=result.key, stage=stage.name, run_id=info.run_id,
+                 event_id=info.event_id, trace_id=info.trace_id, pipeline=info.pipeline, limit=stage.concurrency.limit,
+                 reason=f"{stage.concurrency.limit} execution(s) of this stage in progress for this key")
+    return result
+
+
+@dataclass
+class Waits:
+    """A claim's answer when the stage is over its own concurrency limit: it now waits."""
+
+    key: str
 
 
 @dataclass
@@ -73,6 +103,7 @@ class Done:
     ready: list = field(default_factory=list)  # stages to publish
     inline: bool = False  # the inline child was claimed for this message
     finished: bool = False  # the run succeeded with this stage
+    admitted: list = field(default_factory=list)  # runs its end let in (flow control), to publish
 
 
 @dataclass
@@ -93,6 +124,15 @@ class SuccessRecord:
     total_ms: float = 0.0
 
     def __call__(self, tx: writer.Tx) -> Done | None:
+        done = self._record(tx)
+        if done is not None and self.stage.pipeline.flow:
+            if self.stage.concurrency is not None:  # its own slot, given back with its outcome
+                done.admitted += flow_stage_slots().release_stage(tx, self.info.run_id, self.stage, utcnow())
+            if done.finished:
+                done.admitted += flow_slots().release(tx, self.info.run_id, self.stage.pipeline, utcnow())
+        return done
+
+    def _record(self, tx: writer.Tx) -> Done | None:
         q, d = tx.q, tx.d
         now = utcnow()
         when = d.dt(now)
@@ -175,6 +215,7 @@ _NOT_FUSED = object()
 @dataclass
 class Failed:
     run_ended: bool = False
+    admitted: list = field(default_factory=list)  # runs its end let in (flow control), to publish
 
 
 @dataclass
@@ -211,9 +252,27 @@ class FailureRecord:
                                        self.attempt)).rowcount != 1:
             return None
         result = Failed()
+        if self.stage.concurrency is not None:  # its own slot, given back with the attempt's outcome
+            result.admitted += flow_stage_slots().release_stage(tx, self.info.run_id, self.stage, self.now)
         if self.final:
             started = self.info.started_at or self.now
             self.total_ms = (self.now - started).total_seconds() * 1000
             result.run_ended = tx.execute(q.end_run, ("failed", d.dt(self.now), self.total_ms,
                                                       f"stage {self.stage.name}: {self.error}", run_key)).rowcount == 1
+            if result.run_ended and self.stage.pipeline.flow:
+                result.admitted += flow_slots().release(tx, self.info.run_id, self.stage.pipeline, self.now)
         return result
+
+
+def flow_slots() -> Any:
+    """`pipeline.flow.slots`, imported once a flow-controlled run ends (it needs the app registry)."""
+    from .flow import slots  # here: flow control's tables need the app registry; most pipelines never load it
+
+    return slots
+
+
+def flow_stage_slots() -> Any:
+    """`pipeline.flow.stage_slots`, imported once a stage with its own concurrency limit is claimed."""
+    from .flow import stage_slots  # here: as flow_slots
+
+    return stage_slots

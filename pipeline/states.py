@@ -17,28 +17,43 @@ from .statuses import RunStatus, StageStatus
 log = get_logger("pipeline.states")
 
 RUN_TRANSITIONS: dict[str, set[str]] = {
-    # debounced/batched: folded into another run by flow control (pipeline/flow/windows.py)
+    # debounced/batched: folded into another run by flow control (pipeline/flow/windows.py);
+    # pending -> waiting: a replay's new run that flow control holds back (pipeline/flow/slots.py).
     RunStatus.PENDING: {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.DEBOUNCED,
-                        RunStatus.BATCHED},
+                        RunStatus.BATCHED, RunStatus.WAITING},
     RunStatus.RUNNING: {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED},
-    RunStatus.FAILED: {RunStatus.RUNNING},  # a replay resumes a failed run
-    RunStatus.CANCELLED: {RunStatus.RUNNING},  # ...or a cancelled one
+    RunStatus.FAILED: {RunStatus.RUNNING, RunStatus.WAITING},  # a replay resumes a failed run (or waits for a slot)
+    RunStatus.CANCELLED: {RunStatus.RUNNING, RunStatus.WAITING},  # ...or a cancelled one
     RunStatus.SUCCEEDED: set(),
     RunStatus.DEBOUNCED: set(),
     RunStatus.BATCHED: set(),
+    # Flow control (pipeline.flow): a run waiting for a slot is admitted (pending, or running again
+    # when a replay waited) or cancelled; a skipped run was never started.
+    RunStatus.WAITING: {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCELLED},
+    RunStatus.SKIPPED: set(),
 }
 
 STAGE_TRANSITIONS: dict[str, set[str]] = {
-    StageStatus.PENDING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED},
+    StageStatus.PENDING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED, StageStatus.WAITING},
     StageStatus.RUNNING: {StageStatus.SUCCEEDED, StageStatus.RETRYING, StageStatus.FAILED, StageStatus.CANCELLED},
-    StageStatus.RETRYING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED},
+    StageStatus.RETRYING: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED, StageStatus.WAITING},
     # waits for its turn under a rate limit (pipeline/flow/rate.py); the message-path claim
-    # (pipeline/sql.py) takes it like a pending stage
-    StageStatus.THROTTLED: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED},  # a later turn
+    # (pipeline/sql.py) takes it like a pending stage, unless it is over its own concurrency limit
+    StageStatus.THROTTLED: {StageStatus.RUNNING, StageStatus.CANCELLED, StageStatus.THROTTLED,  # a later turn
+                            StageStatus.WAITING},
+    # Over its own concurrency limit when claimed (pipeline.flow): admitted again, or cancelled with its run.
+    StageStatus.WAITING: {StageStatus.PENDING, StageStatus.CANCELLED},
     StageStatus.FAILED: {StageStatus.PENDING},  # replay
     StageStatus.CANCELLED: {StageStatus.PENDING},  # replay
     StageStatus.SUCCEEDED: set(),
 }
+
+
+def sources_of(target: str, table: dict[str, set[str]] = RUN_TRANSITIONS) -> list[str]:
+    """The statuses `target` may be reached from: for statements written elsewhere in SQL
+    (the message path's, flow control's), so their WHERE clauses follow this table."""
+    return _sources(table, target)
+
 
 def _sources(table: dict[str, set[str]], target: str) -> list[str]:
     return [source for source, targets in table.items() if target in targets]

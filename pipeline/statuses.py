@@ -18,6 +18,10 @@ class RunStatus(models.TextChoices):
     # (debounce) or into a batch's run; `error` names that run.
     DEBOUNCED = "debounced"
     BATCHED = "batched"
+    # Concurrency and singletons (pipeline/flow/): waiting for a slot, no stage published yet;
+    # skipped (final): a singleton's start while its key had a run in progress.
+    WAITING = "waiting"
+    SKIPPED = "skipped"
 
 
 class StageStatus(models.TextChoices):
@@ -29,15 +33,22 @@ class StageStatus(models.TextChoices):
     CANCELLED = "cancelled"
     # Waiting for its turn under a rate limit (a message due at next_attempt_at will try again).
     THROTTLED = "throttled"
+    # Over its own concurrency limit (pipeline.flow): no message until a slot is free.
+    WAITING = "waiting"
 
 
-# A run still under way: new stages may start, it may be cancelled, a schedule's next fire overlaps it.
-ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+# A run flow control let in: its stages may be published and claimed.
+ADMITTED_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+# A run still under way (admitted, or waiting for a flow-control slot): it may be cancelled, it
+# counts as active on the overview, a schedule's next fire overlaps it.
+ACTIVE_RUN_STATUSES = (*ADMITTED_RUN_STATUSES, RunStatus.WAITING)
 # A run that ended: nothing more happens to it unless it is replayed.
-FINAL_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DEBOUNCED,
-                      RunStatus.BATCHED)
-# A stage waiting for a worker: enqueued for its first attempt or its next one, or for its turn.
-WAITING_STAGE_STATUSES = (StageStatus.PENDING, StageStatus.RETRYING, StageStatus.THROTTLED)
+FINAL_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.SKIPPED,
+                      RunStatus.DEBOUNCED, RunStatus.BATCHED)
+# A stage a message may claim: enqueued for its first attempt or its next one, or for its turn.
+CLAIMABLE_STAGE_STATUSES = (StageStatus.PENDING, StageStatus.RETRYING, StageStatus.THROTTLED)
+# A stage waiting to run: claimable, or over its own concurrency limit (no message until a slot is free).
+WAITING_STAGE_STATUSES = (*CLAIMABLE_STAGE_STATUSES, StageStatus.WAITING)
 
 
 def sql_list(statuses: tuple[str, ...]) -> str:

@@ -33,7 +33,7 @@ class ScheduleClock:
         sync_code_schedules()
 
     def _spec(self, name: str) -> Schedule:
-        from .operations import get  # needs the app registry: this package loads with pytest, before Django is set up
+        from .operations import get  # the app registry: pytest imports this before Django is set up
 
         return get(name).spec()
 
@@ -55,7 +55,7 @@ class ScheduleClock:
     def advance(self, **delta: float) -> list[dict[str, Any]]:
         """Moves the clock by `timedelta(**delta)` and fires, in order, every fire time of every
         schedule passed on the way (those a policy skipped are left out of what is returned)."""
-        from .models import ScheduleRecord  # needs the app registry: this package loads with pytest, before Django is set up
+        from .models import ScheduleRecord  # the app registry: pytest imports this before Django is set up
 
         start, self.now = self.now, self.now + timedelta(**delta)
         due: list[tuple[datetime, str]] = []

@@ -286,7 +286,9 @@ def overview(window: str, now: datetime | None = None) -> dict[str, Any]:
         i = index.get(_bucket_time(row["bucket"]))
         if i is None:
             continue
-        key = row["status"] if row["status"] in ("succeeded", "failed", "cancelled") else "active"
+        # (flow control's skipped, debounced and batched runs never ran: counted with the cancelled ones)
+        key = row["status"] if row["status"] in ("succeeded", "failed", "cancelled") else (
+            "cancelled" if row["status"] in ("skipped", "debounced", "batched") else "active")
         series[key][i] += row["n"]
     minutes = span.total_seconds() / 60
     run_durations: dict[str, list[float]] = {}
@@ -308,6 +310,8 @@ def overview(window: str, now: datetime | None = None) -> dict[str, Any]:
             "failed": counts.get("failed", 0),
             "cancelled": counts.get("cancelled", 0),
             "active": sum(counts.get(status, 0) for status in ACTIVE_RUN_STATUSES),
+            "waiting": counts.get("waiting", 0),
+            "skipped": counts.get("skipped", 0),
             "per_minute": round(total / minutes, 2),
             "success_rate": round(100 * counts.get("succeeded", 0) / finished, 1) if finished else None,
             "failure_rate": round(100 * counts.get("failed", 0) / finished, 1) if finished else None,

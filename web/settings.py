@@ -194,6 +194,8 @@ SHOP_FAILURE_RATE = float(os.environ.get("SHOP_FAILURE_RATE", "0.2"))
 # Demo shop: an order of exactly this total always fails its payment (like a payment sandbox's
 # test amounts), to show a failed order's ending on demand; 0 turns it off.
 SHOP_FAILING_TOTAL_CENTS = int(os.environ.get("SHOP_FAILING_TOTAL_CENTS", "99999"))
+# Fulfilments in progress per customer at a time (flow control: Concurrency on fulfil_order); 0: no limit.
+SHOP_FULFILMENTS_PER_CUSTOMER = int(os.environ.get("SHOP_FULFILMENTS_PER_CUSTOMER", "1"))
 
 # Webhooks go to public addresses only; development and tests whose receivers run on this
 # machine (or a private network) turn that off. Never in production.

@@ -1,18 +1,22 @@
-"""Checks of the flow-control declarations of a pipeline, at declaration and at
-`Registry.validate()` (keys against the event's schema, one root stage for pipeline rules)."""
+"""Checks of the flow-control declarations of a pipeline (both halves: rate limits, debounce,
+batches; concurrency and singletons), at declaration and at `Registry.validate()` (keys against
+the event's schema, one root stage for pipeline rules)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DefinitionError
+from .concurrency import Concurrency
 from .keys import check_key
 from .priority import declare_urgent_queue
 from .rules import Batch, Debounce, RateLimit
+from .singleton import Singleton
 
 if TYPE_CHECKING:
     from ..definitions import Pipeline, Stage
 
-__all__ = ["check_declarations", "checked_rate_limit", "is_gated", "check_pipeline", "declare_urgent_queue"]
+__all__ = ["check_declarations", "checked_rate_limit", "checked_concurrency", "is_gated", "check_pipeline",
+           "declare_urgent_queue"]
 
 
 def _typed(value: Any, kind: type, where: str, name: str) -> None:
@@ -20,18 +24,35 @@ def _typed(value: Any, kind: type, where: str, name: str) -> None:
         raise DefinitionError(f"{where}: {name}= takes a {kind.__name__}(...), not {value!r}")
 
 
-def check_declarations(name: str, *, rate_limit: Any, debounce: Any, batch: Any) -> None:
+def check_declarations(
+    name: str, *, rate_limit: Any, debounce: Any, batch: Any, concurrency: Any = None, singleton: Any = None,
+) -> None:
     where = f"pipeline {name!r}"
     _typed(rate_limit, RateLimit, where, "rate_limit")
     _typed(debounce, Debounce, where, "debounce")
     _typed(batch, Batch, where, "batch")
+    _typed(concurrency, Concurrency, where, "concurrency")
+    _typed(singleton, Singleton, where, "singleton")
     if debounce is not None and batch is not None:
         raise DefinitionError(f"{where}: declare debounce or batch, not both (a debounced run is one event)")
+    if concurrency is not None and singleton is not None:
+        raise DefinitionError(f"{where}: declare concurrency= or singleton=, not both "
+                              f"(a singleton is already one run at a time per key)")
+    if (concurrency is not None or singleton is not None) and (debounce is not None or batch is not None):
+        # A run takes its slot when its event is emitted, but is folded into another at its first
+        # stage: the two are not combined (yet); rate_limit and priority combine with either.
+        raise DefinitionError(f"{where}: declare concurrency/singleton or debounce/batch, not both")
 
 
 def checked_rate_limit(rate_limit: Any, where: str) -> RateLimit | None:
     _typed(rate_limit, RateLimit, where, "rate_limit")
     return rate_limit
+
+
+def checked_concurrency(concurrency: Any, where: str) -> bool:
+    """Whether a stage declares its own concurrency limit (refused if it is not a Concurrency)."""
+    _typed(concurrency, Concurrency, where, "concurrency")
+    return concurrency is not None
 
 
 def pipeline_rules(pipeline: "Pipeline") -> bool:
@@ -49,12 +70,14 @@ def check_pipeline(pipeline: "Pipeline", schema: Any) -> None:
     event's schema; a rule about a run's start needs exactly one first stage to apply to."""
     where = f"pipeline {pipeline.name!r}"
     for label, rule in (("rate_limit", pipeline.rate_limit), ("debounce", pipeline.debounce),
-                        ("batch", pipeline.batch)):
+                        ("batch", pipeline.batch), ("concurrency", pipeline.concurrency),
+                        ("singleton", pipeline.singleton)):
         if rule is not None and rule.key is not None:
             check_key(rule.key, schema, f"{where} {label}")
     for stage in pipeline.stages.values():
-        if stage.rate_limit is not None and stage.rate_limit.key is not None:
-            check_key(stage.rate_limit.key, schema, f"{where}: stage {stage.name!r} rate_limit")
+        for label, rule in (("rate_limit", stage.rate_limit), ("concurrency", stage.concurrency)):
+            if rule is not None and rule.key is not None:
+                check_key(rule.key, schema, f"{where}: stage {stage.name!r} {label}")
     if pipeline_rules(pipeline) and len(pipeline.roots) != 1:
         raise DefinitionError(f"{where}: rate_limit, debounce and batch apply to a run's start, which needs "
                               f"exactly one first stage (it has {[s.name for s in pipeline.roots]})")

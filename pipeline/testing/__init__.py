@@ -118,7 +118,7 @@ class InProcessPipelines:
     def emit(self, type: str, payload: Any, **options: Any) -> str:
         """`pipeline.emit`, then `drain()`: returns the event id once its runs have gone as far as
         they can."""
-        from ..events import emit  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..events import emit  # the app registry: pytest imports this before Django is set up
 
         event_id = emit(type, payload, **options)
         self.drain()
@@ -126,7 +126,7 @@ class InProcessPipelines:
 
     def start(self, pipeline: str, payload: Any = None, **options: Any) -> RunView:
         """`pipeline.start`, then `drain()`: returns the run."""
-        from ..events import start  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..events import start  # the app registry: pytest imports this before Django is set up
 
         return self.run_of(start(pipeline, payload, **options))
 
@@ -139,7 +139,7 @@ class InProcessPipelines:
     # --- reading runs ---------------------------------------------------------------------------
     def run_of(self, event_id: str, pipeline: str | None = None) -> RunView:
         """The run the event started (of `pipeline`, when it started several), after `drain()`."""
-        from ..models import Run  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..models import Run  # the app registry: pytest imports this before Django is set up
 
         self.drain()
         query = Run.objects.filter(event_id=event_id, replay_of__isnull=True)
@@ -161,7 +161,7 @@ class InProcessPipelines:
 
     def runs(self, pipeline: str | None = None) -> list[RunView]:
         """Every run (of `pipeline`), oldest first, after `drain()`."""
-        from ..models import Run  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..models import Run  # the app registry: pytest imports this before Django is set up
 
         self.drain()
         query = Run.objects.order_by("created_at", "id")
@@ -177,13 +177,13 @@ class InProcessPipelines:
     # --- acting on runs ------------------------------------------------------------------------
     def replay(self, run_id: str, *, from_start: bool = False) -> RunView:
         """`pipeline.replay`, then `drain()`: returns the replayed (or, from the start, the new) run."""
-        from ..operations import replay  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..operations import replay  # the app registry: pytest imports this before Django is set up
 
         return self.run(replay(str(run_id), from_start=from_start))
 
     def cancel(self, run_id: str) -> RunView:
         """`pipeline.cancel`, then `drain()`."""
-        from ..operations import cancel  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..operations import cancel  # the app registry: pytest imports this before Django is set up
 
         cancel(str(run_id))
         return self.run(run_id)

@@ -38,7 +38,6 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from .. import writer
 from ..middleware import LoggingContext
 
 
@@ -148,6 +147,9 @@ class InProcessBroker:
         """Outside a test transaction, waits for the group-commit writer to have committed what
         was handed to it without waiting (`writer.submit`: an event marked published): a test
         reads it, and nothing is left to write while the test's data is flushed."""
+        # here: the writer imports the models, and pytest imports this package (its plugin) before Django is set up
+        from .. import writer
+
         if self.shared or writer._writer is None or writer._writer_pid != os.getpid():
             return
         writer._writer.run(lambda tx: None)  # one batch after everything queued before it

@@ -42,7 +42,7 @@ class RunView:
 
     @classmethod
     def load(cls, run_id: str, logs: list[dict[str, Any]] | None = None) -> "RunView":
-        from ..models import Run, StageRun  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..models import Run, StageRun  # the app registry: pytest imports this before Django is set up
 
         run = Run.objects.select_related("event").get(id=run_id)
         stages = {
@@ -74,7 +74,7 @@ class RunView:
         """The events this run's stages emitted (and its outcome event, when one was written):
         `{"id", "type", "payload"}` in the order they occurred. Events of the same trace, other
         than the one that started the run."""
-        from ..models import Event  # needs the app registry: this package loads with pytest, before Django is set up
+        from ..models import Event  # the app registry: pytest imports this before Django is set up
 
         rows = Event.objects.filter(trace_id=self.trace_id).exclude(id=self.event_id).order_by("occurred_at")
         return [{"id": str(e.id), "type": e.type, "payload": e.payload} for e in rows]

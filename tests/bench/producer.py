@@ -99,9 +99,17 @@ VARIANTS: dict[str, tuple[str, Callable[[int], dict]]] = {
 }
 
 
+FLOW_KEYS = int((os.environ.get("BENCH_FLOW_CONCURRENCY") or "0x0").split("x")[1])
+
+
+def make_keyed_payload(seq: int) -> dict:
+    """The flow-control figure's payload: the runs spread over FLOW_KEYS customers, in turn."""
+    return {**make_payload(seq), "customer_email": f"c{seq % FLOW_KEYS:02d}.lovelace@example.com"}
+
+
 def for_variant(system: str, trigger: Callable[..., Any], variant: str | None) -> tuple[Callable[[dict], Any], Callable]:
     if not variant:
-        return trigger, make_payload
+        return trigger, make_keyed_payload if FLOW_KEYS else make_payload
     if system != "ours" or variant not in VARIANTS:
         raise ValueError(f"no variant {variant!r} for {system}")
     event_type, maker = VARIANTS[variant]

@@ -21,6 +21,11 @@ TARGETS = {
     "ours_pg": [
         ("throughput >= 0.5x raw Dramatiq (defaults)", "runs_per_s", "dramatiq", ">=", 0.5),
     ],
+    # Flow control (issue 14): bench_noop with Concurrency(limit=8, key=...) over 64 keys.
+    "ours_sqlite_flow": [
+        ("throughput with a concurrency key (8 per key, 64 keys) >= 0.7x without flow control", "runs_per_s",
+         "ours_sqlite", ">=", 0.7),
+    ],
 }
 # The scaling figures' targets: (name, threshold)
 SCALING_TARGETS = {
@@ -210,6 +215,9 @@ def build(bench: Any, store_check: dict) -> dict:
         "ours_vs_celery_results": headline["ours_vs_celery_results"],
         "ours_vs_django_dramatiq_admin": headline["ours_vs_django_dramatiq_admin"],
         "rss_vs_django_dramatiq": headline["rss_vs_django_dramatiq"],
+        # The same pipeline with Concurrency(limit=8, key=...) over 64 keys / without flow control.
+        "flow_concurrency_vs_plain": _ratio(_metric(shape.get("ours_sqlite_flow"), "runs_per_s"),
+                                            _metric(shape.get("ours_sqlite"), "runs_per_s")),
         "basis": f"median throughput (runs/s), shape {primary}, ours with the default SQLite run store; "
                  "Celery = its best pool; celery_results = Celery chain + django-celery-results (threads pool); "
                  "django_dramatiq_admin = django_dramatiq + AdminMiddleware; rss_vs_django_dramatiq = our worker "
@@ -223,7 +231,7 @@ def build(bench: Any, store_check: dict) -> dict:
                                                     _metric(res.get("ours_sqlite"), "runs_per_s"))}
                    for sh, res in results.items()},
     }
-    targets = [t for k in ("ours_sqlite", "ours_pg") if k in shape for t in targets_for(shape, k)]
+    targets = [t for k in ("ours_sqlite", "ours_pg", "ours_sqlite_flow") if k in shape for t in targets_for(shape, k)]
     scaling_result, scaling_targets = scaling(getattr(bench, "extras", None))
     targets += scaling_targets
     args = bench.args

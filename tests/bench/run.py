@@ -743,7 +743,8 @@ class Bench:
             self.skipped["celery_results"] = "django-celery-results not installed (pip install -e '.[bench]')"
         extra_urls = {"ours_sqlite_noinline": f"sqlite:///{self.work_dir / 'ours-noinline.sqlite3'}",
                       "ours_sqlite_confirms": f"sqlite:///{self.work_dir / 'ours-confirms.sqlite3'}",
-                      "ours_sqlite_quorum": f"sqlite:///{self.work_dir / 'ours-quorum.sqlite3'}"}
+                      "ours_sqlite_quorum": f"sqlite:///{self.work_dir / 'ours-quorum.sqlite3'}",
+                      "ours_sqlite_flow": f"sqlite:///{self.work_dir / 'ours-flow.sqlite3'}"}
         if args.skip_extras or args.stored_runs <= 0:
             self.skipped["ours_sqlite_1m"] = "--skip-extras" if args.skip_extras else "--stored-runs 0"
         else:

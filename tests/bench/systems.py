@@ -103,7 +103,7 @@ def build_systems(*, prefix: str, broker_url: str, work_dir, sqlite_url: str | N
                   celery: bool, celery_results: bool = False, django_dramatiq: bool = True,
                   extra_sqlite_urls: dict[str, str] | None = None) -> list[System]:
     """The systems of one run. `extra_sqlite_urls`: {"ours_sqlite_noinline" | "ours_sqlite_confirms" |
-    "ours_sqlite_quorum" | "ours_sqlite_empty" | "ours_sqlite_1m": a SQLite URL} for our SQLite variants, each with a store of its own."""
+    "ours_sqlite_quorum" | "ours_sqlite_flow" | "ours_sqlite_empty" | "ours_sqlite_1m": a SQLite URL} for our SQLite variants, each with a store of its own."""
     def done(key: str) -> str:
         return f"{prefix}.done.{key}"
 
@@ -130,6 +130,12 @@ def build_systems(*, prefix: str, broker_url: str, work_dir, sqlite_url: str | N
                             "sqlite", migrate=True, env={"PIPELINE_INLINE_CHAINS": "0"}))
     # The broker's durability settings beside the classic, unconfirmed default (issue 17): publisher
     # confirms on classic queues, and quorum queues (with confirms: their default).
+    # Flow control (issue 14): bench_noop with Concurrency(limit=8, key="customer_email"), the producer
+    # spreading the runs over 64 customers (BENCH_FLOW_CONCURRENCY = "<limit>x<keys>").
+    if "ours_sqlite_flow" in extra_urls:
+        systems.append(ours("ours_sqlite_flow", "ours, SQLite, concurrency 8 per key, 64 keys",
+                            extra_urls["ours_sqlite_flow"], "sqlite", migrate=True, phase="first",
+                            env={"BENCH_FLOW_CONCURRENCY": "8x64"}))
     if "ours_sqlite_confirms" in extra_urls:
         systems.append(ours("ours_sqlite_confirms", "ours, SQLite, publisher confirms", extra_urls["ours_sqlite_confirms"],
                             "sqlite", migrate=True, env={"PIPELINE_PUBLISH_CONFIRMS": "1"}))

@@ -1,7 +1,7 @@
 """Pipelines the tests drive through the real broker and worker processes."""
 from pydantic import BaseModel, ConfigDict
 
-from pipeline import Batch, Debounce, Pipeline, RateLimit, StageContext, event_type
+from pipeline import Batch, Concurrency, Debounce, Pipeline, RateLimit, Singleton, StageContext, event_type
 
 from .models import SideEffect
 
@@ -434,7 +434,8 @@ def emit_steadily(count: int, per_second: float, event_type: str = "test.cluster
         time.sleep(max(0.0, start + (n + 1) / per_second - time.monotonic()))
 
 
-# --- Flow control: rate limits, debounce, priority, batching (tests/pipeline/test_flow_*.py) ----
+# --- Flow control: rate limits, debounce, priority, batching (tests/pipeline/test_flow_declarations.py,
+# test_flow_logic.py, test_flow_rates_on_broker.py) ----
 
 FLOW_QUEUE = "flow"  # one queue of their own: a worker of the flow tests consumes only these
 PRIORITY_QUEUE = "flow_priority"  # filled before its worker starts (the priority test)
@@ -512,3 +513,111 @@ def bill(ctx: StageContext[TestTyped]) -> dict:
 @typed.stage(after=[reserve, bill], retries=0, timeout=30)
 def confirm(ctx: StageContext[TestTyped]) -> dict:
     return {"parents": sorted(ctx.results)}
+
+
+# --- Flow control: concurrency, fairness, singletons (tests/pipeline/test_flow_concurrency.py,
+# tests/pipeline/test_flow_concurrency_on_broker.py), on the same queue of their own (FLOW_QUEUE): the
+# tests that use it start their own worker (2 processes x 8 threads) on it.
+
+
+@event_type("test.flow_order")
+class TestFlowOrder(BaseModel):
+    customer_id: int
+    n: int = 0
+    sleep: float = 0.0  # seconds each of the two stages takes
+    fail: bool = False  # the second stage fails (no retries)
+
+
+one_per_customer = Pipeline("one_per_customer", on="test.flow_order", queue=FLOW_QUEUE,
+                            concurrency=Concurrency(limit=1, key="customer_id"))
+
+
+@one_per_customer.stage(retries=0, timeout=60)
+def pick(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    return {"n": ctx.event.payload["n"]}
+
+
+@one_per_customer.stage(retries=0, timeout=60)
+def pack(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    if ctx.event.payload["fail"]:
+        raise RuntimeError("pack failed on purpose")
+    return {"n": ctx.results["pick"]["n"]}
+
+
+@event_type("test.flow_tenant")
+class TestFlowTenant(BaseModel):
+    tenant: str
+    n: int = 0
+
+
+# At most 2 runs in progress in all; the tenants take turns for them.
+fair_tenants = Pipeline("fair_tenants", on="test.flow_tenant", queue=FLOW_QUEUE,
+                        concurrency=Concurrency(limit=2, key="tenant", total=2))
+
+
+@fair_tenants.stage(retries=0, timeout=30)
+def serve_tenant(ctx: StageContext) -> dict:
+    return {"n": ctx.event.payload["n"]}
+
+
+@event_type("test.flow_single")
+class TestFlowSingle(BaseModel):
+    account: str
+    n: int = 0
+    hold: bool = False  # the stage waits (up to 60 s) until the switch "release_<account>" is on, or its run is cancelled
+
+
+def _held(ctx: StageContext) -> dict:
+    import time
+
+    _record(ctx)
+    deadline = time.monotonic() + 60
+    while ctx.event.payload["hold"] and time.monotonic() < deadline:
+        if ctx.cancelled or _switch_on(f"release_{ctx.event.payload['account']}"):
+            break
+        time.sleep(0.05)
+    return {"n": ctx.event.payload["n"], "cancelled": ctx.cancelled}
+
+
+sync_account = Pipeline("sync_account", on="test.flow_single", queue=FLOW_QUEUE,
+                        singleton=Singleton(key="account", mode="skip"))
+sync_account.stage("sync", retries=0, timeout=90)(_held)
+
+
+@event_type("test.flow_latest")
+class TestFlowLatest(TestFlowSingle):
+    pass
+
+
+reindex_account = Pipeline("reindex_account", on="test.flow_latest", queue=FLOW_QUEUE,
+                           singleton=Singleton(key="account", mode="cancel"))
+reindex_account.stage("reindex", retries=0, timeout=90)(_held)
+
+
+@event_type("test.flow_stage")
+class TestFlowStage(BaseModel):
+    account: str
+    n: int = 0
+    sleep: float = 0.0  # seconds the limited stage takes
+
+
+# Only its middle stage is limited: one call per account at a time (a rate-limited partner API).
+limited_stage = Pipeline("limited_stage", on="test.flow_stage", queue=FLOW_QUEUE)
+
+
+@limited_stage.stage(retries=0, timeout=30)
+def prepare_call(ctx: StageContext) -> dict:
+    return {"n": ctx.event.payload["n"]}
+
+
+@limited_stage.stage(retries=2, backoff=(0.05, 0.1), timeout=30, concurrency=Concurrency(limit=1, key="account"))
+def call_partner(ctx: StageContext) -> dict:
+    _sleep_for(ctx.event.payload["sleep"])
+    return {"n": ctx.results["prepare_call"]["n"]}
+
+
+@limited_stage.stage(retries=0, timeout=30)
+def after_call(ctx: StageContext) -> dict:
+    return {"n": ctx.results["call_partner"]["n"]}

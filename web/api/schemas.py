@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 from schedules import bounds
 from web.validation import MOMENT_RANGE, MomentError, parse_moment
 
-RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled", "debounced", "batched"]
-StageStatusName = Literal["pending", "running", "retrying", "throttled", "succeeded", "failed", "cancelled"]
+RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled", "debounced", "batched", "waiting",
+                        "skipped"]
+StageStatusName = Literal["pending", "running", "retrying", "throttled", "succeeded", "failed", "cancelled", "waiting"]
 CatchUp = Literal["coalesce", "all", "none"]
 Overlap = Literal["allow", "skip", "buffer_one"]
 WebhookEventType = Literal["run.succeeded", "run.failed", "run.cancelled"]
@@ -134,9 +135,22 @@ class RunListItem(RunSummary):
     event_type: str
 
 
+class WaitReason(_Output):
+    rule: str = Field(description="the flow-control rule it waits on: concurrency")
+    stage: str | None = Field(description="the stage that waits (a stage's own limit), or null: the whole run")
+    key: str = Field(description="its key's value (\"*\": the pipeline's one global key)")
+    key_field: str | None = Field(description="the key's path in the event payload")
+    limit: int | None = Field(description="runs in progress allowed per key")
+    total: int | None = Field(description="runs in progress allowed across all keys, or null")
+    in_progress: list[UUID] = Field(description="the runs holding the key's slots now (at most 20)")
+    ahead: int = Field(description="runs of the same key waiting ahead of this one")
+    since: Moment
+
+
 class Run(RunSummary):
     trace_id: str
     stages: list[Stage]
+    waiting_for: WaitReason | None = Field(description="why a `waiting` run waits (flow control); null otherwise")
 
 
 class RunPage(_Output):

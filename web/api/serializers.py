@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline import Event, Run, StageRun, redact, registry
+from pipeline import Event, Run, StageRun, redact, registry, wait_reason
 
 
 def _iso(value: Any) -> str | None:
@@ -34,6 +34,12 @@ def _stage_order(run: Run) -> dict[str, int]:
         return {}
 
 
+def _waiting_for(run: Run) -> dict[str, Any] | None:
+    waits = run.status == "waiting" or any(s.status == "waiting" for s in run.stages.all())
+    reason = wait_reason(str(run.id)) if waits else None
+    return None if reason is None else {**reason, "since": _iso(reason["since"])}
+
+
 def run_json(run: Run, *, with_stages: bool = True) -> dict[str, Any]:
     data: dict[str, Any] = {
         "run_id": str(run.id),
@@ -52,6 +58,7 @@ def run_json(run: Run, *, with_stages: bool = True) -> dict[str, Any]:
         order = _stage_order(run)
         stages = sorted(run.stages.all(), key=lambda s: (order.get(s.stage, 1_000), s.id))
         data["stages"] = [stage_json(s) for s in stages]
+        data["waiting_for"] = _waiting_for(run)
     return data
 
 

@@ -22,11 +22,13 @@ from pipeline import (
     RunNotFound,
     RunStatus,
     StageRun,
+    StageStatus,
     cancel,
     event_schemas,
     redact,
     registry,
     replay,
+    wait_reason,
     worker_offline_after,
 )
 from schedules import operations as schedule_ops
@@ -143,6 +145,9 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         "replays": list(run.replays.order_by("-created_at").only("id", "status", "created_at")[:20]),
         "active": run.status in ACTIVE_RUN_STATUSES,
         "replayable": run.status in (RunStatus.FAILED, RunStatus.CANCELLED),
+        # Why it waits (flow control): the rule, the key, who holds the slots, how many wait ahead.
+        "wait": (wait_reason(str(run.id)) if run.status == RunStatus.WAITING
+                 or any(r.status == StageStatus.WAITING for r in rows) else None),
         "status_url": reverse("dashboard:run-status", args=[run.id]),
         "fingerprint": _fingerprint(run.status, [(r.stage, r.status, r.attempts) for r in rows]),
     })

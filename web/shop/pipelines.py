@@ -4,12 +4,16 @@ import random
 
 from django.conf import settings
 
-from pipeline import Pipeline, StageContext, StageRun
+from pipeline import Concurrency, Pipeline, StageContext, StageRun
 
 from .events import OrderPlaced  # noqa: F401  (registers the order.placed schema)
 from .models import Order
 
-fulfil_order = Pipeline("fulfil_order", on="order.placed")
+# One fulfilment per customer at a time (two orders of one customer racing on the same stock and
+# card would be trouble); other customers' orders go on meanwhile. See the README's "Flow control".
+_PER_CUSTOMER = getattr(settings, "SHOP_FULFILMENTS_PER_CUSTOMER", 1)
+fulfil_order = Pipeline("fulfil_order", on="order.placed", concurrency=Concurrency(
+    limit=_PER_CUSTOMER, key="customer_email") if _PER_CUSTOMER else None)
 
 
 @fulfil_order.stage(retries=3, backoff=(0.2, 2), timeout=30)

@@ -9,6 +9,8 @@ time limit. `BENCH_OURS_QUEUE` names their queue so that several worker sets (SQ
 - `bench_fanout_10`, `bench_fanout_100`, `bench_fanout_1000` (`bench.fanout10` ...): one stage,
   then N branches after it, then one fan-in stage after all of them. The fan-in stage tells the
   driver it started (`FANIN_QUEUE_SUFFIX`), once per attempt, so a second start shows.
+- with `BENCH_FLOW_CONCURRENCY=<limit>x<keys>`, `bench_noop` declares a concurrency key (the
+  flow-control figure; the producer then spreads `customer_email` over that many keys).
 - `bench_big` (`bench.big`): three stages, a 64 KiB payload; each stage reads the payload and
   returns a small result (the payload's cost, not the results').
 
@@ -18,7 +20,7 @@ import time
 
 from pydantic import BaseModel
 
-from pipeline import Pipeline, StageContext, event_type
+from pipeline import Concurrency, Pipeline, StageContext, event_type
 
 QUEUE = os.environ.get("BENCH_OURS_QUEUE", "bench_ours")
 CHAIN_LENGTHS = (3, 10, 30)
@@ -45,7 +47,11 @@ class BenchBig(BenchStarted):
     blob: str
 
 
-noop = Pipeline("bench_noop", on="bench.started", queue=QUEUE)
+# BENCH_FLOW_CONCURRENCY="8x64": the same pipeline under flow control, at most 8 runs in progress
+# per customer (the producer spreads the runs over 64 customers): what a concurrency key costs.
+FLOW = os.environ.get("BENCH_FLOW_CONCURRENCY", "")
+noop = Pipeline("bench_noop", on="bench.started", queue=QUEUE,
+                concurrency=Concurrency(limit=int(FLOW.split("x")[0]), key="customer_email") if FLOW else None)
 LAST_ACTOR = "bench_noop.third"
 
 
