@@ -1,33 +1,65 @@
 #!/usr/bin/env bash
-# The whole suite against a real RabbitMQ: a test-only node on its own port (so a running
+# The whole suite against a real RabbitMQ: test-only nodes on their own ports (so a running
 # `make run` stack is left alone), stopped again when the tests end, whatever their outcome.
-# The suite runs twice: on SQLite (the embedded default), then on PostgreSQL (the production
-# store), a throwaway local cluster under var/ (TEST_SKIP_POSTGRES=1 skips that second pass).
+# The suite runs twice: on SQLite (the embedded default) and on PostgreSQL (the production store),
+# a throwaway local cluster under var/ (TEST_SKIP_POSTGRES=1 skips that second pass).
+#
+# The two passes run at the same time (most of a pass's wall time is waiting on processes, not
+# CPU): each has a broker node of its own (SQLite: TEST_RABBITMQ_PORT, default 5682; PostgreSQL:
+# TEST_RABBITMQ_PORT+3, its state under var/rabbitmq-postgres-pass; the cluster test of each pass
+# uses its broker's port +100..+102, so the two never meet), its own log folder, and its output in
+# a file of its own (var/test-sqlite.out, var/test-postgres.out), each line also printed here with
+# the pass's name in front. At the end a summary says how each pass ended; the exit status is the
+# worse of the two. TEST_SEQUENTIAL=1 runs them one after the other (so does a PIPELINE_BROKER_URL
+# given from outside: both passes would share that broker's queues).
+#
+# Tests marked `store_independent` (they bring their own store, or none) run in the SQLite pass
+# only; every other test runs in both (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export RABBITMQ_PORT="${TEST_RABBITMQ_PORT:-5682}"
+SQLITE_BROKER_PORT="${TEST_RABBITMQ_PORT:-5682}"
+POSTGRES_BROKER_PORT="${TEST_RABBITMQ_PORT_POSTGRES:-$((SQLITE_BROKER_PORT + 3))}"
+POSTGRES_BROKER_VAR="var/rabbitmq-postgres-pass"
 export PGPORT="${TEST_PGPORT:-5488}"
-started_broker=0
+started_brokers=()  # "port var" of each node this script started
 started_postgres=0
+pass_pids=()
+printer_pids=()
 cleanup() {
-    if [[ $started_broker == 1 ]]; then
-        infra/rabbitmq.sh stop >/dev/null || true
-    fi
+    for pid in "${pass_pids[@]}"; do  # interrupted: the passes' pytest first (SIGINT: its fixtures stop what they started)
+        kill -INT "$pid" 2>/dev/null || true
+    done
+    for pid in "${pass_pids[@]}" "${printer_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    for node in "${started_brokers[@]}"; do
+        RABBITMQ_PORT="${node%% *}" RABBITMQ_VAR="${node#* }" infra/rabbitmq.sh stop >/dev/null || true
+    done
     if [[ $started_postgres == 1 ]]; then
         infra/postgres.sh stop >/dev/null || true
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-if [[ -z "${PIPELINE_BROKER_URL:-}" ]]; then
-    if ! infra/rabbitmq.sh status >/dev/null 2>&1; then
-        started_broker=1
+start_broker() {  # port var: starts the node (idempotent), remembers to stop it if it was not running
+    if ! RABBITMQ_PORT="$1" RABBITMQ_VAR="$2" infra/rabbitmq.sh status >/dev/null 2>&1; then
+        started_brokers+=("$1 $2")
     fi
-    infra/rabbitmq.sh start
-    export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:${RABBITMQ_PORT}/%2F"
+    RABBITMQ_PORT="$1" RABBITMQ_VAR="$2" infra/rabbitmq.sh start
+}
+
+external_broker="${PIPELINE_BROKER_URL:-}"
+run_postgres=0
+if [[ "${TEST_SKIP_POSTGRES:-0}" != 1 && -z "${DATABASE_URL:-}" ]]; then
+    run_postgres=1
 fi
-export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}"
+concurrent=1
+if [[ "${TEST_SEQUENTIAL:-0}" == 1 || -n "$external_broker" || $run_postgres == 0 ]]; then
+    concurrent=0
+fi
+
 # The dashboard's browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 if [[ ! -x /usr/bin/chromium && "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "test: installing Debian's chromium for the browser tests (apt-get)"
@@ -41,21 +73,95 @@ if ! command -v ip >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-ge
         || echo "test: could not install iproute2; the multi-host test will be skipped" >&2
 fi
 [[ "$(id -u)" != 0 ]] || infra/ensure-postgres.sh || echo "test: no PostgreSQL; the multi-host test will be skipped" >&2
-rm -rf "$PIPELINE_LOG_DIR"
-status=0
-echo "test: pass 1 of 2, run store on SQLite"
-.venv/bin/python -m pytest "$@" || status=$?
 
-if [[ "${TEST_SKIP_POSTGRES:-0}" != 1 && -z "${DATABASE_URL:-}" ]]; then
+LOG_BASE="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}"
+OUT_DIR="${PIPELINE_VAR_DIR:-$PWD/var}"
+mkdir -p "$OUT_DIR"
+
+# Brokers (and PostgreSQL) first, all before any pass starts: a pass never waits on the other's set-up.
+if [[ -z "$external_broker" ]]; then
+    start_broker "$SQLITE_BROKER_PORT" "var/rabbitmq"
+    if [[ $run_postgres == 1 && $concurrent == 1 ]]; then
+        start_broker "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR"
+    fi
+fi
+if [[ $run_postgres == 1 ]]; then
     infra/ensure-postgres.sh
     if ! infra/postgres.sh status >/dev/null 2>&1; then
         started_postgres=1
     fi
     infra/postgres.sh start
-    echo "test: pass 2 of 2, run store on PostgreSQL"
-    rm -rf "${PIPELINE_LOG_DIR}-postgres"
-    DATABASE_URL="postgres://postgres@127.0.0.1:${PGPORT}/pipeline" \
-        PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR}-postgres" \
-        .venv/bin/python -m pytest "$@" || status=$?
 fi
+
+# start_pass NAME BROKER_PORT BROKER_VAR LOG_DIR [VAR=VALUE...] -- pytest args: starts one pass in
+# the background, its environment set for it alone, its output to var/test-NAME.out and, each line
+# with the pass's name in front, to this terminal; its pytest's pid is appended to pass_pids.
+start_pass() {
+    local name="$1" port="$2" broker_var="$3" log="$4"
+    shift 4
+    local env_args=()
+    while [[ "$1" != -- ]]; do env_args+=("$1"); shift; done
+    shift
+    local url="${external_broker:-amqp://guest:guest@127.0.0.1:${port}/%2F}" out="$OUT_DIR/test-$name.out"
+    rm -rf "$log"
+    : >"$out"
+    env RABBITMQ_PORT="$port" RABBITMQ_VAR="$broker_var" PIPELINE_BROKER_URL="$url" PIPELINE_LOG_DIR="$log" \
+        "${env_args[@]}" .venv/bin/python -m pytest "$@" >"$out" 2>&1 </dev/null &
+    local pid=$!
+    pass_pids+=("$pid")
+    # Ends by itself once pytest has ended and every line is printed.
+    tail --pid="$pid" -n +1 -F "$out" 2>/dev/null | sed -u "s/^/[$name] /" &
+    printer_pids+=($!)
+}
+
+# wait_pass PID: pytest's exit status.
+wait_pass() {
+    local status=0
+    wait "$1" || status=$?
+    return "$status"
+}
+
+summary() {  # NAME STATUS: the pass's outcome in one block
+    local name="$1" status="$2" file="$OUT_DIR/test-$1.out"
+    echo "test: pass on $name: $([[ $status == 0 ]] && echo passed || echo "FAILED (exit $status)"), output in $file"
+    grep -E '^(FAILED|ERROR) ' "$file" | sed 's/^/    /' || true
+    tail -n 1 "$file" | sed 's/^/    /'
+}
+
+# Job control: each pass's pytest in a process group of its own, where SIGINT is not ignored (as it
+# is for a background command otherwise), so an interrupted `make test` lets it tear down.
+set -m
+status=0
+sqlite_status=0
+postgres_status=0
+postgres_env=(DATABASE_URL="postgres://postgres@127.0.0.1:${PGPORT}/pipeline")
+if [[ $concurrent == 1 ]]; then
+    echo "test: two passes at once: run store on SQLite (broker :$SQLITE_BROKER_PORT) and on PostgreSQL (broker :$POSTGRES_BROKER_PORT)"
+    start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- "$@"
+    start_pass postgres "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres" "${postgres_env[@]}" -- "$@"
+    wait_pass "${pass_pids[0]}" || sqlite_status=$?
+    wait_pass "${pass_pids[1]}" || postgres_status=$?
+else
+    store="SQLite"
+    [[ -z "${DATABASE_URL:-}" ]] || store="the given DATABASE_URL"
+    echo "test: pass 1 of $((run_postgres + 1)), run store on $store"
+    start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- "$@"
+    wait_pass "${pass_pids[0]}" || sqlite_status=$?
+    if [[ $run_postgres == 1 ]]; then
+        echo "test: pass 2 of 2, run store on PostgreSQL"
+        start_pass postgres "$SQLITE_BROKER_PORT" var/rabbitmq "${LOG_BASE}-postgres" "${postgres_env[@]}" -- "$@"
+        wait_pass "${pass_pids[1]}" || postgres_status=$?
+    fi
+fi
+for pid in "${printer_pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+done
+pass_pids=()
+printer_pids=()
+echo
+summary sqlite "$sqlite_status"
+[[ $run_postgres == 0 ]] || summary postgres "$postgres_status"
+for s in "$sqlite_status" "$postgres_status"; do
+    (( s > status )) && status=$s
+done
 exit $status
