@@ -3,10 +3,11 @@ environment, `django-admin startproject mysite`, add the apps, settings and URLs
 docs/getting-started.md says (its code blocks marked `from-nothing` are read from the page), write
 a two-stage pipeline and a schedule in a new app, migrate, and then
 
-(a) in-process: the app's own tests, on Dramatiq's StubBroker with a Worker and `join()`, run by
-    the command docs/testing.md gives (`manage.py test`) inside that project; the test settings,
-    the tests and the command are that page's marked blocks, so when `pipeline.testing` lands and
-    the page switches to it, this test follows (the pipeline's log lines prove it ran in-process);
+(a) in-process: the app's own tests, written with `pipeline.testing` (`PipelinesTestMixin`: the
+    two-stage pipeline run in the test process, a retry injected with `fail()`, a schedule fired
+    through `schedules.testing.ScheduleClock`), run by the command docs/testing.md gives
+    (`manage.py test`) inside that project; the tests and the command are that page's marked
+    blocks (the pipeline's log lines prove it ran in-process);
 (b) against the real broker: `rundramatiq`, `runscheduler` and `runserver` as processes, an event
     posted to the API under the docs' URL prefix, its run seen `succeeded` in `/api/runs/<id>` and
     on the dashboard's run page, and the schedule's runs too.
@@ -124,7 +125,9 @@ def mysite(venv, project_database, tmp_path_factory):
     settings_py.write_text(text)
     urls_py = folder / "mysite" / "urls.py"
     urls_py.write_text(urls_py.read_text() + "\n" + blocks["urls"])
-    for name in ("shipping/pipelines.py", "shipping/schedules.py", "shipping/tests.py", "mysite/settings_test.py"):
+    files = [name for name in blocks if "/" in name]  # the app's modules, its tests (and any file a page adds)
+    assert {"shipping/pipelines.py", "shipping/schedules.py", "shipping/tests.py"} <= set(files), sorted(blocks)
+    for name in files:
         (folder / name).write_text(blocks[name])
 
     # The engine comes from the wheel in the venv, not from this checkout.
@@ -146,12 +149,15 @@ def test_a_new_project_runs_its_pipeline_in_process_in_its_own_tests(mysite, ven
     output = run([str(venv / "bin" / "python"), *args[1:]], cwd=folder,
                  env={**env, "PIPELINE_LOG_DIR": str(log_dir), "PIPELINE_LOG_FORMAT": "none"})
     assert re.search(r"\bRan [1-9]\d* tests?\b|\b[1-9]\d* passed\b", output), output
-    # The pipeline really ran in that process, both stages, to its end.
+    # The pipeline really ran in that process, both stages, to its end; the injected failure was
+    # retried; the schedule's fires ran it too.
     lines = [json.loads(line) for path in log_dir.glob("*.jsonl") for line in path.read_text().splitlines()]
     succeeded = {line["stage"] for line in lines if line.get("event") == "stage.succeeded"
                  and line.get("pipeline") == "ship_parcel"}
     assert succeeded == {"print_label", "hand_to_carrier"}, output
     assert any(line.get("event") == "run.succeeded" and line.get("pipeline") == "ship_parcel" for line in lines)
+    assert any(line.get("event") == "stage.retrying" and line.get("stage") == "print_label" for line in lines), output
+    assert any(line.get("event") == "schedule.fired" and line.get("schedule_id") == "parcel_sweep" for line in lines), output
 
 
 def test_a_new_project_runs_its_pipeline_and_schedule_on_the_real_broker(mysite, venv):
