@@ -9,5 +9,7 @@ export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:9/%2F"
 export TEST_FUZZ_EXAMPLES="${TEST_FUZZ_EXAMPLES:-10}"  # the API fuzz tries 30 cases per operation in `make test`
 export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}-fast"
 unset DATABASE_URL
+# A SQLite test database of its own: `make test` may be running in this checkout at the same time.
+export TEST_SQLITE_NAME="${PIPELINE_VAR_DIR:-$PWD/var}/test-fast.sqlite3"
 rm -rf "$PIPELINE_LOG_DIR"
 exec .venv/bin/python -m pytest -m "not broker" "$@"

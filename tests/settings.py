@@ -24,3 +24,8 @@ PIPELINE_STALLED_AFTER_SECONDS = float(_os.environ.get("TEST_STALLED_AFTER_SECON
 # wait for them to be idle before its data is flushed.
 if _os.environ.get("TEST_IN_HAND_DIR"):
     DRAMATIQ_BROKER = {**DRAMATIQ_BROKER, "MIDDLEWARE": [*DRAMATIQ_BROKER["MIDDLEWARE"], "tests.in_hand.InHand"]}  # noqa: F405
+
+# `make test-fast` keeps its SQLite test database apart from `make test`'s (var/test.sqlite3), so the
+# two can run at the same time in one checkout without dropping each other's tables.
+if _os.environ.get("TEST_SQLITE_NAME") and DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {**DATABASES["default"].get("TEST", {}), "NAME": _os.environ["TEST_SQLITE_NAME"]}  # noqa: F405
