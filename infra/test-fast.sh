@@ -12,4 +12,7 @@ unset DATABASE_URL
 # A SQLite test database of its own: `make test` may be running in this checkout at the same time.
 export TEST_SQLITE_NAME="${PIPELINE_VAR_DIR:-$PWD/var}/test-fast.sqlite3"
 rm -rf "$PIPELINE_LOG_DIR"
-exec .venv/bin/python -m pytest -m "not broker" "$@"
+# On every core (pytest-xdist; TEST_FAST_PROCESSES=0 for one process): its tests share nothing
+# but the SQLite file's name, which pytest-django suffixes per worker process, and the log folder,
+# which tests/settings.py splits per worker process.
+exec .venv/bin/python -m pytest -m "not broker" -n "${TEST_FAST_PROCESSES:-auto}" "$@"

@@ -1,4 +1,11 @@
 """Settings for the test suite: the project's, plus pipelines and schedules made for the tests."""
+import os as _os
+
+# Under pytest-xdist (`make test-fast` runs on as many processes as there are cores), each worker
+# process writes its log lines to a folder of its own: a test that reads the log files sees its own.
+if _os.environ.get("PYTEST_XDIST_WORKER") and _os.environ.get("PIPELINE_LOG_DIR"):
+    _os.environ["PIPELINE_LOG_DIR"] = f"{_os.environ['PIPELINE_LOG_DIR']}/{_os.environ['PYTEST_XDIST_WORKER']}"
+
 from web.settings import *  # noqa: F401,F403
 from web.settings import INSTALLED_APPS
 
@@ -15,7 +22,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The tests' webhook receivers listen on 127.0.0.1 (the worker they start reads this file too);
 # the target policy's own tests turn it off again.
 PIPELINE_WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-import os as _os
 
 # The broker failover test lowers it so a stage whose publish was lost is re-published in seconds.
 PIPELINE_STALLED_AFTER_SECONDS = float(_os.environ.get("TEST_STALLED_AFTER_SECONDS", "60"))
