@@ -18,6 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# All of it in one function, called on the last line: bash reads a script as it runs it, so an
+# edit of this file during a run (a `git pull`, a checkout) would otherwise be run half old, half new.
+main() {
+
 SQLITE_BROKER_PORT="${TEST_RABBITMQ_PORT:-5682}"
 POSTGRES_BROKER_PORT="${TEST_RABBITMQ_PORT_POSTGRES:-$((SQLITE_BROKER_PORT + 3))}"
 POSTGRES_BROKER_VAR="var/rabbitmq-postgres-pass"
@@ -39,6 +43,7 @@ cleanup() {
     if [[ $started_postgres == 1 ]]; then
         infra/postgres.sh stop >/dev/null || true
     fi
+    [[ -z "${TEST_SHARED_DIR:-}" ]] || rm -rf "$TEST_SHARED_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -128,6 +133,11 @@ summary() {  # NAME STATUS: the pass's outcome in one block
     tail -n 1 "$file" | sed 's/^/    /'
 }
 
+# What the two passes of this run share (the from-nothing test's fresh virtual environment, made
+# once): a folder of this run's own, removed at its end.
+TEST_SHARED_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pipeline-test.XXXXXX")"
+export TEST_SHARED_DIR
+
 # Job control: each pass's pytest in a process group of its own, where SIGINT is not ignored (as it
 # is for a background command otherwise), so an interrupted `make test` lets it tear down.
 set -m
@@ -165,3 +175,6 @@ for s in "$sqlite_status" "$postgres_status"; do
     (( s > status )) && status=$s
 done
 exit $status
+}
+
+main "$@"

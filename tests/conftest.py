@@ -197,25 +197,16 @@ class SharedWorker:
 _shared_workers: list[SharedWorker] = []
 
 
-def _ready(queues: set[str]) -> int | None:
-    """Messages ready in `queues` (AMQP), None when the broker does not answer."""
-    try:
-        connection, channel = amqp_channel()
-    except pika.exceptions.AMQPError:
-        return None
-    try:
-        total = 0
-        for name in sorted(queues):
-            try:
-                total += channel.queue_declare(queue=name, passive=True).method.message_count
-            except pika.exceptions.ChannelClosedByBroker:  # not declared (yet): nothing in it
-                channel = connection.channel()
-        return total
-    except pika.exceptions.AMQPError:
-        return None
-    finally:
-        if connection.is_open:
-            connection.close()
+def _ready(channel: Any, queues: set[str]) -> tuple[Any, int]:
+    """Messages ready in `queues` (AMQP) on `channel`; a queue not declared (yet) holds none. Returns
+    the channel to go on with (the broker closes a channel on a passive declare of a missing queue)."""
+    total = 0
+    for name in sorted(queues):
+        try:
+            total += channel.queue_declare(queue=name, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:
+            channel = channel.connection.channel()
+    return channel, total
 
 
 def shared_workers_idle(timeout: float = 120) -> bool:
@@ -225,6 +216,9 @@ def shared_workers_idle(timeout: float = 120) -> bool:
     waits a moment before a worker thread takes it, and one moving from a queue to a worker or
     back is in one place or the other). False at once when the broker does not answer.
 
+    One AMQP connection for all the looks (opening one per look cost more than the look, on
+    every transactional test's teardown).
+
     Also what a test waits on instead of a fixed sleep when it checks that something did *not*
     happen (a duplicate dropped, no stage after a cancel): once idle, it would have happened."""
     workers = [w for w in _shared_workers if w.running()]
@@ -232,16 +226,24 @@ def shared_workers_idle(timeout: float = 120) -> bool:
         return True
     queues = {q for w in workers for q in (w.queue, f"{w.queue}.DQ")}
     deadline = time.monotonic() + timeout
-    quiet = 0
-    while time.monotonic() < deadline:
-        ready = _ready(queues)
-        if ready is None:
-            return False
-        quiet = quiet + 1 if ready == 0 and all(not w.holds() for w in workers) else 0
-        if quiet >= 3:
-            return True
-        time.sleep(0.25)
-    return False
+    try:
+        connection, channel = amqp_channel()
+    except pika.exceptions.AMQPError:
+        return False
+    try:
+        quiet = 0
+        while time.monotonic() < deadline:
+            channel, ready = _ready(channel, queues)
+            quiet = quiet + 1 if ready == 0 and all(not w.holds() for w in workers) else 0
+            if quiet >= 3:
+                return True
+            connection.sleep(0.25)  # pika's own sleep: the connection keeps answering heartbeats
+        return False
+    except pika.exceptions.AMQPError:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
 
 
 def _flushes_its_database(request: pytest.FixtureRequest) -> bool:

@@ -18,10 +18,12 @@ shared test broker the project's pipelines use a queue of their own (PIPELINE_DE
 the suite's workers and this project's never take each other's messages."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,8 +68,27 @@ def venv(tmp_path_factory) -> Path:
     """A fresh virtual environment with the wheel (and its PostgreSQL extra) installed from the
     package index, dependencies and all: no --system-site-packages, no shortcut. Measured on the
     2-core machine: about 30 s (pip's own cache makes later sessions faster), so nothing is gained
-    by a shortcut that a fresh CI machine would not have."""
-    path = tmp_path_factory.mktemp("from-nothing") / "venv"
+    by a shortcut that a fresh CI machine would not have.
+
+    The two passes of one `make test` (which run at the same time) share it: infra/test.sh gives
+    both a folder of that run's own (TEST_SHARED_DIR, removed when the run ends), the first pass to
+    get there makes the environment under a lock, the other waits for it and uses it. Nothing is
+    installed into it afterwards, so sharing it changes nothing the tests see."""
+    shared = os.environ.get("TEST_SHARED_DIR")
+    if not shared:
+        return _make_venv(tmp_path_factory.mktemp("from-nothing") / "venv")
+    path = Path(shared) / "from-nothing-venv"
+    with open(Path(shared) / "from-nothing-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / ".complete").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            _make_venv(path)
+            (path / ".complete").touch()
+    return path
+
+
+def _make_venv(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     run([sys.executable, "-m", "venv", str(path)], cwd=path.parent)
     run([str(path / "bin" / "python"), "-m", "pip", "install", "-q", f"{built_wheel()}[postgres]"],
         cwd=path.parent, timeout=INSTALL_TIMEOUT)

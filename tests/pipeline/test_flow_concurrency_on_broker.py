@@ -13,7 +13,7 @@ from django.db import transaction
 from pipeline import emit
 from pipeline.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter, Run, StageRun
 
-from tests.conftest import purge_queues, start_worker, wait_for
+from tests.conftest import SharedWorker, purge_queues, start_worker, wait_for
 from tests.testapp.models import SideEffect, Switch
 from tests.testapp.pipelines import FLOW_QUEUE
 
@@ -22,13 +22,22 @@ pytestmark = pytest.mark.broker
 FINAL = ("succeeded", "failed", "cancelled", "skipped")
 
 
-@pytest.fixture
-def live_flow_worker(test_database_url, transactional_db):
-    """A worker of the test's own on queue `flow` (the kill test starts and kills its own)."""
+@pytest.fixture(scope="module")
+def flow_worker(test_database_url):
+    """One worker on queue `flow` for the module's tests (the kill test starts and kills its own):
+    a `SharedWorker`, so each test's teardown waits for it to be idle before the test's data is
+    flushed (tests/conftest.py), and nothing a test started is still running in the next one."""
     purge_queues(FLOW_QUEUE)
-    process = start_worker(test_database_url, "flow-worker", processes=2, threads=8, queue=FLOW_QUEUE)
-    yield process
-    process.stop()
+    shared = SharedWorker(test_database_url, "flow-worker", FLOW_QUEUE, processes=2, threads=8)
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def live_flow_worker(flow_worker, transactional_db):
+    """The module's worker, running, its queue purged of earlier tests."""
+    purge_queues(FLOW_QUEUE)
+    return flow_worker.ensure_started()
 
 
 def _run_id(event_id: str) -> str:
@@ -72,7 +81,9 @@ def test_one_run_per_customer_at_a_time_while_customers_proceed_in_parallel(live
     assert set(ConcurrencyCounter.objects.values_list("held", flat=True)) == {0}
 
 
-def test_a_killed_workers_slot_comes_back_within_its_lease_and_nothing_is_lost(transactional_db, test_database_url):
+def test_a_killed_workers_slot_comes_back_within_its_lease_and_nothing_is_lost(transactional_db, test_database_url,
+                                                                              flow_worker):
+    flow_worker.stop()  # the module's worker must not take this test's messages (the next test starts it again)
     purge_queues(FLOW_QUEUE)
     doomed = start_worker(test_database_url, "flow-doomed", processes=2, threads=8, queue=FLOW_QUEUE)
     try:

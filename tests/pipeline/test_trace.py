@@ -129,6 +129,7 @@ def test_trace_with_an_unreadable_file_or_a_bad_id_exits_2(tmp_path):
 
 
 @pytest.mark.broker  # a real process (the slow tier)
+@pytest.mark.store_independent  # reads log files it writes itself, never the run store
 def test_trace_skips_corrupt_lines_with_a_count_and_reads_gzip_and_stdin(tmp_path):
     run_id = "11111111-2222-3333-4444-555555555555"
     good = [

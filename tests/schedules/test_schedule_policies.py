@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.models import Run
 from schedules import operations
+from schedules.models import ScheduleRecord
 from schedules.testing import ScheduleClock
 
 UTC = timezone.utc
@@ -31,10 +32,14 @@ def test_the_next_fire_times_of_a_cron_schedule_in_its_time_zone(clock):
 
 
 def test_advancing_the_clock_fires_each_fire_time_passed_and_each_fire_is_a_run(clock, pipelines):
+    # This test's schedules only: the test app's every-second one would add 180 runs to drain.
+    ScheduleRecord.objects.all().delete()
     operations.create({"name": "every_minute", "pipeline": "ticks", "interval_seconds": 60})
+    operations.create({"name": "every_two_minutes", "pipeline": "ticks", "interval_seconds": 120})
     fired = clock.advance(minutes=3)
-    assert [f["fire_time"] for f in fired if f["schedule"] == "every_minute"] == [
-        utc(2026, 3, 1, 12, 1), utc(2026, 3, 1, 12, 2), utc(2026, 3, 1, 12, 3)]
+    assert [(f["fire_time"], f["schedule"]) for f in fired] == [  # every schedule's, in order
+        (utc(2026, 3, 1, 12, 1), "every_minute"), (utc(2026, 3, 1, 12, 2), "every_minute"),
+        (utc(2026, 3, 1, 12, 2), "every_two_minutes"), (utc(2026, 3, 1, 12, 3), "every_minute")]
     runs = [pipelines.run(f["run_id"]) for f in fired if f["schedule"] == "every_minute"]
     assert [r.status for r in runs] == ["succeeded"] * 3
     assert runs[0].trigger == "schedule:every_minute@2026-03-01T12:01:00+00:00"

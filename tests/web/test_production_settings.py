@@ -28,6 +28,7 @@ def run_with(env: dict[str, str], *args: str, database_url: str = "sqlite:///:me
 
 
 @pytest.mark.broker  # a real process (the slow tier)
+@pytest.mark.store_independent  # `manage.py check` on SQLite in memory, whatever the pass
 def test_the_deployment_check_finds_nothing_with_production_settings():
     result = run_with({"DJANGO_ENV": "production", "DJANGO_SECRET_KEY": KEY}, "manage.py", "check", "--deploy")
     assert result.returncode == 0, result.stderr
@@ -36,6 +37,7 @@ def test_the_deployment_check_finds_nothing_with_production_settings():
 
 
 @pytest.mark.broker  # a real process (the slow tier)
+@pytest.mark.store_independent  # `manage.py check` on SQLite in memory, whatever the pass
 @pytest.mark.parametrize("env, message", [
     ({}, "DJANGO_SECRET_KEY is required with DJANGO_ENV=production"),
     ({"DJANGO_SECRET_KEY": "change-me-to-a-long-random-string"}, "DJANGO_SECRET_KEY is a placeholder or too weak"),
@@ -51,6 +53,7 @@ def test_production_refuses_to_start_without_a_real_key_or_with_development_swit
 
 
 @pytest.mark.broker  # a real process (the slow tier)
+@pytest.mark.store_independent  # `manage.py check` on SQLite in memory, whatever the pass
 def test_an_unknown_environment_name_is_refused():
     result = run_with({"DJANGO_ENV": "staging"}, "manage.py", "check")
     assert result.returncode != 0 and "DJANGO_ENV='staging': use development or production" in result.stderr

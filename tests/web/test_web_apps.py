@@ -12,6 +12,8 @@ WITHOUT_THE_SHOP = ["tests/web/test_dashboard_views.py", "tests/web/test_api_tok
 
 
 @pytest.mark.broker  # a real process (the slow tier)
+# Its own SQLite database whatever the pass (DATABASE_URL is removed): once, in the SQLite pass.
+@pytest.mark.store_independent
 def test_the_api_and_dashboard_tests_pass_without_the_shop(tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     env.update(
