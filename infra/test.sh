@@ -13,8 +13,16 @@
 # worse of the two. TEST_SEQUENTIAL=1 runs them one after the other (so does a PIPELINE_BROKER_URL
 # given from outside: both passes would share that broker's queues).
 #
-# Tests marked `store_independent` (they bring their own store, or none) run in the SQLite pass
-# only; every other test runs in both (tests/conftest.py).
+# Every test runs in both passes except those marked `store_independent` (tests/conftest.py skips
+# them on PostgreSQL), which never touch the suite's run store, so the second pass could not differ:
+# - they read or check files only: test_docs.py, test_layers.py, test_settings_table.py,
+#   test_typing.py, test_packaging.py, pipeline/test_flow_declarations.py, schedules/test_cron.py,
+#   the metrics-folder test of pipeline/test_metrics.py, `manage.py trace` on log files
+#   (pipeline/test_trace.py);
+# - they bring a store of their own: test_run_stack.py, pipeline/test_multihost.py,
+#   test_bench_smoke.py, web/test_web_apps.py (the API and dashboard tests without the shop, on
+#   their own SQLite), web/test_production_settings.py's `manage.py check` runs (SQLite in memory);
+# - pipeline/test_broker_cluster.py skips itself there: broker failover, not the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
