@@ -34,10 +34,12 @@ SQLITE_BROKER_PORT="${TEST_RABBITMQ_PORT:-5682}"
 POSTGRES_BROKER_PORT="${TEST_RABBITMQ_PORT_POSTGRES:-$((SQLITE_BROKER_PORT + 3))}"
 POSTGRES_BROKER_VAR="var/rabbitmq-postgres-pass"
 export PGPORT="${TEST_PGPORT:-5488}"
+POSTGRES_FAST_PORT="${TEST_PGPORT_FAST:-$((PGPORT + 100))}"
 started_brokers=()  # "port var" of each node this script started
-started_postgres=0
+started_postgres=()  # the port of each PostgreSQL server this script started
 pass_pids=()
 printer_pids=()
+statuses=()
 cleanup() {
     for pid in "${pass_pids[@]}"; do  # interrupted: the passes' pytest first (SIGINT: its fixtures stop what they started)
         kill -INT "$pid" 2>/dev/null || true
@@ -48,9 +50,9 @@ cleanup() {
     for node in "${started_brokers[@]}"; do
         RABBITMQ_PORT="${node%% *}" RABBITMQ_VAR="${node#* }" infra/rabbitmq.sh stop >/dev/null || true
     done
-    if [[ $started_postgres == 1 ]]; then
-        infra/postgres.sh stop >/dev/null || true
-    fi
+    for port in "${started_postgres[@]}"; do
+        PGPORT="$port" infra/postgres.sh stop >/dev/null || true
+    done
     [[ -z "${TEST_SHARED_DIR:-}" ]] || rm -rf "$TEST_SHARED_DIR"
 }
 trap cleanup EXIT
@@ -61,6 +63,13 @@ start_broker() {  # port var: starts the node (idempotent), remembers to stop it
         started_brokers+=("$1 $2")
     fi
     RABBITMQ_PORT="$1" RABBITMQ_VAR="$2" infra/rabbitmq.sh start
+}
+
+start_postgres() {  # port: starts the server (idempotent), remembers to stop it if it was not running
+    if ! PGPORT="$1" infra/postgres.sh status >/dev/null 2>&1; then
+        started_postgres+=("$1")
+    fi
+    PGPORT="$1" infra/postgres.sh start
 }
 
 external_broker="${PIPELINE_BROKER_URL:-}"
@@ -98,12 +107,16 @@ if [[ -z "$external_broker" ]]; then
         start_broker "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR"
     fi
 fi
+split_tiers=0
+[[ $concurrent == 0 || "${TEST_SPLIT_TIERS:-1}" != 1 ]] || split_tiers=1
 if [[ $run_postgres == 1 ]]; then
     infra/ensure-postgres.sh
-    if ! infra/postgres.sh status >/dev/null 2>&1; then
-        started_postgres=1
+    start_postgres "$PGPORT"
+    if [[ $split_tiers == 1 ]]; then
+        # The PostgreSQL fast tier's own server: the broker tier's store-outage test stops and
+        # starts the one on TEST_PGPORT, which must not cut the fast tier off mid-test.
+        start_postgres "$POSTGRES_FAST_PORT"
     fi
-    infra/postgres.sh start
 fi
 
 # start_pass NAME BROKER_PORT BROKER_VAR LOG_DIR [VAR=VALUE...] -- pytest args: starts one pass in
@@ -134,9 +147,10 @@ wait_pass() {
     return "$status"
 }
 
-summary() {  # NAME STATUS: the pass's outcome in one block
-    local name="$1" status="$2" file="$OUT_DIR/test-$1.out"
-    echo "test: pass on $name: $([[ $status == 0 ]] && echo passed || echo "FAILED (exit $status)"), output in $file"
+summary() {  # NAME STATUS: the session's outcome in one block
+    local name="$1" status="$2" file="$OUT_DIR/test-$1.out" outcome="passed"
+    case "$status" in 0) ;; 5) outcome="no test to run" ;; *) outcome="FAILED (exit $status)" ;; esac
+    echo "test: $name: $outcome, output in $file"
     grep -E '^(FAILED|ERROR) ' "$file" | sed 's/^/    /' || true
     tail -n 1 "$file" | sed 's/^/    /'
 }
@@ -146,29 +160,51 @@ summary() {  # NAME STATUS: the pass's outcome in one block
 TEST_SHARED_DIR="$(mktemp -d "${TMPDIR:-/tmp}/pipeline-test.XXXXXX")"
 export TEST_SHARED_DIR
 
-# Job control: each pass's pytest in a process group of its own, where SIGINT is not ignored (as it
-# is for a background command otherwise), so an interrupted `make test` lets it tear down.
+# Job control: each pytest in a process group of its own, where SIGINT is not ignored (as it is
+# for a background command otherwise), so an interrupted `make test` lets it tear down.
 set -m
-status=0
-sqlite_status=0
-postgres_status=0
-postgres_env=(DATABASE_URL="postgres://postgres@127.0.0.1:${PGPORT}/pipeline")
+postgres_url="postgres://postgres@127.0.0.1:${PGPORT}/pipeline"
+no_broker="amqp://guest:guest@127.0.0.1:9/%2F"  # the fast tier needs none: reaching for one fails loudly
+[[ $run_postgres == 0 ]] || export TEST_BOTH_PASSES=1
+sessions=()
 if [[ $concurrent == 1 ]]; then
-    echo "test: two passes at once: run store on SQLite (broker :$SQLITE_BROKER_PORT) and on PostgreSQL (broker :$POSTGRES_BROKER_PORT)"
-    start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- "$@"
-    start_pass postgres "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres" "${postgres_env[@]}" -- "$@"
-    wait_pass "${pass_pids[0]}" || sqlite_status=$?
-    wait_pass "${pass_pids[1]}" || postgres_status=$?
+    # Each pass in two sessions at once: its broker tier (real processes, mostly waiting) and its
+    # fast tier (in-process, mostly CPU), each with its own test database; TEST_SPLIT_TIERS=0 keeps
+    # each pass in one session.
+    if [[ $split_tiers == 1 ]]; then
+        echo "test: both passes at once, each in two sessions: SQLite (broker tier on :$SQLITE_BROKER_PORT, fast tier)" \
+             "and PostgreSQL (broker tier on :$POSTGRES_BROKER_PORT, fast tier)"
+        start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- -m broker "$@"
+        start_pass postgres "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres" \
+            DATABASE_URL="$postgres_url" -- -m broker "$@"
+        start_pass sqlite-fast "$SQLITE_BROKER_PORT" var/rabbitmq "${LOG_BASE}-sqlite-fast" \
+            PIPELINE_BROKER_URL="$no_broker" TEST_SQLITE_NAME="$OUT_DIR/test-sqlite-fast.sqlite3" -- -m "not broker" "$@"
+        start_pass postgres-fast "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres-fast" \
+            PIPELINE_BROKER_URL="$no_broker" DATABASE_URL="postgres://postgres@127.0.0.1:${POSTGRES_FAST_PORT}/pipeline" \
+            -- -m "not broker" "$@"
+        sessions=(sqlite postgres sqlite-fast postgres-fast)
+    else
+        echo "test: both passes at once: SQLite (broker :$SQLITE_BROKER_PORT) and PostgreSQL (broker :$POSTGRES_BROKER_PORT)"
+        start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- "$@"
+        start_pass postgres "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres" \
+            DATABASE_URL="$postgres_url" -- "$@"
+        sessions=(sqlite postgres)
+    fi
+    for i in "${!sessions[@]}"; do
+        wait_pass "${pass_pids[$i]}" || statuses[$i]=$?
+    done
 else
     store="SQLite"
     [[ -z "${DATABASE_URL:-}" ]] || store="the given DATABASE_URL"
     echo "test: pass 1 of $((run_postgres + 1)), run store on $store"
     start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- "$@"
-    wait_pass "${pass_pids[0]}" || sqlite_status=$?
+    sessions=(sqlite)
+    wait_pass "${pass_pids[0]}" || statuses[0]=$?
     if [[ $run_postgres == 1 ]]; then
         echo "test: pass 2 of 2, run store on PostgreSQL"
-        start_pass postgres "$SQLITE_BROKER_PORT" var/rabbitmq "${LOG_BASE}-postgres" "${postgres_env[@]}" -- "$@"
-        wait_pass "${pass_pids[1]}" || postgres_status=$?
+        start_pass postgres "$SQLITE_BROKER_PORT" var/rabbitmq "${LOG_BASE}-postgres" DATABASE_URL="$postgres_url" -- "$@"
+        sessions+=(postgres)
+        wait_pass "${pass_pids[1]}" || statuses[1]=$?
     fi
 fi
 for pid in "${printer_pids[@]}"; do
@@ -177,10 +213,18 @@ done
 pass_pids=()
 printer_pids=()
 echo
-summary sqlite "$sqlite_status"
-[[ $run_postgres == 0 ]] || summary postgres "$postgres_status"
-for s in "$sqlite_status" "$postgres_status"; do
-    (( s > status )) && status=$s
+# The worst exit status; 5 (pytest: no test collected) counts only when no session ran a test (a
+# PYTEST_ARGS file with no broker test leaves the broker tier's sessions nothing to run).
+status=5
+for i in "${!sessions[@]}"; do
+    s=${statuses[$i]:-0}
+    summary "${sessions[$i]}" "$s"
+    if (( s == 5 )); then
+        continue
+    fi
+    if (( status == 5 || s > status )); then
+        status=$s
+    fi
 done
 exit $status
 }

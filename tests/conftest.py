@@ -332,11 +332,21 @@ def _group_commit_writer_closed_at_the_end(django_db_setup):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs the suite twice, on SQLite then on PostgreSQL; a test that brings its own
-    database (the multi-host test, the benchmark smoke run) proves nothing more the second time."""
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        return
-    skip = pytest.mark.skip(reason="independent of the run store: run in the SQLite pass of make test")
+    """`make test` runs the suite twice, on SQLite and on PostgreSQL; a test that does not use the
+    run store (it brings its own database, or none) proves nothing more the second time, so it
+    runs in one pass: the SQLite pass, or the PostgreSQL pass when it is marked
+    `store_independent(run_in="postgres")` and infra/test.sh runs both passes (TEST_BOTH_PASSES=1;
+    it moves long ones there so that the two passes, which run at the same time, end together)."""
+    on_postgres = os.environ.get("DATABASE_URL", "").startswith("postgres")
+    both = os.environ.get("TEST_BOTH_PASSES") == "1"
+    in_sqlite = pytest.mark.skip(reason="independent of the run store: run in the SQLite pass of make test")
+    in_postgres = pytest.mark.skip(reason="independent of the run store: run in the PostgreSQL pass of make test")
     for item in items:
-        if item.get_closest_marker("store_independent"):
-            item.add_marker(skip)
+        marker = item.get_closest_marker("store_independent")
+        if marker is None:
+            continue
+        wants_postgres = both and marker.kwargs.get("run_in") == "postgres"
+        if on_postgres and not wants_postgres:
+            item.add_marker(in_sqlite)
+        elif not on_postgres and wants_postgres:
+            item.add_marker(in_postgres)

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.broker
-@pytest.mark.store_independent
+# Its own stores; in the PostgreSQL pass of make test, which has no SQLite-only tests to run.
+@pytest.mark.store_independent(run_in="postgres")
 # The smoke's work is fixed (a handful of runs per system), its duration is not: about 90 s on an
 # idle 2-core machine, twice that beside a CPU-bound load. The bounds below only catch a hang.
 @pytest.mark.timeout(660)
