@@ -5,16 +5,22 @@
 # a throwaway local cluster under var/ (TEST_SKIP_POSTGRES=1 skips that second pass).
 #
 # The two passes run at the same time (most of a pass's wall time is waiting on processes, not
-# CPU): each has a broker node of its own (SQLite: TEST_RABBITMQ_PORT, default 5682; PostgreSQL:
-# TEST_RABBITMQ_PORT+3, its state under var/rabbitmq-postgres-pass; the cluster test of each pass
-# uses its broker's port +100..+102, so the two never meet), its own log folder, and its output in
-# a file of its own (var/test-sqlite.out, var/test-postgres.out), each line also printed here with
-# the pass's name in front. At the end a summary says how each pass ended; the exit status is the
-# worse of the two. TEST_SEQUENTIAL=1 runs them one after the other (so does a PIPELINE_BROKER_URL
-# given from outside: both passes would share that broker's queues).
+# CPU), and each in two sessions at once, its broker tier (`-m broker`) and its fast tier
+# (`-m "not broker"`, no broker reachable), so four pytest sessions in all. Each broker tier has a
+# broker node of its own (SQLite: TEST_RABBITMQ_PORT, default 5682; PostgreSQL: TEST_RABBITMQ_PORT+3,
+# its state under var/rabbitmq-postgres-pass; the cluster test of each uses its broker's port
+# +100..+102, so they never meet). Each session has its own test database (the PostgreSQL fast tier
+# on a server of its own, TEST_PGPORT+100 or TEST_PGPORT_FAST: the broker tier's store-outage test
+# stops and starts the one on TEST_PGPORT), its own log folder and its output in a file of its own
+# (var/test-{sqlite,postgres}{,-fast}.out), each line also printed here with the session's name in
+# front. At the end a summary says how each session ended; the exit status is the worst of them.
+# TEST_SPLIT_TIERS=0 keeps each pass in one session; TEST_SEQUENTIAL=1 runs the passes one after
+# the other (so does a PIPELINE_BROKER_URL given from outside: both would share its queues).
 #
-# Every test runs in both passes except those marked `store_independent` (tests/conftest.py skips
-# them on PostgreSQL), which never touch the suite's run store, so the second pass could not differ:
+# Every test runs in both passes except those marked `store_independent`, which never touch the
+# suite's run store, so a second pass could not differ: tests/conftest.py runs them in the SQLite
+# pass only, except the bench smoke (`store_independent(run_in="postgres")`), which runs in the
+# PostgreSQL pass when both run (TEST_BOTH_PASSES=1), so that the two passes end together:
 # - they read or check files only: test_docs.py, test_layers.py, test_settings_table.py,
 #   test_typing.py, test_packaging.py, pipeline/test_flow_declarations.py, schedules/test_cron.py,
 #   the metrics-folder test of pipeline/test_metrics.py, `manage.py trace` on log files
