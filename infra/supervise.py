@@ -4,7 +4,7 @@ and stops them all gracefully on Ctrl-C.
 
 Why not honcho: honcho signals each process's whole process group, and Dramatiq's master forwards
 the signal to its worker processes again; a worker that gets two SIGTERMs stops at once instead of
-draining (`pipeline/middleware/drain.py`). And honcho stops every process when one dies. Here:
+draining (`pipeline/middleware/_drain.py`). And honcho stops every process when one dies. Here:
 
 - each process starts in a session (and process group) of its own, so neither the terminal's
   Ctrl-C nor anything sent to this supervisor reaches it directly; on stop it gets exactly one

@@ -3,7 +3,7 @@ import dramatiq
 import pytest
 
 from pipeline import DefinitionError, Pipeline
-from pipeline.definitions import registry
+from pipeline._definitions import registry
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import structlog
 from pydantic import BaseModel
 
 from pipeline import Concurrency, DefinitionError, OperationRefused, Pipeline, Singleton, cancel, emit, relay_once, replay, wait_reason
-from pipeline.definitions import registry
+from pipeline._definitions import registry
 from pipeline.flow import check_key, key_of
 from pipeline.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter, Run
 
@@ -80,7 +80,7 @@ def test_keys_are_dotted_paths_checked_as_deep_as_the_schema_goes():
 @pytest.fixture
 def published(monkeypatch):
     """Stage messages, captured in order as (stage, run id) instead of going to the broker."""
-    from pipeline import publisher
+    from pipeline import _publisher as publisher
 
     sent: list = []
 
@@ -95,7 +95,7 @@ def published(monkeypatch):
 @pytest.fixture
 def flow(published, django_capture_on_commit_callbacks):
     """emit / run a run's published stages, with on-commit callbacks (publishing) executed."""
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
 
     class Flow:
         def emit(self, type_: str, **payload) -> str:
@@ -217,7 +217,7 @@ def test_a_replay_from_the_start_waits_for_a_slot_too_and_a_busy_singleton_refus
 
 
 def test_a_stale_message_of_a_waiting_run_is_dropped_not_cancelling_its_stage(flow, published):
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
 
     a1 = flow.emit("test.flow_order", customer_id=6)
     a2 = flow.emit("test.flow_order", customer_id=6)
@@ -318,7 +318,7 @@ def _while_running(stage, during):
 
 
 def test_a_stage_over_its_own_limit_waits_without_its_message_and_runs_when_the_slot_is_free(flow, published):
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
 
     stage = registry.get("limited_stage").stages["call_partner"]
     a1 = flow.emit("test.flow_stage", account="p", n=1)
@@ -354,7 +354,7 @@ def test_a_stage_over_its_own_limit_waits_without_its_message_and_runs_when_the_
 
 
 def test_cancelling_a_run_whose_stage_waits_takes_the_stage_off_the_list(flow, published):
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
     from pipeline.models import StageRun
 
     stage = registry.get("limited_stage").stages["call_partner"]
