@@ -4,7 +4,6 @@ per key and round-robin across keys for a total, singletons that skip or cancel,
 repair. Stage messages are captured instead of published; stages run on this thread."""
 from __future__ import annotations
 
-import dramatiq
 import pytest
 import structlog
 from pydantic import BaseModel
@@ -18,17 +17,6 @@ pytestmark = pytest.mark.django_db
 
 
 # --- declarations -----------------------------------------------------------------------------
-@pytest.fixture
-def restore_registry():
-    before = dict(registry.pipelines)
-    actors = dict(dramatiq.get_broker().actors)
-    yield
-    registry.pipelines.clear()
-    registry.pipelines.update(before)
-    dramatiq.get_broker().actors.clear()
-    dramatiq.get_broker().actors.update(actors)
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda: Concurrency(limit=0, key="customer_id"), "limit must be an integer >= 1"),
     (lambda: Concurrency(limit="2"), "limit must be an integer >= 1"),

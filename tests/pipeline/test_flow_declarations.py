@@ -1,6 +1,5 @@
 """Flow-control declarations (rate limits, debounce, batching, priority): mistakes are caught
 when the pipeline is declared or when the registry is validated, with the exact mistake."""
-import dramatiq
 import pytest
 from pydantic import BaseModel
 
@@ -9,18 +8,7 @@ from pipeline._definitions import registry
 from pipeline.flow._keys import check_key, key_of
 from pipeline.flow._priority import route, urgent_queue
 
-pytestmark = pytest.mark.store_independent
-
-
-@pytest.fixture(autouse=True)
-def restore_registry():
-    before = dict(registry.pipelines)
-    actors = dict(dramatiq.get_broker().actors)
-    yield
-    registry.pipelines.clear()
-    registry.pipelines.update(before)
-    dramatiq.get_broker().actors.clear()
-    dramatiq.get_broker().actors.update(actors)
+pytestmark = [pytest.mark.store_independent, pytest.mark.usefixtures("restore_registry")]  # tests/pipeline/conftest.py
 
 
 class Customer(BaseModel):
