@@ -97,7 +97,8 @@ class Output:
         stream.close()
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` is still there (tests/test_run_stack.py asks it too)."""
     try:
         os.killpg(pgid, 0)
         return True
@@ -219,7 +220,7 @@ class Supervisor:
                 entry.backoff = min(entry.backoff * 2, MAX_BACKOFF)
             elif entry.popen is None and entry.restart_at is not None and now >= entry.restart_at:
                 self._start(entry)
-            entry.old_groups = [g for g in entry.old_groups if _group_alive(g)]
+            entry.old_groups = [g for g in entry.old_groups if group_alive(g)]
 
     def _stop_all(self) -> bool:
         groups: dict[int, str] = {}
@@ -234,11 +235,11 @@ class Supervisor:
             for entry in self.entries:
                 if entry.popen is not None:
                     entry.popen.poll()  # reap
-            if not any(_group_alive(pgid) for pgid in groups):
+            if not any(group_alive(pgid) for pgid in groups):
                 return True
             time.sleep(0.1)
         for pgid, name in groups.items():
-            if _group_alive(pgid):
+            if group_alive(pgid):
                 self.out.say(f"{name} still running after {self.stop_timeout:g} s: killing its process group")
                 _signal_group(pgid, signal.SIGKILL)
         for entry in self.entries:
