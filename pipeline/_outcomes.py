@@ -4,7 +4,7 @@ state, so another pipeline (declared with `on="run.failed", of=["fulfil_order"]`
 can react to it. Emitted only when something listens, so runs nobody watches pay nothing."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 from pydantic import BaseModel
 
@@ -16,10 +16,12 @@ from ._payloads import event_type
 
 
 class RunOutcome(BaseModel):
+    """The payload of `run.succeeded`, `run.failed` and `run.cancelled`: which run ended, and how."""
+
     pipeline: str
     run_id: str
     event_id: str
-    status: str
+    status: Literal["succeeded", "failed", "cancelled"]  # the event type's own word
     trigger: str
     duration_ms: float | None = None
     error: str | None = None
