@@ -8,6 +8,8 @@ This module is the engine's one door: `web/`, `schedules/` and user code import 
 Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`) and
 `pipeline.project` (what a Django project adds to its settings: `pipeline_settings(...)`).
 
+The engine's internal modules are underscored (`_runtime`, `flow._gate`): free to change.
+
 The names marked "needs the app registry" (the run store's models and every module that imports
 them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package, and the
 settings and django-dramatiq's middleware import it, before its app registry is ready, when no
