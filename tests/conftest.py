@@ -89,7 +89,7 @@ def child_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def amqp_channel():
-    from pipeline.broker import connection_parameters
+    from pipeline._broker import connection_parameters
 
     connection = pika.BlockingConnection(connection_parameters(settings.PIPELINE_BROKER_URL))
     return connection, connection.channel()
@@ -309,10 +309,10 @@ def read_log_lines(pattern: str = "*.jsonl") -> list[dict]:
 
 @pytest.fixture(autouse=True)
 def _store_up_as_far_as_this_process_knows():
-    """The run store's outage state is one per process (`pipeline.store_health.outage`): a test that
+    """The run store's outage state is one per process (`pipeline._store_health.outage`): a test that
     saw the store go down and came back without a commit of its own (the test process of
     tests/test_store_outage.py) would leave the next test an outage already said."""
-    from pipeline import store_health
+    from pipeline import _store_health as store_health
 
     store_health.outage.forget()
     yield
@@ -324,7 +324,7 @@ def _group_commit_writer_closed_at_the_end(django_db_setup):
     """The test process's group-commit writer holds a connection of its own: closed before the
     test database is dropped (PostgreSQL refuses to drop a database somebody is connected to)."""
     yield
-    from pipeline import writer
+    from pipeline import _writer as writer
 
     writer.close()
 

@@ -148,7 +148,7 @@ class InProcessBroker:
         was handed to it without waiting (`writer.submit`: an event marked published): a test
         reads it, and nothing is left to write while the test's data is flushed."""
         # here: the writer imports the models, and pytest imports this package (its plugin) before Django is set up
-        from .. import writer
+        from .. import _writer as writer
 
         if self.shared or writer._writer is None or writer._writer_pid != os.getpid():
             return

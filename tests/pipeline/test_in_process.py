@@ -9,9 +9,9 @@ import pytest
 from django.core.management import call_command
 
 from pipeline import OperationRefused, emit
-from pipeline.definitions import registry
+from pipeline._definitions import registry
 from pipeline.models import Event, Run, StageRun
-from pipeline.publisher import enqueue_stage
+from pipeline._publisher import enqueue_stage
 from pipeline.testing import find_stage, run_pipelines
 from tests.testapp.models import SideEffect, Switch
 
