@@ -104,7 +104,7 @@ def _record(
         key, when = d.uuid(event_id), d.dt(now)
         # Nothing here is read back: the rows go into the batch's multi-row INSERTs.
         tx.insert_later(q.event_head, q.event_row, (key, type_name, payload_text, when, trace_id, idempotency_key,
-                                                      source, linked, flags, tracestate))
+                                                      source, linked, flags, tracestate, priority or ""))
         for r, p in runs:
             run_key = d.uuid(r)
             if p.flow:  # takes a slot, waits for one, or is skipped (pipeline.flow.slots)

@@ -14,7 +14,7 @@ from .errors import OperationRefused, RunNotFound
 from .flow import _slots_gate as slots_gate
 from .logging import get_logger
 from .models import Run, StageRun
-from ._publisher import publish_admitted, publish_ready
+from ._publisher import carried_priority, publish_admitted, publish_ready
 from ._runs import create_runs
 from ._statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, RunStatus, StageStatus
 
@@ -100,7 +100,8 @@ def _wait_again(run: Run, ready: list) -> None:
 
 
 def _enqueue(stages: list, target: Run, source: Run) -> None:
-    publish_ready(stages, str(target.id), str(source.event_id), source.event.trace_id)
+    publish_ready(stages, str(target.id), str(source.event_id), source.event.trace_id,
+                  carried=carried_priority(source.event))
 
 
 def cancel(run_id: str) -> None:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from . import conf, _writer as writer
 from ._definitions import DefinitionError, Stage, registry
 from .flow._priority import route
+from .flow._rules import URGENT
 from .flow._slots_gate import repair as flow_repair
 from .logging import get_logger
 from .models import Event, StageRun
@@ -65,7 +66,8 @@ def publish_ready(
 
 def publish_admitted(admitted: list[Any]) -> None:
     """After the commit that admitted them (pipeline.flow): `flow.released`, then their ready
-    stages published."""
+    stages published (urgent still when their event was)."""
+    priorities = _urgent_events([one.event_id for one in admitted])
     for one in admitted:
         stage = one.rule[len("stage:"):] if one.rule.startswith("stage:") else None  # a stage's own limit
         log.info("flow.released", rule="concurrency", stage=stage, key=one.key, run_id=one.run_id, event_id=one.event_id,
@@ -76,7 +78,20 @@ def publish_admitted(admitted: list[Any]) -> None:
         except (DefinitionError, KeyError):
             log.error("stage.unknown", run_id=one.run_id, pipeline=one.pipeline, stages=one.stages)
             continue
-        publish_ready(stages, one.run_id, one.event_id, one.trace_id)
+        publish_ready(stages, one.run_id, one.event_id, one.trace_id, carried=priorities.get(str(one.event_id)))
+
+
+def _urgent_events(event_ids: list[Any]) -> dict[str, dict[str, Any]]:
+    """{event id: what its stage messages carry} for those of `event_ids` emitted urgent."""
+    if not event_ids:
+        return {}
+    urgent = Event.objects.filter(id__in=set(event_ids), priority=URGENT).values_list("id", flat=True)
+    return {str(event_id): {"priority": URGENT} for event_id in urgent}
+
+
+def carried_priority(event: Event) -> dict[str, Any] | None:
+    """What a stage message published again (relay, replay) carries for its event's priority."""
+    return {"priority": event.priority} if event.priority else None
 
 
 def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
@@ -89,9 +104,9 @@ def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
         except (DefinitionError, KeyError):
             log.error("stage.unknown", run_id=str(run.id), pipeline=run.pipeline, stage=stage_run.stage)
             continue
-        items.append((stage, str(run.id), str(run.event_id), run.event.trace_id))
-    for stage, run_id, event_id, trace_id in items:
-        enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id)
+        items.append((stage, str(run.id), str(run.event_id), run.event.trace_id, carried_priority(run.event)))
+    for stage, run_id, event_id, trace_id, carried in items:
+        enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id, carried=carried)
     return len(items)
 
 

@@ -186,8 +186,8 @@ class Statements:
         )
         insert_event = (
             "INSERT INTO pipeline_event (id, type, version, payload, occurred_at, trace_id, idempotency_key, source, "
-            "published_at, publish_attempts, linked_trace_id, trace_flags, tracestate) "
-            f"VALUES (?, ?, 1, {j}, ?, ?, ?, ?, NULL, 0, ?, ?, ?)"
+            "published_at, publish_attempts, linked_trace_id, trace_flags, tracestate, priority) "
+            f"VALUES (?, ?, 1, {j}, ?, ?, ?, ?, NULL, 0, ?, ?, ?, ?)"
         )
         run_columns = ("id, event_id, event_type, pipeline, status, trigger, replay_of_id, created_at, "
                        "started_at, finished_at, duration_ms, error")

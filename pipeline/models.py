@@ -28,6 +28,9 @@ class Event(models.Model):
     linked_trace_id = models.CharField(max_length=32, null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: event_idempotency_key
     source = models.CharField(max_length=255, blank=True, default="")
+    # "urgent" when the emit asked for it (pipeline.flow._priority): kept so that a stage published
+    # again later (the relay after an outage, a replay, a run released by flow control) stays urgent.
+    priority = models.CharField(max_length=16, blank=True, default="", db_default="")
     published_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pika
+import structlog
 import pytest
 from django.conf import settings
 
@@ -317,6 +318,17 @@ def _store_up_as_far_as_this_process_knows():
     store_health.outage.forget()
     yield
     store_health.outage.forget()
+
+
+@pytest.fixture(autouse=True)
+def _empty_logging_context():
+    """structlog's context (run, stage, trace ids) belongs to the thread that bound it: a test that
+    runs a stage on the test's own thread (no Dramatiq middleware to clear it) would lend its
+    `stage` and `pipeline` to the next test's log lines (an `event.emitted` with a stage, on
+    PostgreSQL, depending on the order of the files)."""
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture(scope="session", autouse=True)

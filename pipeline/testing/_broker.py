@@ -38,6 +38,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from ..flow._priority import declare_urgent_queue
 from ..middleware import LoggingContext
 
 
@@ -110,6 +111,7 @@ class InProcessBroker:
             self.broker.declare_actor(actor)
             self._moved.append((actor, actor.broker))
             actor.broker = self.broker
+            declare_urgent_queue(actor)  # an urgent event's messages go to the twin (pipeline.flow)
         dramatiq.set_broker(self.broker)
         self.worker = dramatiq.Worker(self.broker, worker_threads=worker_threads, worker_timeout=50)
         self.worker.start()
