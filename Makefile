@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test test-fast typecheck bench venv broker broker-stop clean docs
+.PHONY: run test test-fast test-under-load typecheck bench venv broker broker-stop clean docs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: venv
 test: venv
 	@infra/ensure-rabbitmq.sh
 	@infra/test.sh $(PYTEST_ARGS)
+
+# `make test` TEST_RUNS times in a row (5) beside a CPU-bound load on every core: the suite must not flake.
+test-under-load: venv
+	@infra/ensure-rabbitmq.sh
+	@infra/test-under-load.sh $(or $(TEST_RUNS),5) $(PYTEST_ARGS)
 
 # The fast tier alone (no broker, no worker process, SQLite): pipelines run in the test process.
 test-fast: venv

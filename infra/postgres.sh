@@ -19,25 +19,18 @@
 # Exit codes: 0 ok, 1 failure, 2 PostgreSQL not installed, 3 status: stopped.
 set -euo pipefail
 
-SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
-REPO_ROOT="$(cd -- "$SCRIPT_DIR/.." && pwd -P)"
+SERVER=postgres
+# shellcheck source=infra/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
-PORT="${PGPORT:-5499}"
-if ! [[ "$PORT" =~ ^[0-9]+$ ]] || (( PORT < 1 || PORT > 65535 )); then
-    echo "postgres: invalid PGPORT '$PORT'" >&2
-    exit 1
-fi
-VAR="${PG_VAR:-var/postgres-${PORT}}"
-[[ "$VAR" == /* ]] || VAR="$REPO_ROOT/$VAR"
+PORT="$(checked_port PGPORT "${PGPORT:-5499}" 65535)"
+VAR="$(in_repo "${PG_VAR:-var/postgres-${PORT}}")"
 DATA="$VAR/data"
 RUN_DIR="$VAR/run"
 LOG_DIR="$VAR/log"
 SERVER_LOG="$LOG_DIR/postgres.log"
 CTL_LOG="$LOG_DIR/pg_ctl.log"
 TIMEOUT="${PG_START_TIMEOUT:-60}"
-
-say() { echo "postgres: $*"; }
-err() { echo "postgres: $*" >&2; }
 
 find_bin() {
     if [[ -n "${PG_BIN:-}" ]]; then
@@ -72,14 +65,6 @@ as_owner() {
 
 ready() {  # accepts connections on our port?
     "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -t 2 </dev/null >/dev/null 2>&1 9>&-
-}
-
-pid_alive() {
-    local pid="$1" stat
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat:0:1}" != "Z" && "${stat:0:1}" != "X" ]]
 }
 
 postmaster_pid() {  # the live postmaster of OUR data dir, if any

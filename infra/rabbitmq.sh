@@ -43,25 +43,21 @@ set -euo pipefail
 CALLER_UMASK="$(umask)"
 umask 077  # what this script and the node create is owner-only (see private_mkdir)
 
-SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
-REPO_ROOT="$(cd -- "$SCRIPT_DIR/.." && pwd -P)"
+SERVER=rabbitmq
+# shellcheck source=infra/common.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 RABBIT_BIN_DIR="/usr/lib/rabbitmq/bin"
 SERVER_BIN="$RABBIT_BIN_DIR/rabbitmq-server"
 CTL_BIN="$RABBIT_BIN_DIR/rabbitmqctl"
 
-PORT="${RABBITMQ_PORT:-5672}"
-if ! [[ "$PORT" =~ ^[0-9]+$ ]] || (( PORT < 1 || PORT + 20000 > 65535 )); then
-    echo "rabbitmq: invalid RABBITMQ_PORT '$PORT' (need 1..45535, dist port is port+20000)" >&2
-    exit 1
-fi
+PORT="$(checked_port RABBITMQ_PORT "${RABBITMQ_PORT:-5672}" 45535 "dist port is port+20000")"
 DIST_PORT=$(( PORT + 20000 ))
 BIND="${RABBITMQ_BIND:-127.0.0.1}"
 NODE="${RABBITMQ_NODENAME:-pipeline-${PORT}@localhost}"
 [[ "$NODE" == *@* ]] || NODE="${NODE}@localhost"
 
-VAR="${RABBITMQ_VAR:-var/rabbitmq}"
-[[ "$VAR" == /* ]] || VAR="$REPO_ROOT/$VAR"
+VAR="$(in_repo "${RABBITMQ_VAR:-var/rabbitmq}")"
 START_TIMEOUT="${RABBITMQ_START_TIMEOUT:-60}"
 
 URL="amqp://guest:guest@127.0.0.1:${PORT}/"
@@ -95,9 +91,6 @@ export ERL_EPMD_ADDRESS="127.0.0.1"
 CALLER_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-}"   # as given, for the nodes of a cluster
 export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$CALLER_ERL_ARGS $MARKER $NODE"
 unset RABBITMQ_ENV_LOADED NOTIFY_SOCKET 2>/dev/null || true
-
-say() { echo "rabbitmq: $*"; }
-err() { echo "rabbitmq: $*" >&2; }
 
 # --- python / AMQP probe ----------------------------------------------------
 PY=""
@@ -219,14 +212,6 @@ probe() {  # probe MODE TIMEOUT [WATCH_PID]
 }
 
 # --- process helpers ----------------------------------------------------------
-pid_alive() {  # running (not zombie) process?
-    local pid="$1" stat
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat:0:1}" != "Z" && "${stat:0:1}" != "X" ]]
-}
-
 # Processes belonging to our node: a beam.smp whose argv holds our node name
 # and "-home <our var dir>" (so a same-named node of another clone is left
 # alone), and the rabbitmq-server shell wrapper started with our environment.

@@ -4,7 +4,7 @@ and stops them all gracefully on Ctrl-C.
 
 Why not honcho: honcho signals each process's whole process group, and Dramatiq's master forwards
 the signal to its worker processes again; a worker that gets two SIGTERMs stops at once instead of
-draining (`pipeline/middleware/drain.py`). And honcho stops every process when one dies. Here:
+draining (`pipeline/middleware/_drain.py`). And honcho stops every process when one dies. Here:
 
 - each process starts in a session (and process group) of its own, so neither the terminal's
   Ctrl-C nor anything sent to this supervisor reaches it directly; on stop it gets exactly one
@@ -97,7 +97,8 @@ class Output:
         stream.close()
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` is still there (tests/test_run_stack.py asks it too)."""
     try:
         os.killpg(pgid, 0)
         return True
@@ -219,7 +220,7 @@ class Supervisor:
                 entry.backoff = min(entry.backoff * 2, MAX_BACKOFF)
             elif entry.popen is None and entry.restart_at is not None and now >= entry.restart_at:
                 self._start(entry)
-            entry.old_groups = [g for g in entry.old_groups if _group_alive(g)]
+            entry.old_groups = [g for g in entry.old_groups if group_alive(g)]
 
     def _stop_all(self) -> bool:
         groups: dict[int, str] = {}
@@ -234,11 +235,11 @@ class Supervisor:
             for entry in self.entries:
                 if entry.popen is not None:
                     entry.popen.poll()  # reap
-            if not any(_group_alive(pgid) for pgid in groups):
+            if not any(group_alive(pgid) for pgid in groups):
                 return True
             time.sleep(0.1)
         for pgid, name in groups.items():
-            if _group_alive(pgid):
+            if group_alive(pgid):
                 self.out.say(f"{name} still running after {self.stop_timeout:g} s: killing its process group")
                 _signal_group(pgid, signal.SIGKILL)
         for entry in self.entries:

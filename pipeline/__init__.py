@@ -8,6 +8,8 @@ This module is the engine's one door: `web/`, `schedules/` and user code import 
 Public submodules: `pipeline.conf` (the settings accessor, `conf.get("PIPELINE_…")`) and
 `pipeline.project` (what a Django project adds to its settings: `pipeline_settings(...)`).
 
+The engine's internal modules are underscored (`_runtime`, `flow._gate`): free to change.
+
 The names marked "needs the app registry" (the run store's models and every module that imports
 them) are loaded on first use (PEP 562 `__getattr__`): Django imports this package, and the
 settings and django-dramatiq's middleware import it, before its app registry is ready, when no
@@ -19,8 +21,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import conf
-from .broker import broker_urls, check_broker, queue_depths, redacted_url, stage_queues
-from .definitions import Pipeline, registry
+from ._broker import broker_urls, check_broker, queue_depths, redacted_url, stage_queues
+from ._definitions import Pipeline, registry
 from .errors import (
     BrokerUnavailable,
     DefinitionError,
@@ -35,29 +37,29 @@ from .errors import (
     TraceUsageError,
     UnknownEventType,
 )
-from .files import create_private, write_private
+from ._files import create_private, write_private
 from .flow import URGENT, Batch, Concurrency, Debounce, RateLimit, Singleton
-from .log_lines import MAX_LINE_BYTES, parse_line
-from .logfiles import Scan as LogScan, lines_about as log_lines_about
+from ._log_lines import MAX_LINE_BYTES, parse_line
+from ._logfiles import Scan as LogScan, lines_about as log_lines_about
 from .logging import get_logger, redact
 from .metrics import bind_address, scheduler_port, start_http_server, worker_port
-from .payloads import event_type, validate_start_payload
+from ._payloads import event_type, validate_start_payload
 from .request_context import trust_received_trace
-from .schemas import schemas as event_schemas
-from .statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, StageStatus
-from .store_health import outage as store_outage
-from .tracing import new_trace_id
+from ._schemas import schemas as event_schemas
+from ._statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, StageStatus
+from ._store_health import outage as store_outage
+from ._tracing import new_trace_id
 
 if TYPE_CHECKING:  # what `__getattr__` loads, for type checkers and readers
-    from .context import EventView, StageContext
-    from .events import emit, start
-    from .liveness import live_workers, worker_is_offline, worker_offline_after
-    from .metrics.exposition import SystemCollector, exposition
+    from ._context import EventView, StageContext
+    from ._events import emit, start
+    from ._liveness import live_workers, worker_is_offline, worker_offline_after
+    from .metrics._exposition import SystemCollector, exposition
     from .models import Event, Run, StageRun, WorkerHeartbeat
-    from .flow.slots_gate import wait_reason
-    from .operations import cancel, failed_runs, replay
-    from .outcomes import add_outcome_listener, add_outcome_observer
-    from .publisher import relay_once
+    from .flow._slots_gate import wait_reason
+    from ._operations import cancel, failed_runs, replay
+    from ._outcomes import add_outcome_listener, add_outcome_observer
+    from ._publisher import relay_once
 
 __all__ = [
     # Declaring work
@@ -147,15 +149,15 @@ __all__ = [
 
 # The names loaded on first use, by the module that defines them (under the same name).
 _LAZY_FROM: dict[str, tuple[str, ...]] = {
-    "context": ("StageContext", "EventView"),
-    "events": ("emit", "start"),
-    "liveness": ("live_workers", "worker_is_offline", "worker_offline_after"),
-    "metrics.exposition": ("SystemCollector", "exposition"),
+    "_context": ("StageContext", "EventView"),
+    "_events": ("emit", "start"),
+    "_liveness": ("live_workers", "worker_is_offline", "worker_offline_after"),
+    "metrics._exposition": ("SystemCollector", "exposition"),
     "models": ("Event", "Run", "StageRun", "WorkerHeartbeat"),
-    "operations": ("cancel", "failed_runs", "replay"),
-    "outcomes": ("add_outcome_listener", "add_outcome_observer"),
-    "publisher": ("relay_once",),
-    "flow.slots_gate": ("wait_reason",),
+    "_operations": ("cancel", "failed_runs", "replay"),
+    "_outcomes": ("add_outcome_listener", "add_outcome_observer"),
+    "_publisher": ("relay_once",),
+    "flow._slots_gate": ("wait_reason",),
 }
 _LAZY: dict[str, str] = {name: module for module, names in _LAZY_FROM.items() for name in names}
 

@@ -3,8 +3,8 @@ from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 from . import conf
-from .definitions import registry
-from .files import private_sqlite_file
+from ._definitions import registry
+from ._files import private_sqlite_file
 
 
 class PipelineConfig(AppConfig):
@@ -17,8 +17,8 @@ class PipelineConfig(AppConfig):
         # django-dramatiq finds tasks.py: the web process needs them to start runs, workers to run them.
         # Imported here, not at the top (Django's app loading): these modules import the models,
         # which Django loads only after every app's package and AppConfig module is imported.
-        from . import outcomes  # noqa: F401  (registers the run.* outcome event schemas)
-        from . import runtime
+        from . import _outcomes as outcomes  # noqa: F401  (registers the run.* outcome event schemas)
+        from . import _runtime as runtime
 
         registry.attach_runner(runtime.execute_stage)
 

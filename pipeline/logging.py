@@ -5,7 +5,7 @@ Two paths reach the file, because they cost very different amounts:
 
 - Our lines (`structlog.get_logger(name)`, `get_logger`) take structlog's native path: a filtering
   bound logger (a line below the level is a no-op method), the processors once, one orjson render,
-  and one `os.write` per destination by `_LineWriter` (`pipeline.log_output`). No stdlib `Logger.handle`, no formatter.
+  and one `os.write` per destination by `_LineWriter` (`pipeline._log_output`). No stdlib `Logger.handle`, no formatter.
 - Third-party lines (Django, Dramatiq, pika, APScheduler, gunicorn) arrive as stdlib records at
   the root logger, where `_StdlibHandler` runs them through structlog's `ProcessorFormatter`
   (foreign pre-chain) into the same JSON shape, written through the same descriptor.
@@ -32,10 +32,10 @@ import structlog
 from django.db import connection, transaction
 
 from . import conf
-from .log_output import _LineWriterFactory, _output
-from .metrics.processor import observe as _observe_metrics
-from .redaction import add_secret_keys, redactor
-from .redaction import redact as redact, redact_text as redact_text  # re-exported
+from ._log_output import _LineWriterFactory, _output
+from .metrics._processor import observe as _observe_metrics
+from ._redaction import add_secret_keys, redactor
+from ._redaction import redact as redact, redact_text as redact_text  # re-exported
 
 # Every callable here gets each event dict just before it is rendered (after redaction), once per
 # line written, ours and third parties' alike. Empty by default: costs one truth test per line.
@@ -60,7 +60,7 @@ def process_name() -> str:
 
 
 # --- redaction ---------------------------------------------------------------------------------------
-# One implementation (pipeline/redaction.py) for log lines, stored errors and shown payloads; these
+# One implementation (pipeline/_redaction.py) for log lines, stored errors and shown payloads; these
 # names stay importable from here for the code that used them before.
 _redact_processor = redactor  # runs last before rendering: on the final values, tracebacks included
 
@@ -147,7 +147,7 @@ def _native_chain() -> list[Any]:
         structlog.stdlib.add_logger_name,
         _add_timestamp,
         _add_process,
-        _observe_metrics,  # Prometheus counters from the transition lines (pipeline/metrics/processor.py): ours only
+        _observe_metrics,  # Prometheus counters from the transition lines (pipeline/metrics/_processor.py): ours only
         # exc_info=True -> `exception` (the traceback), rendered before redaction so it is redacted too.
         structlog.processors.format_exc_info,
         _redact_processor,  # last before the line is rendered: what it leaves is what is written

@@ -9,7 +9,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from .statuses import ACTIVE_RUN_STATUSES, RunStatus, StageStatus  # noqa: F401  (re-exported)
+from ._statuses import ACTIVE_RUN_STATUSES, RunStatus, StageStatus  # noqa: F401  (re-exported)
 
 
 class Event(models.Model):
@@ -19,7 +19,7 @@ class Event(models.Model):
     payload = models.JSONField(default=dict)
     occurred_at = models.DateTimeField(db_index=True)
     trace_id = models.CharField(max_length=32)  # indexed by event_trace_idx
-    # The rest of the W3C trace context that came with the trace (pipeline.tracing): the flags as
+    # The rest of the W3C trace context that came with the trace (pipeline._tracing): the flags as
     # received and `tracestate` unchanged.
     trace_flags = models.CharField(max_length=2, default="01", db_default="01")
     tracestate = models.TextField(blank=True, default="", db_default="")
@@ -28,6 +28,9 @@ class Event(models.Model):
     linked_trace_id = models.CharField(max_length=32, null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # unique: event_idempotency_key
     source = models.CharField(max_length=255, blank=True, default="")
+    # "urgent" when the emit asked for it (pipeline.flow._priority): kept so that a stage published
+    # again later (the relay after an outage, a replay, a run released by flow control) stays urgent.
+    priority = models.CharField(max_length=16, blank=True, default="", db_default="")
     published_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
 
@@ -153,7 +156,7 @@ class StageRun(models.Model):
 
 
 class FlowRate(models.Model):
-    """One rate limit's state per key (pipeline/flow/rate.py): `tat` is the generic cell rate
+    """One rate limit's state per key (pipeline/flow/_rate.py): `tat` is the generic cell rate
     algorithm's theoretical arrival time, `hint` the last turn handed to a waiting stage."""
 
     rule = models.CharField(max_length=200)
@@ -166,7 +169,7 @@ class FlowRate(models.Model):
 
 
 class FlowWindow(models.Model):
-    """An open debounce or batch window of one pipeline and key (pipeline/flow/windows.py): the
+    """An open debounce or batch window of one pipeline and key (pipeline/flow/_windows.py): the
     run that will carry it (`leader_run`), due at `due_at`; deleted when that run starts."""
 
     kind = models.CharField(max_length=16)  # debounce | batch

@@ -37,7 +37,7 @@ STORE_UNAVAILABLE = "web.unavailable.StoreUnavailableMiddleware"  # 503 + JSON w
 DRAMATIQ_MIDDLEWARE: tuple[str, ...] = (
     "pipeline.middleware.LoggingContext",
     "pipeline.middleware.LongDelays",  # delays past PIPELINE_MAX_HELD_DELAY_SECONDS go in hops
-    "pipeline.middleware.UrgentQueues",  # `--queues q` consumes q.urgent too (pipeline.flow.priority)
+    "pipeline.middleware.UrgentQueues",  # `--queues q` consumes q.urgent too (pipeline.flow._priority)
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",
     "dramatiq.middleware.ShutdownNotifications",

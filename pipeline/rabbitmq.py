@@ -1,6 +1,6 @@
 """Dramatiq's RabbitMQ broker, declaring the queues our way and reaching several nodes.
 
-- Nodes: `PIPELINE_BROKER_URL` may list several (see `pipeline.broker`); Dramatiq hands the list
+- Nodes: `PIPELINE_BROKER_URL` may list several (see `pipeline._broker`); Dramatiq hands the list
   to pika, which connects to the first that answers, and reconnects the same way after a loss.
 - Queue type (`PIPELINE_QUEUE_TYPE`): with `quorum`, the stage queues, their `.DQ` delay queues
   and `.XQ` dead-letter queues are quorum queues (replicated on a cluster), with a delivery limit
@@ -24,7 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 
-from . import broker as settings_
+from . import _broker as settings_
 from .logging import get_logger
 
 log = get_logger("pipeline.broker")

@@ -26,7 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
 from . import conf
-from .tracing import DEFAULT_FLAGS, bind_incoming, new_trace_id, parse_trace_context, reset_incoming, traceparent
+from ._tracing import DEFAULT_FLAGS, bind_incoming, new_trace_id, parse_trace_context, reset_incoming, traceparent
 
 MODES = ("authenticated", "all", "none")
 

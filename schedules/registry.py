@@ -148,32 +148,16 @@ def every(
                               timezone=timezone, **policies))
 
 
-def cron(
-    name: str,
-    expression: str,
-    *,
-    timezone: str = "UTC",
-    pipeline: str | None = None,
-    actor: str | None = None,
-    payload: dict[str, Any] | None = None,
-    **policies: Any,
-) -> Schedule:
+def cron(name: str, expression: str, *, timezone: str = "UTC", pipeline: str | None = None, actor: str | None = None,
+         payload: dict[str, Any] | None = None, **policies: Any) -> Schedule:
     """Fires on a crontab(5) expression (five fields, or a nickname such as `@daily`) read as
     wall-clock time in `timezone`; schedules.cron says what happens when the clocks change."""
     return _register(Schedule(name, pipeline, actor, dict(payload or {}), cron=expression, timezone=timezone,
                               **policies))
 
 
-def once(
-    name: str,
-    at: datetime,
-    *,
-    timezone: str = "UTC",
-    pipeline: str | None = None,
-    actor: str | None = None,
-    payload: dict[str, Any] | None = None,
-    **policies: Any,
-) -> Schedule:
+def once(name: str, at: datetime, *, timezone: str = "UTC", pipeline: str | None = None, actor: str | None = None,
+         payload: dict[str, Any] | None = None, **policies: Any) -> Schedule:
     """Fires once, at `at`."""
     return _register(Schedule(name, pipeline, actor, dict(payload or {}), run_at=at, timezone=timezone, **policies))
 

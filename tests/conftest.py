@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pika
+import structlog
 import pytest
 from django.conf import settings
 
@@ -89,7 +90,7 @@ def child_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def amqp_channel():
-    from pipeline.broker import connection_parameters
+    from pipeline._broker import connection_parameters
 
     connection = pika.BlockingConnection(connection_parameters(settings.PIPELINE_BROKER_URL))
     return connection, connection.channel()
@@ -311,14 +312,25 @@ def read_log_lines(pattern: str = "*.jsonl") -> list[dict]:
 
 @pytest.fixture(autouse=True)
 def _store_up_as_far_as_this_process_knows():
-    """The run store's outage state is one per process (`pipeline.store_health.outage`): a test that
+    """The run store's outage state is one per process (`pipeline._store_health.outage`): a test that
     saw the store go down and came back without a commit of its own (the test process of
     tests/test_store_outage.py) would leave the next test an outage already said."""
-    from pipeline import store_health
+    from pipeline import _store_health as store_health
 
     store_health.outage.forget()
     yield
     store_health.outage.forget()
+
+
+@pytest.fixture(autouse=True)
+def _empty_logging_context():
+    """structlog's context (run, stage, trace ids) belongs to the thread that bound it: a test that
+    runs a stage on the test's own thread (no Dramatiq middleware to clear it) would lend its
+    `stage` and `pipeline` to the next test's log lines (an `event.emitted` with a stage, on
+    PostgreSQL, depending on the order of the files)."""
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -326,7 +338,7 @@ def _group_commit_writer_closed_at_the_end(django_db_setup):
     """The test process's group-commit writer holds a connection of its own: closed before the
     test database is dropped (PostgreSQL refuses to drop a database somebody is connected to)."""
     yield
-    from pipeline import writer
+    from pipeline import _writer as writer
 
     writer.close()
 

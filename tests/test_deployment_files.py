@@ -329,7 +329,7 @@ def test_the_cluster_recipe_runs_three_clustered_nodes_and_every_process_lists_t
     for name, node in nodes.items():
         assert any("rabbitmq-cluster.conf" in v for v in node["volumes"]), name
         assert f"rabbit@{node['hostname']}" in config
-    from pipeline.broker import broker_urls
+    from pipeline._broker import broker_urls
 
     app = [name for name, s in compose["services"].items() if "PIPELINE_BROKER_URL" in s.get("environment", {})]
     assert app

@@ -20,6 +20,15 @@ PACKAGES = ("pipeline", "schedules", "web")
 # Importing across layers upwards: the engine knows nothing of the scheduler or the project,
 # the scheduler nothing of the project.
 FORBIDDEN = {"pipeline": ("schedules", "web"), "schedules": ("web",)}
+# The engine's modules a user names: the door, Django's conventions (apps, models, admin), what
+# settings name (middleware, broker, request context, logging config, the pytest plugin) and
+# what the README shows imported (conf, project, errors, flow, testing, metrics' package).
+PUBLIC_ENGINE_MODULES = {
+    "pipeline", "pipeline.admin", "pipeline.apps", "pipeline.conf", "pipeline.errors", "pipeline.flow",
+    "pipeline.flow.models", "pipeline.logging", "pipeline.metrics", "pipeline.middleware", "pipeline.models",
+    "pipeline.project", "pipeline.rabbitmq", "pipeline.request_context", "pipeline.testing",
+    "pipeline.testing.plugin",
+}
 INTERNAL = re.compile(r"\bfrom pipeline\.(models|definitions|runtime|states|publisher|metrics|logging)\b")
 
 
@@ -129,8 +138,8 @@ def public_modules() -> set[str]:
 
 
 def test_the_helper_reads_relative_and_absolute_imports():
-    assert "pipeline.conf" in GRAPH["pipeline.broker"]  # from . import conf
-    assert "pipeline.middleware.drain" in GRAPH["pipeline.middleware"]  # from .drain import Drain
+    assert "pipeline.conf" in GRAPH["pipeline._broker"]  # from . import conf
+    assert "pipeline.middleware._drain" in GRAPH["pipeline.middleware"]  # from ._drain import Drain
     assert "pipeline.errors" in GRAPH["pipeline"]
 
 
@@ -157,6 +166,30 @@ def test_web_and_schedules_enter_the_engine_only_through_its_door():
         for target in targets if target.split(".")[0] == "pipeline" and target not in allowed
     )
     assert past_the_door == []
+
+
+def _private(module: str) -> bool:
+    return any(part.startswith("_") for part in module.split("."))
+
+
+def test_web_and_schedules_import_no_private_engine_module():
+    """The engine's internals are underscored (`pipeline._runtime`, `pipeline.flow._gate`): nothing
+    outside `pipeline/` imports one (tests may)."""
+    private = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items() if module.split(".")[0] in ("web", "schedules")
+        for target in targets if target.split(".")[0] == "pipeline" and _private(target)
+    )
+    assert private == []
+
+
+def test_the_engine_modules_without_an_underscore_are_its_public_ones():
+    """A module is private unless users name it (Django's conventions, settings, imports the README
+    shows): a new internal module takes an underscore."""
+    public = sorted(module for module in MODULES
+                    if module.split(".")[0] == "pipeline" and not _private(module)
+                    and ".management" not in module)
+    assert public == sorted(PUBLIC_ENGINE_MODULES)
 
 
 def test_no_engine_internals_named_in_web_or_schedules():

@@ -5,8 +5,11 @@ set-up this repository's project uses; and `web.routes` works under any prefix. 
 test (`tests/test_from_nothing.py`) installs that wheel into a fresh project."""
 from __future__ import annotations
 
+import ast
 import zipfile
+from pathlib import Path
 
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -15,17 +18,16 @@ from pipeline.project import pipeline_settings
 from tests.prefixed_urls import PREFIX
 from tests.wheels import built_wheel
 
-DJANGO_APPS = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
-               "django.contrib.messages", "django.contrib.staticfiles"]
-DJANGO_MIDDLEWARE = [  # what `django-admin startproject` writes
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
+
+def _startproject_settings() -> dict[str, list[str]]:
+    """INSTALLED_APPS and MIDDLEWARE as `django-admin startproject` writes them (its template)."""
+    template = Path(django.__file__).parent / "conf" / "project_template" / "project_name" / "settings.py-tpl"
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(template.read_text()).body
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("INSTALLED_APPS", "MIDDLEWARE")}
+
+
+_STARTPROJECT = _startproject_settings()
+DJANGO_APPS, DJANGO_MIDDLEWARE = _STARTPROJECT["INSTALLED_APPS"], _STARTPROJECT["MIDDLEWARE"]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from infra.supervise import group_alive
 from tests.conftest import ROOT, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.store_independent]  # its own broker node and SQLite file
@@ -32,14 +33,6 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def answers(url: str) -> requests.Response | None:

@@ -13,7 +13,7 @@ from pipeline.project import DRAMATIQ_MIDDLEWARE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
-# What we keep in var/ is created owner-only (pipeline/files.py: the database, logs, secrets, lock
+# What we keep in var/ is created owner-only (pipeline/_files.py: the database, logs, secrets, lock
 # and metrics folders); var/ itself keeps the default mode, since infra/postgres.sh, run as root,
 # hands the `postgres` user a cluster folder inside it, which that user must be able to reach.
 VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,10 @@ Importable before Django's app registry is ready (declarations happen at import 
 modules that touch the run store are imported where they are used."""
 from __future__ import annotations
 
-from .concurrency import Concurrency
-from .keys import GLOBAL_KEY, check_key, key_of
-from .rules import NORMAL, URGENT, Batch, Debounce, RateLimit
-from .singleton import Singleton
+from ._concurrency import Concurrency
+from ._keys import GLOBAL_KEY, check_key, key_of
+from ._rules import NORMAL, URGENT, Batch, Debounce, RateLimit
+from ._singleton import Singleton
 
 __all__ = [
     # rates, windows, priority

@@ -27,16 +27,16 @@ process only knows its directory once it has booted: the metrics are made on fir
 
 The package: `processor` (the metrics and the log processor that updates them), `http` (the text
 format and the HTTP endpoint), `exposition` (what the web and the scheduler serve, with the
-scrape-time gauges; queue depths come from `pipeline.broker.queue_depths`; it reads the run store,
+scrape-time gauges; queue depths come from `pipeline._broker.queue_depths`; it reads the run store,
 so it is not imported here: this package is imported while Django loads its apps), `multiprocess`
 (the workers' shared directories). Settings: `pipeline.conf`.
 """
 from __future__ import annotations
 
-from .http import render, start_http_server
-from .multiprocess import prepare_worker_metrics_dir, worker_metrics_dir
-from .processor import observe, prime
-from .settings import bind_address, metrics_base_dir, scheduler_port, worker_port
+from ._http import render, start_http_server
+from ._multiprocess import prepare_worker_metrics_dir, worker_metrics_dir
+from ._processor import observe, prime
+from ._settings import bind_address, metrics_base_dir, scheduler_port, worker_port
 
 __all__ = [
     "bind_address",

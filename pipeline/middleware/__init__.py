@@ -1,9 +1,9 @@
 """Dramatiq middleware of the engine, one class per module."""
-from .drain import Drain
-from .heartbeat import Heartbeat
-from .logging_context import LoggingContext
-from .long_delays import LongDelays
-from .metrics import WorkerMetrics
-from .urgent_queues import UrgentQueues
+from ._drain import Drain
+from ._heartbeat import Heartbeat
+from ._logging_context import LoggingContext
+from ._long_delays import LongDelays
+from ._metrics import WorkerMetrics
+from ._urgent_queues import UrgentQueues
 
 __all__ = ["Drain", "Heartbeat", "LoggingContext", "LongDelays", "UrgentQueues", "WorkerMetrics"]

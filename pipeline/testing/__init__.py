@@ -44,7 +44,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ..definitions import Stage, registry
+from .._definitions import Stage, registry
 from ..logging import line_observers
 from ._broker import DrainTimeout, InProcessBroker
 from ._views import RunView, StageView
@@ -118,7 +118,7 @@ class InProcessPipelines:
     def emit(self, type: str, payload: Any, **options: Any) -> str:
         """`pipeline.emit`, then `drain()`: returns the event id once its runs have gone as far as
         they can."""
-        from ..events import emit  # the app registry: pytest imports this before Django is set up
+        from .._events import emit  # the app registry: pytest imports this before Django is set up
 
         event_id = emit(type, payload, **options)
         self.drain()
@@ -126,7 +126,7 @@ class InProcessPipelines:
 
     def start(self, pipeline: str, payload: Any = None, **options: Any) -> RunView:
         """`pipeline.start`, then `drain()`: returns the run."""
-        from ..events import start  # the app registry: pytest imports this before Django is set up
+        from .._events import start  # the app registry: pytest imports this before Django is set up
 
         return self.run_of(start(pipeline, payload, **options))
 
@@ -177,13 +177,13 @@ class InProcessPipelines:
     # --- acting on runs ------------------------------------------------------------------------
     def replay(self, run_id: str, *, from_start: bool = False) -> RunView:
         """`pipeline.replay`, then `drain()`: returns the replayed (or, from the start, the new) run."""
-        from ..operations import replay  # the app registry: pytest imports this before Django is set up
+        from .._operations import replay  # the app registry: pytest imports this before Django is set up
 
         return self.run(replay(str(run_id), from_start=from_start))
 
     def cancel(self, run_id: str) -> RunView:
         """`pipeline.cancel`, then `drain()`."""
-        from ..operations import cancel  # the app registry: pytest imports this before Django is set up
+        from .._operations import cancel  # the app registry: pytest imports this before Django is set up
 
         cancel(str(run_id))
         return self.run(run_id)

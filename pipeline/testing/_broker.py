@@ -38,6 +38,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from ..flow._priority import declare_urgent_queue
 from ..middleware import LoggingContext
 
 
@@ -110,6 +111,7 @@ class InProcessBroker:
             self.broker.declare_actor(actor)
             self._moved.append((actor, actor.broker))
             actor.broker = self.broker
+            declare_urgent_queue(actor)  # an urgent event's messages go to the twin (pipeline.flow)
         dramatiq.set_broker(self.broker)
         self.worker = dramatiq.Worker(self.broker, worker_threads=worker_threads, worker_timeout=50)
         self.worker.start()
@@ -148,7 +150,7 @@ class InProcessBroker:
         was handed to it without waiting (`writer.submit`: an event marked published): a test
         reads it, and nothing is left to write while the test's data is flushed."""
         # here: the writer imports the models, and pytest imports this package (its plugin) before Django is set up
-        from .. import writer
+        from .. import _writer as writer
 
         if self.shared or writer._writer is None or writer._writer_pid != os.getpid():
             return

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline import emit
     from pipeline.models import Run
-    from pipeline.runtime import execute_stage
+    from pipeline._runtime import execute_stage
     from tests.bench.benchapp.pipelines import noop
     from tests.bench.payload import make_payload
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         connection.execute_wrappers.append(show)
         one_run(999_999)
         connection.execute_wrappers.remove(show)
-    from pipeline import writer as store_writer
+    from pipeline import _writer as store_writer
 
     counts.clear()
     log_events.clear()
@@ -239,14 +239,14 @@ COSTS = [
     ("logging: console render", "structlog/dev.py", "__call__"),
     ("logging: file write", "pipeline/logging.py", "write"),
     ("broker publish (dramatiq enqueue)", "dramatiq/brokers/rabbitmq.py", "enqueue"),
-    ("pydantic validate (emit)", "pipeline/events.py", "validate"),
-    ("emit", "pipeline/events.py", "emit"),
-    ("publish_first_stages (after commit)", "pipeline/publisher.py", "publish_first_stages"),
-    ("execute_stage (whole message: claim, 3 stages inline)", "pipeline/runtime.py", "execute_stage"),
-    ("claim (hand-over + wait for the group commit)", "pipeline/stage_store.py", "claim"),
-    ("_succeeded (hand-over + wait for the group commit)", "pipeline/runtime.py", "_succeeded"),
-    ("writer: one batch transaction (writer thread)", "pipeline/writer.py", "_transaction"),
-    ("publish_ready", "pipeline/publisher.py", "publish_ready"),
+    ("pydantic validate (emit)", "pipeline/_events.py", "validate"),
+    ("emit", "pipeline/_events.py", "emit"),
+    ("publish_first_stages (after commit)", "pipeline/_publisher.py", "publish_first_stages"),
+    ("execute_stage (whole message: claim, 3 stages inline)", "pipeline/_runtime.py", "execute_stage"),
+    ("claim (hand-over + wait for the group commit)", "pipeline/_stage_store.py", "claim"),
+    ("_succeeded (hand-over + wait for the group commit)", "pipeline/_runtime.py", "_succeeded"),
+    ("writer: one batch transaction (writer thread)", "pipeline/_writer.py", "_transaction"),
+    ("publish_ready", "pipeline/_publisher.py", "publish_ready"),
 ]
 
 

@@ -15,7 +15,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import SkipMessage
 
-from pipeline.broker import BrokerUnavailable, broker_urls, check_broker, publish_confirms, queue_type, redacted_url
+from pipeline._broker import BrokerUnavailable, broker_urls, check_broker, publish_confirms, queue_type, redacted_url
 from pipeline.middleware import LongDelays
 from pipeline.rabbitmq import NOT_BEFORE, PipelineBroker, QueueTypeMismatch
 from tests.conftest import ROOT, child_env

@@ -51,3 +51,16 @@ def test_workers_with_an_unreachable_broker_fail_with_one_clear_line():
     assert len(error_lines) == 1, result.stderr
     assert "cannot reach RabbitMQ at amqp://127.0.0.1:1/" in error_lines[0]
     assert "infra/rabbitmq.sh start" in error_lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_emit_with_priority_urgent_stores_an_urgent_event_and_refuses_other_priorities(capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from pipeline.models import Event
+
+    call_command("emit", "test.started", "--data", '{"value": 4}', "--priority", "urgent")
+    assert Event.objects.get(id=capsys.readouterr().out.strip()).priority == "urgent"
+    with pytest.raises(CommandError, match="invalid choice: 'high'"):
+        call_command("emit", "test.started", "--priority", "high")

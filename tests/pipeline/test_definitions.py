@@ -3,18 +3,10 @@ import dramatiq
 import pytest
 
 from pipeline import DefinitionError, Pipeline
-from pipeline.definitions import registry
+from pipeline._definitions import registry
 
 
-@pytest.fixture(autouse=True)
-def restore_registry():
-    before = dict(registry.pipelines)
-    actors = dict(dramatiq.get_broker().actors)
-    yield
-    registry.pipelines.clear()
-    registry.pipelines.update(before)
-    dramatiq.get_broker().actors.clear()
-    dramatiq.get_broker().actors.update(actors)
+pytestmark = pytest.mark.usefixtures("restore_registry")  # tests/pipeline/conftest.py
 
 
 def test_stages_run_in_declaration_order_by_default():

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def published(monkeypatch):
     """Records stage messages instead of sending them, to see exactly what emit publishes."""
     sent = []
-    import pipeline.publisher
+    import pipeline._publisher
 
-    monkeypatch.setattr(pipeline.publisher, "enqueue_stage", lambda stage, **kw: sent.append((stage.actor_name, kw)))
+    monkeypatch.setattr(pipeline._publisher, "enqueue_stage", lambda stage, **kw: sent.append((stage.actor_name, kw)))
     return sent
 
 

@@ -33,7 +33,7 @@ call_command("devsetup", stdout=open(os.devnull, "w"))
 connection.ensure_connection()  # held open: the -wal and -shm files exist while a connection does
 
 from pipeline.metrics import prepare_worker_metrics_dir
-from pipeline.writer import GroupCommitWriter
+from pipeline._writer import GroupCommitWriter
 writer = GroupCommitWriter()
 writer._cross_process.acquire()
 writer._cross_process.release()
@@ -80,7 +80,7 @@ def test_everything_created_under_a_fresh_var_folder_is_owner_only(tmp_path, uma
 
 
 def test_a_private_file_is_written_whole_and_owner_only_even_over_an_older_loose_one(tmp_path):
-    from pipeline.files import create_private, write_private
+    from pipeline._files import create_private, write_private
 
     loose = tmp_path / "dev-api-token"
     loose.write_text("old\n")

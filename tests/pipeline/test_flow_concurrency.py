@@ -4,13 +4,12 @@ per key and round-robin across keys for a total, singletons that skip or cancel,
 repair. Stage messages are captured instead of published; stages run on this thread."""
 from __future__ import annotations
 
-import dramatiq
 import pytest
 import structlog
 from pydantic import BaseModel
 
 from pipeline import Concurrency, DefinitionError, OperationRefused, Pipeline, Singleton, cancel, emit, relay_once, replay, wait_reason
-from pipeline.definitions import registry
+from pipeline._definitions import registry
 from pipeline.flow import check_key, key_of
 from pipeline.models import ConcurrencyCounter, ConcurrencySlot, ConcurrencyWaiter, Run
 
@@ -18,17 +17,6 @@ pytestmark = pytest.mark.django_db
 
 
 # --- declarations -----------------------------------------------------------------------------
-@pytest.fixture
-def restore_registry():
-    before = dict(registry.pipelines)
-    actors = dict(dramatiq.get_broker().actors)
-    yield
-    registry.pipelines.clear()
-    registry.pipelines.update(before)
-    dramatiq.get_broker().actors.clear()
-    dramatiq.get_broker().actors.update(actors)
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda: Concurrency(limit=0, key="customer_id"), "limit must be an integer >= 1"),
     (lambda: Concurrency(limit="2"), "limit must be an integer >= 1"),
@@ -80,7 +68,7 @@ def test_keys_are_dotted_paths_checked_as_deep_as_the_schema_goes():
 @pytest.fixture
 def published(monkeypatch):
     """Stage messages, captured in order as (stage, run id) instead of going to the broker."""
-    from pipeline import publisher
+    from pipeline import _publisher as publisher
 
     sent: list = []
 
@@ -95,7 +83,7 @@ def published(monkeypatch):
 @pytest.fixture
 def flow(published, django_capture_on_commit_callbacks):
     """emit / run a run's published stages, with on-commit callbacks (publishing) executed."""
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
 
     class Flow:
         def emit(self, type_: str, **payload) -> str:
@@ -217,7 +205,7 @@ def test_a_replay_from_the_start_waits_for_a_slot_too_and_a_busy_singleton_refus
 
 
 def test_a_stale_message_of_a_waiting_run_is_dropped_not_cancelling_its_stage(flow, published):
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
 
     a1 = flow.emit("test.flow_order", customer_id=6)
     a2 = flow.emit("test.flow_order", customer_id=6)
@@ -318,7 +306,7 @@ def _while_running(stage, during):
 
 
 def test_a_stage_over_its_own_limit_waits_without_its_message_and_runs_when_the_slot_is_free(flow, published):
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
 
     stage = registry.get("limited_stage").stages["call_partner"]
     a1 = flow.emit("test.flow_stage", account="p", n=1)
@@ -354,7 +342,7 @@ def test_a_stage_over_its_own_limit_waits_without_its_message_and_runs_when_the_
 
 
 def test_cancelling_a_run_whose_stage_waits_takes_the_stage_off_the_list(flow, published):
-    from pipeline import runtime
+    from pipeline import _runtime as runtime
     from pipeline.models import StageRun
 
     stage = registry.get("limited_stage").stages["call_partner"]

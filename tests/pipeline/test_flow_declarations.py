@@ -1,26 +1,14 @@
 """Flow-control declarations (rate limits, debounce, batching, priority): mistakes are caught
 when the pipeline is declared or when the registry is validated, with the exact mistake."""
-import dramatiq
 import pytest
 from pydantic import BaseModel
 
 from pipeline import Batch, Debounce, DefinitionError, Pipeline, RateLimit
-from pipeline.definitions import registry
-from pipeline.flow.keys import check_key, key_of
-from pipeline.flow.priority import route, urgent_queue
+from pipeline._definitions import registry
+from pipeline.flow._keys import check_key, key_of
+from pipeline.flow._priority import route, urgent_queue
 
-pytestmark = pytest.mark.store_independent
-
-
-@pytest.fixture(autouse=True)
-def restore_registry():
-    before = dict(registry.pipelines)
-    actors = dict(dramatiq.get_broker().actors)
-    yield
-    registry.pipelines.clear()
-    registry.pipelines.update(before)
-    dramatiq.get_broker().actors.clear()
-    dramatiq.get_broker().actors.update(actors)
+pytestmark = [pytest.mark.store_independent, pytest.mark.usefixtures("restore_registry")]  # tests/pipeline/conftest.py
 
 
 class Customer(BaseModel):
@@ -69,7 +57,7 @@ def test_a_key_is_the_value_at_its_path_as_text_a_global_key_is_a_star_and_an_ab
 
 
 def test_registry_validation_checks_keys_against_the_event_schema(monkeypatch):
-    from pipeline.schemas import schemas
+    from pipeline._schemas import schemas
 
     monkeypatch.setitem(schemas, "flowdecl.order", Order)
     p = Pipeline("flowdecl_keyed", on="flowdecl.order", debounce=Debounce(2, key="customer_id"))
@@ -84,7 +72,7 @@ def test_registry_validation_checks_keys_against_the_event_schema(monkeypatch):
 
 
 def test_a_rule_about_a_runs_start_needs_exactly_one_first_stage(monkeypatch):
-    from pipeline.schemas import schemas
+    from pipeline._schemas import schemas
 
     monkeypatch.setitem(schemas, "flowdecl.order", Order)
     p = Pipeline("flowdecl_two_roots", on="flowdecl.order", batch=Batch(10, seconds=1))
@@ -115,7 +103,7 @@ def test_only_stages_that_declare_flow_control_are_gated_and_never_continued_inl
     limited.stage("a")(lambda ctx: None)
     limited.stage("b", rate_limit=RateLimit(3))(lambda ctx: None)
     assert [s.gated for s in limited.stages.values()] == [False, True]
-    from pipeline.runtime import _inline_child
+    from pipeline._runtime import _inline_child
 
     assert _inline_child(limited.stages["a"], [limited.stages["b"]]) is None
     debounced = Pipeline("flowdecl_debounced", debounce=Debounce(1))

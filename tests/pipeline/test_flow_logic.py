@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline import Batch, Debounce, RateLimit
-from pipeline.flow import rate, windows
+from pipeline.flow import _rate as rate, _windows as windows
 from pipeline.models import Event, FlowBatchItem, FlowWindow, Run, StageRun
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

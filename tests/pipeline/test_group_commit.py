@@ -1,4 +1,4 @@
-"""Group commit (`pipeline.writer`): the writes that many threads hand over are run in one
+"""Group commit (`pipeline._writer`): the writes that many threads hand over are run in one
 transaction per batch by the process's writer thread, and each thread goes on only once its
 batch has committed. One bad operation fails alone; code already inside a Django transaction
 keeps its writes in that transaction.
@@ -14,8 +14,8 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-import pipeline.publisher
-from pipeline import emit, writer
+import pipeline._publisher
+from pipeline import emit, _writer as writer
 from pipeline.models import Event, Run, StageRun
 from tests.conftest import wait_for
 from tests.testapp.models import SideEffect, Switch
@@ -302,7 +302,7 @@ def test_emits_from_many_threads_are_all_stored_with_their_runs_and_share_commit
                           Event.objects.filter(id=event_id).exists()))
         return True
 
-    monkeypatch.setattr(pipeline.publisher, "publish_first_stages", publish_first_stages)
+    monkeypatch.setattr(pipeline._publisher, "publish_first_stages", publish_first_stages)
     event_ids = []
 
     def work(t: int) -> None:
@@ -374,7 +374,7 @@ def test_on_sqlite_a_batch_waits_for_a_write_lock_another_connection_holds(own_w
 
 
 def test_emits_of_one_batch_are_written_as_one_insert_per_table(monkeypatch):
-    monkeypatch.setattr(pipeline.publisher, "publish_first_stages", lambda *args, **kwargs: True)
+    monkeypatch.setattr(pipeline._publisher, "publish_first_stages", lambda *args, **kwargs: True)
     emits, event_ids = 6, []
     target = writer.writer()
     gate = Gate().hold(target)
@@ -392,7 +392,7 @@ def test_emits_of_one_batch_are_written_as_one_insert_per_table(monkeypatch):
 
 def test_an_emit_whose_idempotency_key_is_taken_gets_the_first_event_and_the_rest_of_its_batch_is_stored(
         monkeypatch):
-    monkeypatch.setattr(pipeline.publisher, "publish_first_stages", lambda *args, **kwargs: True)
+    monkeypatch.setattr(pipeline._publisher, "publish_first_stages", lambda *args, **kwargs: True)
     first = emit("test.started", {"value": 0}, idempotency_key="order-7")
     outcomes: dict[str, str] = {}
     target = writer.writer()

@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 from django.core.management import call_command
 
-from pipeline import OperationRefused, emit
-from pipeline.definitions import registry
+from pipeline import OperationRefused, emit, relay_once
+from pipeline._definitions import registry
 from pipeline.models import Event, Run, StageRun
-from pipeline.publisher import enqueue_stage
+from pipeline._publisher import enqueue_stage
 from pipeline.testing import find_stage, run_pipelines
 from tests.testapp.models import SideEffect, Switch
 
@@ -240,3 +240,49 @@ def test_a_failed_run_emits_its_outcome_which_starts_the_pipeline_subscribed_to_
     pipelines.replay(failed.id).assert_succeeded()
     assert not Event.objects.filter(type="run.succeeded").exists()
     assert len(pipelines.runs("alert_on_failure")) == 1
+
+
+# --- priority kept with the event -----------------------------------------------------------------
+def _queues_published_to(monkeypatch, broker) -> list[str]:
+    published: list[str] = []
+    enqueue = broker.enqueue
+
+    def spy(message, *, delay=None):
+        published.append(message.queue_name)
+        return enqueue(message, delay=delay)
+
+    monkeypatch.setattr(broker, "enqueue", spy)
+    return published
+
+
+def test_an_urgent_event_the_broker_refused_is_published_again_by_the_relay_still_urgent(pipelines, settings, monkeypatch):
+    def refuse(message, *, delay=None):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(pipelines.broker, "enqueue", refuse)
+    event_id = emit("test.started", {"value": 1}, priority="urgent")
+    pipelines.drain()  # the publish after commit fails: the event waits for the relay
+    event = Event.objects.get(id=event_id)
+    assert event.priority == "urgent" and event.published_at is None
+    monkeypatch.undo()
+    published = _queues_published_to(monkeypatch, pipelines.broker)
+    settings.PIPELINE_RELAY_AFTER_SECONDS = 0
+    assert relay_once()["events"] == 1
+    assert published == ["pipeline.urgent"]
+    pipelines.run_of(event_id).assert_succeeded()
+
+
+def test_a_replayed_run_of_an_urgent_event_is_urgent_again(pipelines, monkeypatch):
+    Switch.objects.create(name="broken")
+    run = pipelines.run_of(pipelines.emit("test.fixable", {}, priority="urgent")).assert_failed()
+    Switch.objects.all().delete()
+    published = _queues_published_to(monkeypatch, pipelines.broker)
+    pipelines.replay(run.id).assert_succeeded()
+    assert published and all(queue.endswith(".urgent") for queue in published)
+
+
+def test_a_normal_event_is_stored_without_priority_and_published_on_the_plain_queue(pipelines, monkeypatch):
+    published = _queues_published_to(monkeypatch, pipelines.broker)
+    event_id = pipelines.emit("test.started", {"value": 1})
+    pipelines.run_of(event_id).assert_succeeded()
+    assert Event.objects.get(id=event_id).priority == "" and published == ["pipeline"]

@@ -8,7 +8,7 @@ worker killed mid-chain leaves the child held by the message, whose redelivery r
 A fan-in counts its parents down and is made ready exactly once.
 
 Fast tier (no broker): the decision, and the store's transitions driven directly as the worker
-would (`pipeline.stage_store`). Broker tier: a real `rundramatiq` on queues of these tests' own."""
+would (`pipeline._stage_store`). Broker tier: a real `rundramatiq` on queues of these tests' own."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,13 +22,13 @@ import pytest
 import structlog
 from django.db import connection
 
-import pipeline.publisher
-from pipeline import emit, stage_store, writer
-from pipeline.definitions import registry
-from pipeline.middleware import drain
+import pipeline._publisher
+from pipeline import emit, _stage_store as stage_store, _writer as writer
+from pipeline._definitions import registry
+from pipeline.middleware import _drain as drain
 from pipeline.models import Run, StageRun
-from pipeline.operations import cancel, replay
-from pipeline.runtime import RunInfo, _inline_child, _lease, _not_claimed
+from pipeline._operations import cancel, replay
+from pipeline._runtime import RunInfo, _inline_child, _lease, _not_claimed
 from tests.conftest import ManagedProcess, SharedWorker, purge_queues, read_log_lines, start_worker, wait_for
 from tests.testapp.models import SideEffect
 from tests.testapp.pipelines import INLINE_KILL_QUEUE, INLINE_QUEUE
@@ -84,7 +84,7 @@ def test_no_child_is_continued_inline_while_the_worker_drains():
 def published(monkeypatch):
     """Stage messages recorded instead of sent: (stage, options) of each."""
     sent = []
-    monkeypatch.setattr(pipeline.publisher, "enqueue_stage", lambda stage, **kw: sent.append((stage.name, kw)))
+    monkeypatch.setattr(pipeline._publisher, "enqueue_stage", lambda stage, **kw: sent.append((stage.name, kw)))
     return sent
 
 

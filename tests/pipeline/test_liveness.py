@@ -1,5 +1,5 @@
 """One answer to "is this worker alive?": the dashboard's online/offline, `workerhealth` and the
-check that lets a redelivered stage take over from its holder all read `pipeline.liveness`."""
+check that lets a redelivered stage take over from its holder all read `pipeline._liveness`."""
 from datetime import timedelta
 
 import pytest

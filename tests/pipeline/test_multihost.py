@@ -5,7 +5,7 @@ B's unacknowledged stages to C, which finishes every run; no stage is recorded t
 that had finished runs again.
 
 Relies on: AMQP heartbeats (`heartbeat=5` in PIPELINE_BROKER_URL here, 30 s by default), the claim
-rules in pipeline/states.py (a redelivered message re-claims the stage its dead holder left
+rules in pipeline/_states.py (a redelivered message re-claims the stage its dead holder left
 running), and PostgreSQL dropping a vanished client (TCP keepalives, idle_in_transaction timeout).
 The database lives on host A, reached over the network like the broker, so the cut takes B off
 both, as a real host failure would."""

@@ -11,7 +11,7 @@ import structlog
 from django.utils import timezone
 
 from pipeline import logging as pipeline_logging
-from pipeline.redaction import CIRCULAR, MASK, MAX_DEPTH, TOO_DEEP, Redactor, redact, redact_text
+from pipeline._redaction import CIRCULAR, MASK, MAX_DEPTH, TOO_DEEP, Redactor, redact, redact_text
 
 SECRET = "s3cr3t-VALUE-9f8e7d"
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from pipeline import emit, redelivery
+from pipeline import emit, _redelivery as redelivery
 from pipeline.models import Run, StageRun, WorkerHeartbeat
 
 

@@ -3,7 +3,7 @@ import pytest
 import structlog
 from django.utils import timezone
 
-from pipeline import states
+from pipeline import _states as states
 from pipeline.models import Event, Run, StageRun
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_a_redelivered_message_reclaims_its_own_stage_and_an_expired_lease_can_b
 @pytest.fixture
 def outcome_listener(monkeypatch):
     """Someone (as the webhooks app would) wants every outcome of every pipeline."""
-    from pipeline import outcomes
+    from pipeline import _outcomes as outcomes
 
     monkeypatch.setattr(outcomes, "_listeners", [lambda event_type, pipeline: True])
 
@@ -70,7 +70,7 @@ def test_ending_a_run_only_moves_its_state_its_outcome_is_the_callers(run, outco
 
 
 def test_cancelling_a_run_emits_its_outcome_with_the_run_s_end(run, outcome_listener):
-    from pipeline import operations
+    from pipeline import _operations as operations
 
     states.move_run(run.id, "running")
     operations.cancel(str(run.id))

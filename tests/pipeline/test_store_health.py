@@ -7,7 +7,7 @@ import psycopg.errors
 import pytest
 from django.db import utils
 
-from pipeline import store_health
+from pipeline import _store_health as store_health
 from pipeline.errors import StoreUnavailable
 
 
@@ -68,7 +68,7 @@ def test_errors_of_a_database_that_answers_are_not_an_outage(error):
 
 @pytest.fixture
 def store_down(monkeypatch):
-    from pipeline import writer
+    from pipeline import _writer as writer
 
     def unreachable(op):
         raise StoreUnavailable(psycopg.OperationalError("connection refused"))
@@ -108,8 +108,8 @@ def test_a_stage_whose_claim_cannot_be_written_goes_back_to_the_broker_not_count
     counts it against the stage's attempts nor dead-letters it (unlike any other exception)."""
     from dramatiq.errors import Retry
 
-    from pipeline import runtime, stage_store
-    from pipeline.definitions import registry
+    from pipeline import _runtime as runtime, _stage_store as stage_store
+    from pipeline._definitions import registry
 
     def unreachable(*args, **kwargs):
         raise StoreUnavailable(psycopg.OperationalError("connection refused"))
@@ -133,13 +133,13 @@ def test_a_stage_that_failed_on_the_outage_is_retried_with_its_own_backoff_and_n
     from dramatiq.errors import Retry
     from structlog.testing import capture_logs
 
-    import pipeline.publisher
-    from pipeline import emit, runtime
-    from pipeline.definitions import registry
+    import pipeline._publisher
+    from pipeline import emit, _runtime as runtime
+    from pipeline._definitions import registry
     from pipeline.models import Run, StageRun
     from tests.testapp import pipelines
 
-    monkeypatch.setattr(pipeline.publisher, "enqueue_stage", lambda stage, **kw: None)  # no broker here
+    monkeypatch.setattr(pipeline._publisher, "enqueue_stage", lambda stage, **kw: None)  # no broker here
     run = Run.objects.get(event_id=emit("test.diamond", {"n": 1}), pipeline="diamond")
 
     def store_gone(ctx):

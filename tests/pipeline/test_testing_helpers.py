@@ -8,7 +8,7 @@ from django.db import transaction
 from django.test import TestCase, TransactionTestCase
 
 from pipeline import emit
-from pipeline.definitions import registry
+from pipeline._definitions import registry
 from pipeline.models import Run
 from pipeline.testing import PipelinesTestMixin, run_pipelines
 from tests.testapp import pipelines as testapp

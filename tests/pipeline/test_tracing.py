@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pipeline.models import Event
-from pipeline.tracing import parse_trace_context, parse_traceparent, traceparent
+from pipeline._tracing import parse_trace_context, parse_traceparent, traceparent
 
 TID = "0af7651916cd43dd8448eb211c80319c"
 PID = "b7ad6b7169203331"

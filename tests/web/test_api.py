@@ -94,6 +94,19 @@ def test_posting_an_event_through_the_api(client, api_token):
 
 
 @pytest.mark.django_db
+def test_an_event_posted_urgent_is_stored_urgent_and_shown_so(client, api_token):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token}"}
+    urgent = post_json(client, "/api/events", {"type": "test.started", "payload": {}, "priority": "urgent"}, **auth)
+    assert urgent.status_code == 202 and Event.objects.get(id=urgent.json()["event_id"]).priority == "urgent"
+    assert client.get(f"/api/events/{urgent.json()['event_id']}", **auth).json()["priority"] == "urgent"
+    normal = post_json(client, "/api/events", {"type": "test.started", "payload": {}, "priority": None}, **auth)
+    assert client.get(f"/api/events/{normal.json()['event_id']}", **auth).json()["priority"] is None
+    refused = post_json(client, "/api/events", {"type": "test.started", "payload": {}, "priority": "high"}, **auth)
+    assert refused.status_code == 400 and refused.json()["field"] == "priority"
+    assert Event.objects.count() == 2
+
+
+@pytest.mark.django_db
 def test_api_token_is_required_to_post_events_even_with_a_session(client, admin_client):
     response = post_json(admin_client, "/api/events", {"type": "test.started", "payload": {}})
     assert response.status_code == 401

@@ -26,7 +26,7 @@ def slow_start(monkeypatch):
     process), so the order page is surely open, showing "placed", before its fulfilment starts."""
     import threading
 
-    from pipeline import events
+    from pipeline import _events as events
 
     original = events._publish_after_commit
     timers = []

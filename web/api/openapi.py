@@ -58,6 +58,10 @@ WEBHOOK_ID_MAX = 10**18 - 1  # ids are matched as 1 to 18 digits; any other path
 _SCHEDULE_CHANGE_ANSWERS: dict[int, type[BaseModel] | str | dict[str, Any]] = {
     200: schemas.Schedule, 400: "an invalid field, named in `field`", 404: "no such schedule",
     409: "the schedule is declared in code"}
+_BAD_NEW_SCHEDULE = ("an invalid or missing field, named in `field` (values out of the documented ranges, a cron "
+                     "expression that never fires, an unknown pipeline, actor or time zone, …)")
+_BAD_BACKFILL_RANGE = ("start or end missing, without a UTC offset or out of range, end before start, or more than "
+                       "10,000 fire times in the range")
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/events", "postEvent",
@@ -112,10 +116,7 @@ OPERATIONS: tuple[Operation, ...] = (
                                                         "state", {200: schemas.ScheduleList}),
     Operation("post", "/api/schedules", "createSchedule",
               "Create a schedule at run time: give `cron` (+ `timezone`) or `interval_seconds` (or `run_at`)",
-              {201: schemas.Schedule,
-               400: "an invalid or missing field, named in `field` (values out of the documented ranges, a cron "
-                    "expression that never fires, an unknown pipeline, actor or time zone, …)",
-               409: "a schedule with this name already exists"},
+              {201: schemas.Schedule, 400: _BAD_NEW_SCHEDULE, 409: "a schedule with this name already exists"},
               body=schemas.ScheduleInput),
     Operation("get", "/api/schedules/{name}", "getSchedule", "One schedule and its state",
               {200: schemas.Schedule, 404: "no such schedule"}),
@@ -136,10 +137,7 @@ OPERATIONS: tuple[Operation, ...] = (
               {202: schemas.ScheduleTriggered, 404: "no such schedule"}),
     Operation("post", "/api/schedules/{name}/backfill", "backfillSchedule",
               "One run per fire time in [start, end] that has not run yet",
-              {202: schemas.BackfillAccepted,
-               400: "start or end missing, without a UTC offset or out of range, end before start, or more than "
-                    "10,000 fire times in the range",
-               404: "no such schedule"},
+              {202: schemas.BackfillAccepted, 400: _BAD_BACKFILL_RANGE, 404: "no such schedule"},
               body=schemas.BackfillInput),
     Operation("get", "/api/openapi.json", "openapi", "This document",
               {200: {"description": "the OpenAPI description", "content": {_JSON: {"schema": {"type": "object"}}}}},

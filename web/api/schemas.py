@@ -96,6 +96,9 @@ class EventInput(_Input):
     idempotency_key: Annotated[NonEmpty, Field(max_length=255)] | None = Field(
         None, description="a second event with the same key is not stored again (an empty key is refused: leave it "
                           "out or send null for none)")
+    priority: Literal["urgent"] | None = Field(
+        None, description="`urgent`: the runs' stage messages overtake queued normal ones (leave it out or send "
+                          "null for normal)")
 
 
 class EventAccepted(_Output):
@@ -168,6 +171,7 @@ class Event(_Output):
     trace_id: str
     idempotency_key: str | None
     source: str
+    priority: Literal["urgent"] | None = Field(description="`urgent` when the event was emitted so")
     published_at: Moment | None
     runs: list[RunSummary]
 

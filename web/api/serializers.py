@@ -72,6 +72,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "trace_id": event.trace_id,
         "idempotency_key": event.idempotency_key,
         "source": event.source,
+        "priority": event.priority or None,
         "published_at": _iso(event.published_at),
         "runs": [run_json(r, with_stages=False) for r in event.runs.all().order_by("created_at")],
     }

@@ -36,7 +36,8 @@ def _valid_uuid(value: str) -> bool:
 def post_event(request: HttpRequest) -> JsonResponse:
     try:
         body = parse_body(request, schemas.EventInput)
-        event_id = emit(body.type, body.payload, idempotency_key=body.idempotency_key, source="api")
+        event_id = emit(body.type, body.payload, idempotency_key=body.idempotency_key, source="api",
+                        priority=body.priority)
     except BadRequest as exc:
         return exc.response()
     except EventError as exc:

@@ -4,18 +4,24 @@ from . import views
 
 app_name = "dashboard"
 
-urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("runs/", views.runs, name="runs"),
-    path("runs/<str:run_id>/", views.run_detail, name="run"),
-    path("runs/<str:run_id>/status.json", views.run_status, name="run-status"),
-    path("runs/<str:run_id>/replay", views.run_replay, name="run-replay"),
-    path("runs/<str:run_id>/cancel", views.run_cancel, name="run-cancel"),
-    path("events/", views.events, name="events"),
-    path("events/<str:event_id>/", views.event_detail, name="event"),
-    path("failed/", views.failed, name="failed"),
-    path("failed/replay", views.failed_replay, name="failed-replay"),
-    path("schedules/", views.schedules_page, name="schedules"),
-    path("schedules/<str:name>/<str:action>", views.schedule_action, name="schedule-action"),
-    path("workers/", views.workers_page, name="workers"),
-]
+# What an operator reads (GET), by its name in the "dashboard" namespace: (route, view).
+PAGES = {
+    "overview": ("", views.overview),
+    "runs": ("runs/", views.runs),
+    "run": ("runs/<str:run_id>/", views.run_detail),
+    "run-status": ("runs/<str:run_id>/status.json", views.run_status),
+    "events": ("events/", views.events),
+    "event": ("events/<str:event_id>/", views.event_detail),
+    "failed": ("failed/", views.failed),
+    "schedules": ("schedules/", views.schedules_page),
+    "workers": ("workers/", views.workers_page),
+}
+# What an operator does (POST, then back to a page).
+ACTIONS = {
+    "run-replay": ("runs/<str:run_id>/replay", views.run_replay),
+    "run-cancel": ("runs/<str:run_id>/cancel", views.run_cancel),
+    "failed-replay": ("failed/replay", views.failed_replay),
+    "schedule-action": ("schedules/<str:name>/<str:action>", views.schedule_action),
+}
+
+urlpatterns = [path(route, view, name=name) for name, (route, view) in {**PAGES, **ACTIONS}.items()]

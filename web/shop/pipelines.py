@@ -47,7 +47,7 @@ def ship_order(ctx: StageContext) -> dict:
 
 
 # When `fulfil_order` ends badly, the order says so: the engine emits the run's outcome
-# (`run.failed` / `run.cancelled`, see pipeline/outcomes.py), and these pipelines of the shop's own
+# (`run.failed` / `run.cancelled`, see pipeline/_outcomes.py), and these pipelines of the shop's own
 # set the order `failed`, with a reason a customer may read. The run keeps the technical error.
 order_failed = Pipeline("order_failed", on="run.failed", of=["fulfil_order"])
 order_cancelled = Pipeline("order_cancelled", on="run.cancelled", of=["fulfil_order"])

@@ -1,7 +1,7 @@
 """`manage.py cancel RUN_ID`."""
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.operations import OperationRefused, RunNotFound, cancel
+from pipeline._operations import OperationRefused, RunNotFound, cancel
 
 
 class Command(BaseCommand):

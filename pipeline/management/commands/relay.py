@@ -4,7 +4,7 @@ import time
 from django.core.management.base import BaseCommand, CommandParser
 
 from pipeline import conf
-from pipeline.publisher import relay_once
+from pipeline._publisher import relay_once
 
 
 class Command(BaseCommand):

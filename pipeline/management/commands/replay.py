@@ -5,8 +5,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
-from pipeline.definitions import registry
-from pipeline.operations import OperationRefused, RunNotFound, failed_runs, replay
+from pipeline._definitions import registry
+from pipeline._operations import OperationRefused, RunNotFound, failed_runs, replay
 
 
 def _moment(value: str) -> datetime:

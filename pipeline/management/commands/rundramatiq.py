@@ -5,7 +5,7 @@ import dramatiq
 from django.core.management.base import CommandError
 from django_dramatiq.management.commands.rundramatiq import Command as DjangoDramatiqCommand
 
-from pipeline.broker import BrokerUnavailable, check_broker
+from pipeline._broker import BrokerUnavailable, check_broker
 from pipeline.rabbitmq import QueueTypeMismatch, check_queue_types
 
 

@@ -6,8 +6,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipeline import conf
 from pipeline.errors import TraceUsageError
-from pipeline.logfiles import ID_RE, follow_files, log_sources, scan
-from pipeline.timeline import finished, render, timeline
+from pipeline._logfiles import ID_RE, follow_files, log_sources, scan
+from pipeline._timeline import finished, render, timeline
 
 
 class Command(BaseCommand):

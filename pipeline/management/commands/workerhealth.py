@@ -3,7 +3,7 @@
 Healthy (exit 0) when at least `--min-processes` worker processes of this host are alive: they
 wrote their heartbeat (`pipeline.middleware.Heartbeat`, every PIPELINE_HEARTBEAT_SECONDS) within
 `--max-age` seconds (default: PIPELINE_WORKER_OFFLINE_AFTER_SECONDS, the threshold the dashboard
-shows workers offline by, `pipeline.liveness`) and have not stopped. A worker that hangs, or lost
+shows workers offline by, `pipeline._liveness`) and have not stopped. A worker that hangs, or lost
 its database, stops beating and the probe fails (exit 1, one line saying why). `--broker` also
 requires the broker to answer (for a readiness probe; keep it out of liveness: a broker outage is
 not cured by restarting workers, which reconnect by themselves). Exit 2: bad usage."""
@@ -13,9 +13,9 @@ import socket
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline.broker import check_broker
+from pipeline._broker import check_broker
 from pipeline.errors import BrokerUnavailable
-from pipeline.liveness import live_workers, worker_offline_after
+from pipeline._liveness import live_workers, worker_offline_after
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ the stage function, which returns before the run is recorded done.
 
 With linear chains continued in the same worker thread (`PIPELINE_INLINE_CHAINS`), the message
 that ends a run may be the one of its first stage, so the engine says which runs the current
-message ended (`pipeline.runtime.runs_ended`). An engine without that hook: a run is done after
+message ended (`pipeline._runtime.runs_ended`). An engine without that hook: a run is done after
 the message of the last stage of a bench pipeline."""
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ class DoneSignal(Middleware):
 
     def _hooks(self) -> None:
         try:
-            from pipeline.runtime import runs_ended
+            from pipeline._runtime import runs_ended
         except ImportError:
             runs_ended = None
         if not runs_ended:
-            from pipeline.definitions import registry
+            from pipeline._definitions import registry
 
             self._last_actors = {f"{p.name}.{sink}" for p in registry.pipelines.values()
                                  if p.name.startswith("bench_") for sink in p.sinks} | {LAST_ACTOR}
