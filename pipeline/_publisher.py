@@ -14,7 +14,7 @@ from django.utils import timezone
 from . import conf, _writer as writer
 from ._definitions import DefinitionError, Stage, registry
 from .flow._priority import route
-from .flow._rules import URGENT
+from .flow._rules import GATE_PASSED, URGENT
 from .flow._slots_gate import repair as flow_repair
 from .logging import get_logger
 from .models import Event, StageRun
@@ -78,7 +78,10 @@ def publish_admitted(admitted: list[Any]) -> None:
         except (DefinitionError, KeyError):
             log.error("stage.unknown", run_id=one.run_id, pipeline=one.pipeline, stages=one.stages)
             continue
-        publish_ready(stages, one.run_id, one.event_id, one.trace_id, carried=priorities.get(str(one.event_id)))
+        carried = dict(priorities.get(str(one.event_id), {}))
+        if stage is not None:  # it waited after passing the flow gate: it does not pay again
+            carried[GATE_PASSED] = True
+        publish_ready(stages, one.run_id, one.event_id, one.trace_id, carried=carried or None)
 
 
 def _urgent_events(event_ids: list[Any]) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _stage_store as stage_store
 from . import _gate as gate
+from ._rules import GATE_PASSED
 
 if TYPE_CHECKING:
     from .._definitions import Stage
@@ -27,7 +28,9 @@ def claim(
     now; False when flow control ended this delivery (held, throttled, folded or dropped by the
     gate, or over the stage's own concurrency limit: it waits, published again when handed a
     slot); None when not claimed (a duplicate or stale message: the runtime looks why)."""
-    if (admitted := gate.admit(stage, info, message) if stage.gated else True) is False:
+    # Taken off the message here, so a retry of this delivery passes the gate like any other.
+    passed = message is not None and message.options.pop(GATE_PASSED, False)
+    if (admitted := gate.admit(stage, info, message) if stage.gated and not passed else True) is False:
         return False
     claimed = stage_store.claim(stage, info, message_id, worker, lease_until, results,
                                 started_at=None if admitted is True else admitted)

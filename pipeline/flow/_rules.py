@@ -11,6 +11,9 @@ from ..errors import DefinitionError
 
 NORMAL, URGENT = "normal", "urgent"
 PRIORITIES = (NORMAL, URGENT)
+# Message option of a stage published again once its own concurrency slot is free: it passed the
+# flow gate (paid its rate-limit token, left its window) before it waited, so it does not again.
+GATE_PASSED = "flow_gate_passed"
 RATE_MODES = ("throttle", "drop")
 
 

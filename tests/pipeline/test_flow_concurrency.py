@@ -65,6 +65,9 @@ def test_keys_are_dotted_paths_checked_as_deep_as_the_schema_goes():
 
 
 # --- driving runs in-process ----------------------------------------------------------------------
+carried_by: dict = {}  # (stage, run id) -> what its last captured message carried
+
+
 @pytest.fixture
 def published(monkeypatch):
     """Stage messages, captured in order as (stage, run id) instead of going to the broker."""
@@ -74,6 +77,7 @@ def published(monkeypatch):
 
     def capture(stage, *, run_id, event_id, trace_id, delay_ms=None, carried=None):
         sent.append((stage, run_id))
+        carried_by[(stage.name, run_id)] = dict(carried or {})
         return "captured"
 
     monkeypatch.setattr(publisher, "enqueue_stage", capture)
@@ -370,3 +374,40 @@ def test_cancelling_a_run_whose_stage_waits_takes_the_stage_off_the_list(flow, p
     assert not ConcurrencyWaiter.objects.filter(run_id=a2).exists()
     flow.run(a3)
     assert _status(a3) == "succeeded" and _held("limited_stage", "q", rule="stage:call_partner") == 0
+
+
+def test_a_stage_that_waited_for_its_slot_does_not_pay_its_rate_limit_again(flow, published):
+    """Two starts an hour per account, one at a time: a2's stage pays the second start, then waits for
+    a1's slot; handed the slot, it runs at once (a third payment would throttle it for an hour)."""
+    from dramatiq.middleware import CurrentMessage
+
+    from pipeline import _runtime as runtime
+
+    stage = registry.get("paid_once").stages["paid_call"]
+    a1 = flow.emit("test.flow_paid", account="p", n=1)
+    a2 = flow.emit("test.flow_paid", account="p", n=2)
+    for run_id in (a1, a2):
+        item = next(i for i in published if i[1] == run_id)
+        published.remove(item)
+        flow.do(runtime.execute_stage, item[0], run_id)
+    published.clear()
+
+    def a2_arrives():
+        runtime.execute_stage(stage, a2)
+        assert Run.objects.get(id=a2).stages.get(stage="paid_call").status == "waiting"
+
+    original = _while_running(stage, a2_arrives)
+    try:
+        flow.do(runtime.execute_stage, stage, a1)
+    finally:
+        object.__setattr__(stage, "fn", original)
+    assert flow.published_stages(a2) == ["paid_call"] and _status(a1) == "succeeded"
+    published.clear()
+    message = stage.actor.message_with_options(args=(a2,), **carried_by[("paid_call", a2)])
+    current = CurrentMessage._MESSAGE.set(message)
+    try:
+        flow.do(runtime.execute_stage, stage, a2)
+    finally:
+        CurrentMessage._MESSAGE.reset(current)
+    assert Run.objects.get(id=a2).stages.get(stage="paid_call").status == "succeeded"
+    assert _status(a2) == "succeeded" and published == []

@@ -621,3 +621,24 @@ def call_partner(ctx: StageContext) -> dict:
 @limited_stage.stage(retries=0, timeout=30)
 def after_call(ctx: StageContext) -> dict:
     return {"n": ctx.results["call_partner"]["n"]}
+
+
+# A stage limited twice: two starts an hour per account (one plus a burst of one), one at a time.
+@event_type("test.flow_paid")
+class TestFlowPaid(BaseModel):
+    account: str
+    n: int = 0
+
+
+paid_once = Pipeline("paid_once", on="test.flow_paid", queue=FLOW_QUEUE)
+
+
+@paid_once.stage(retries=0, timeout=30)
+def before_paid_call(ctx: StageContext) -> dict:
+    return {"n": ctx.event.payload["n"]}
+
+
+@paid_once.stage(retries=0, timeout=30, rate_limit=RateLimit(1, per=3600, key="account", burst=1),
+                 concurrency=Concurrency(limit=1, key="account"))
+def paid_call(ctx: StageContext) -> dict:
+    return {"n": ctx.results["before_paid_call"]["n"]}
