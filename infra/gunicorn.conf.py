@@ -74,13 +74,21 @@ def on_starting(server) -> None:
     finally:
         os.umask(old_umask)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # Imported here, once the directory is in the environment (prometheus_client picks its value
+    # class when imported), and not in child_exit: that runs in gunicorn's SIGCHLD handler, where an
+    # import that a second SIGCHLD interrupts (workers exiting together at shutdown, a slow import on
+    # a loaded machine) re-enters itself and fails the master's exit.
+    global _multiprocess
+    from prometheus_client import multiprocess as _multiprocess
+
+
+_multiprocess = None
 
 
 def child_exit(server, worker) -> None:
     """A worker exited (recycled or crashed): its live gauges no longer count; counters stay."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    if _multiprocess is not None:
+        _multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server) -> None:
