@@ -53,7 +53,7 @@ for i in $(seq "$runs"); do
     start=$(date +%s)
     run_status=0
     infra/test.sh "$@" >"$out/run-$i.log" 2>&1 || run_status=$?
-    line="run $i of $runs: exit $run_status after $(( $(date +%s) - start )) s ($(grep -E '^    [0-9]+ (passed|failed)' "$out/run-$i.log" | sed 's/^ *//' | paste -sd ';' -))"  # infra/test.sh's summary: one line per session
+    line="run $i of $runs: exit $run_status after $(( $(date +%s) - start )) s ($( (grep -E '^    .*[0-9]+ (passed|failed|error)' "$out/run-$i.log" || true) | sed 's/^ *//; s/=//g' | paste -sd ';' -))"  # infra/test.sh's summary: one line per session
     echo "$line" | tee -a "$out/summary"
     if [[ $run_status != 0 ]]; then
         status=$run_status

@@ -5,15 +5,17 @@
 # a throwaway local cluster under var/ (TEST_SKIP_POSTGRES=1 skips that second pass).
 #
 # The two passes run at the same time (most of a pass's wall time is waiting on processes, not
-# CPU), and each in two sessions at once, its broker tier (`-m broker`) and its fast tier
-# (`-m "not broker"`, no broker reachable), so four pytest sessions in all. Each broker tier has a
-# broker node of its own (SQLite: TEST_RABBITMQ_PORT, default 5682; PostgreSQL: TEST_RABBITMQ_PORT+3,
-# its state under var/rabbitmq-postgres-pass; the cluster test of each uses its broker's port
-# +100..+102, so they never meet). Each session has its own test database (the PostgreSQL fast tier
-# on a server of its own, TEST_PGPORT+100 or TEST_PGPORT_FAST: the broker tier's store-outage test
-# stops and starts the one on TEST_PGPORT), its own log folder and its output in a file of its own
-# (var/test-{sqlite,postgres}{,-fast}.out), each line also printed here with the session's name in
-# front. At the end a summary says how each session ended; the exit status is the worst of them.
+# CPU), and each in three sessions at once: its broker tier (`-m broker`) in two halves (the files
+# tests/conftest.py lists in SECOND_BROKER_SESSION, and the rest; TEST_BROKER_SHARD=second|first)
+# and its fast tier (`-m "not broker"`, no broker reachable), so six pytest sessions in all. Each
+# broker-tier session has a broker node of its own (SQLite: TEST_RABBITMQ_PORT, default 5682, and
+# +6; PostgreSQL: TEST_RABBITMQ_PORT+3 and +9; their state under var/rabbitmq*; the cluster test of
+# each uses its broker's port +100..+102, so they never meet). Each session has its own test
+# database (the PostgreSQL fast tier and second half on a server of their own, TEST_PGPORT+100 or
+# TEST_PGPORT_FAST: the store-outage test, in the first half, stops and starts the one on
+# TEST_PGPORT), its own log folder and its output in a file of its own
+# (var/test-{sqlite,postgres}{,-more,-fast}.out), each line also printed here with the session's
+# name in front. At the end a summary says how each session ended; the exit status is the worst of them.
 # TEST_SPLIT_TIERS=0 keeps each pass in one session; TEST_SEQUENTIAL=1 runs the passes one after
 # the other (so does a PIPELINE_BROKER_URL given from outside: both would share its queues).
 #
@@ -41,6 +43,9 @@ POSTGRES_BROKER_PORT="${TEST_RABBITMQ_PORT_POSTGRES:-$((SQLITE_BROKER_PORT + 3))
 POSTGRES_BROKER_VAR="var/rabbitmq-postgres-pass"
 export PGPORT="${TEST_PGPORT:-5488}"
 POSTGRES_FAST_PORT="${TEST_PGPORT_FAST:-$((PGPORT + 100))}"
+# The broker tier's second session of each pass (tests/conftest.py, SECOND_BROKER_SESSION): a node each.
+SQLITE_MORE_BROKER_PORT="$((SQLITE_BROKER_PORT + 6))"
+POSTGRES_MORE_BROKER_PORT="$((SQLITE_BROKER_PORT + 9))"
 started_brokers=()  # "port var" of each node this script started
 started_postgres=()  # the port of each PostgreSQL server this script started
 pass_pids=()
@@ -115,6 +120,10 @@ if [[ -z "$external_broker" ]]; then
 fi
 split_tiers=0
 [[ $concurrent == 0 || "${TEST_SPLIT_TIERS:-1}" != 1 ]] || split_tiers=1
+if [[ $split_tiers == 1 && -z "$external_broker" ]]; then
+    start_broker "$SQLITE_MORE_BROKER_PORT" var/rabbitmq-sqlite-more
+    start_broker "$POSTGRES_MORE_BROKER_PORT" var/rabbitmq-postgres-more
+fi
 if [[ $run_postgres == 1 ]]; then
     infra/ensure-postgres.sh
     start_postgres "$PGPORT"
@@ -174,21 +183,29 @@ no_broker="amqp://guest:guest@127.0.0.1:9/%2F"  # the fast tier needs none: reac
 [[ $run_postgres == 0 ]] || export TEST_BOTH_PASSES=1
 sessions=()
 if [[ $concurrent == 1 ]]; then
-    # Each pass in two sessions at once: its broker tier (real processes, mostly waiting) and its
-    # fast tier (in-process, mostly CPU), each with its own test database; TEST_SPLIT_TIERS=0 keeps
-    # each pass in one session.
+    # Each pass in three sessions at once: its broker tier in two halves (real processes, mostly
+    # waiting) and its fast tier (in-process, mostly CPU), each with its own test database;
+    # TEST_SPLIT_TIERS=0 keeps each pass in one session.
     if [[ $split_tiers == 1 ]]; then
-        echo "test: both passes at once, each in two sessions: SQLite (broker tier on :$SQLITE_BROKER_PORT, fast tier)" \
-             "and PostgreSQL (broker tier on :$POSTGRES_BROKER_PORT, fast tier)"
-        start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- -m broker "$@"
+        echo "test: both passes at once, each in three sessions: SQLite (broker tier in two halves on" \
+             ":$SQLITE_BROKER_PORT and :$SQLITE_MORE_BROKER_PORT, fast tier) and PostgreSQL (broker tier on" \
+             ":$POSTGRES_BROKER_PORT and :$POSTGRES_MORE_BROKER_PORT, fast tier)"
+        start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" TEST_BROKER_SHARD=first -- -m broker "$@"
         start_pass postgres "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres" \
-            DATABASE_URL="$postgres_url" -- -m broker "$@"
+            DATABASE_URL="$postgres_url" TEST_BROKER_SHARD=first -- -m broker "$@"
+        # The broker tier's second half: a node each, a test database each (PostgreSQL: a database of
+        # its own on the fast tier's server, out of reach of the store-outage test too).
+        start_pass sqlite-more "$SQLITE_MORE_BROKER_PORT" var/rabbitmq-sqlite-more "${LOG_BASE}-sqlite-more" \
+            TEST_BROKER_SHARD=second TEST_SQLITE_NAME="$OUT_DIR/test-sqlite-more.sqlite3" -- -m broker "$@"
+        start_pass postgres-more "$POSTGRES_MORE_BROKER_PORT" var/rabbitmq-postgres-more "${LOG_BASE}-postgres-more" \
+            DATABASE_URL="postgres://postgres@127.0.0.1:${POSTGRES_FAST_PORT}/pipeline_more" TEST_BROKER_SHARD=second \
+            -- -m broker "$@"
         start_pass sqlite-fast "$SQLITE_BROKER_PORT" var/rabbitmq "${LOG_BASE}-sqlite-fast" \
             PIPELINE_BROKER_URL="$no_broker" TEST_SQLITE_NAME="$OUT_DIR/test-sqlite-fast.sqlite3" -- -m "not broker" "$@"
         start_pass postgres-fast "$POSTGRES_BROKER_PORT" "$POSTGRES_BROKER_VAR" "${LOG_BASE}-postgres-fast" \
             PIPELINE_BROKER_URL="$no_broker" DATABASE_URL="postgres://postgres@127.0.0.1:${POSTGRES_FAST_PORT}/pipeline" \
             -- -m "not broker" "$@"
-        sessions=(sqlite postgres sqlite-fast postgres-fast)
+        sessions=(sqlite postgres sqlite-more postgres-more sqlite-fast postgres-fast)
     else
         echo "test: both passes at once: SQLite (broker :$SQLITE_BROKER_PORT) and PostgreSQL (broker :$POSTGRES_BROKER_PORT)"
         start_pass sqlite "$SQLITE_BROKER_PORT" var/rabbitmq "$LOG_BASE" -- "$@"
