@@ -101,7 +101,7 @@ def _wait_again(run: Run, ready: list) -> None:
 
 def _enqueue(stages: list, target: Run, source: Run) -> None:
     publish_ready(stages, str(target.id), str(source.event_id), source.event.trace_id,
-                  carried=carried_priority(source.event))
+                  carried=carried_priority(source.event.priority))
 
 
 def cancel(run_id: str) -> None:

@@ -67,7 +67,7 @@ def publish_ready(
 def publish_admitted(admitted: list[Any]) -> None:
     """After the commit that admitted them (pipeline.flow): `flow.released`, then their ready
     stages published (urgent still when their event was)."""
-    priorities = _urgent_events([one.event_id for one in admitted])
+    urgent = _urgent_event_ids([one.event_id for one in admitted])
     for one in admitted:
         stage = one.rule[len("stage:"):] if one.rule.startswith("stage:") else None  # a stage's own limit
         log.info("flow.released", rule="concurrency", stage=stage, key=one.key, run_id=one.run_id, event_id=one.event_id,
@@ -78,23 +78,23 @@ def publish_admitted(admitted: list[Any]) -> None:
         except (DefinitionError, KeyError):
             log.error("stage.unknown", run_id=one.run_id, pipeline=one.pipeline, stages=one.stages)
             continue
-        carried = dict(priorities.get(str(one.event_id), {}))
+        carried = carried_priority(URGENT if str(one.event_id) in urgent else "") or {}
         if stage is not None:  # it waited after passing the flow gate: it does not pay again
             carried[GATE_PASSED] = True
         publish_ready(stages, one.run_id, one.event_id, one.trace_id, carried=carried or None)
 
 
-def _urgent_events(event_ids: list[Any]) -> dict[str, dict[str, Any]]:
-    """{event id: what its stage messages carry} for those of `event_ids` emitted urgent."""
+def _urgent_event_ids(event_ids: list[Any]) -> set[str]:
+    """Those of `event_ids` emitted urgent (one query, none for an empty list: the common case)."""
     if not event_ids:
-        return {}
-    urgent = Event.objects.filter(id__in=set(event_ids), priority=URGENT).values_list("id", flat=True)
-    return {str(event_id): {"priority": URGENT} for event_id in urgent}
+        return set()
+    return {str(i) for i in Event.objects.filter(id__in=set(event_ids), priority=URGENT).values_list("id", flat=True)}
 
 
-def carried_priority(event: Event) -> dict[str, Any] | None:
-    """What a stage message published again (relay, replay) carries for its event's priority."""
-    return {"priority": event.priority} if event.priority else None
+def carried_priority(priority: str) -> dict[str, Any] | None:
+    """What a stage message published again (relay, replay, a slot handed on) carries for its
+    event's stored priority (`Event.priority`, "" for normal)."""
+    return {"priority": priority} if priority else None
 
 
 def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
@@ -107,7 +107,7 @@ def _publish_stage_runs(stage_runs: list[StageRun]) -> int:
         except (DefinitionError, KeyError):
             log.error("stage.unknown", run_id=str(run.id), pipeline=run.pipeline, stage=stage_run.stage)
             continue
-        items.append((stage, str(run.id), str(run.event_id), run.event.trace_id, carried_priority(run.event)))
+        items.append((stage, str(run.id), str(run.event_id), run.event.trace_id, carried_priority(run.event.priority)))
     for stage, run_id, event_id, trace_id, carried in items:
         enqueue_stage(stage, run_id=run_id, event_id=event_id, trace_id=trace_id, carried=carried)
     return len(items)
