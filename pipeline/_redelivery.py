@@ -8,15 +8,29 @@ would run twice at the same time. Only redelivered messages are checked (one ind
 usual path pays nothing): if the stage is held by this message in a worker that is alive (a
 thread of this process, or a process whose heartbeat is fresh), the message comes back a little
 later (`stage.deferred`); by then the first delivery has recorded the outcome and the copy is
-dropped as a duplicate, or the holder has gone silent and the copy takes the stage over."""
+dropped as a duplicate, or the holder has gone silent and the copy takes the stage over.
+
+And a message that finds its stage not claimable (`not_claimed`): a duplicate, a stage of a run
+that stopped, or the redelivery of a chain its worker was running inline when it died."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dramatiq.errors import Retry
+
+from . import _states as states
 from ._liveness import live_workers
-from .models import StageRun, StageStatus
+from .logging import get_logger
+from .models import Run, StageRun, StageStatus
 from ._sql import now as utcnow
+from ._statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES
+
+if TYPE_CHECKING:
+    from ._definitions import Stage
+    from ._run_info import RunInfo
+
+log = get_logger("pipeline.runtime")  # the worker's lines, wherever they are decided
 
 HOLDER = "held_by"  # message option: a copy deferred because a live worker held its stage
 DEFER_MS = 3000
@@ -42,3 +56,34 @@ def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
         return None
     alive = live_workers(utcnow()).filter(host=host, pid=int(pid)).exists()
     return row["worker"] if alive else None
+
+
+def not_claimed(stage: "Stage", info: "RunInfo", message_id: str) -> "Stage | None":
+    """A duplicate or stale message, a stage of a run that stopped, or the redelivery of a chain
+    cut short. Returns the stage to go on with, if this message still holds one."""
+    row = StageRun.objects.filter(run_id=info.run_id, stage=stage.name).values("status", "lease_until").first()
+    if row is None:
+        log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
+        return None
+    run_status = Run.objects.filter(id=info.run_id).values_list("status", flat=True).first()
+    if run_status not in ACTIVE_RUN_STATUSES:
+        if row["status"] in (*WAITING_STAGE_STATUSES, StageStatus.RUNNING):
+            # Cancelled, or failed in another branch: this stage must not start.
+            states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED,
+                              log_fields={"reason": f"run {run_status}"}, finished_at=utcnow(), quiet_refusal=True)
+        else:
+            log.info("stage.duplicate_skipped", status=row["status"])
+        return None
+    if row["status"] == StageStatus.SUCCEEDED:
+        held = StageRun.objects.filter(run_id=info.run_id, message_id=message_id,
+                                       status=StageStatus.RUNNING).values_list("stage", flat=True).first()
+        if held is not None and held in stage.pipeline.stages:
+            log.info("stage.resumed", resumed_stage=held, reason="redelivered while running a chain inline")
+            return stage.pipeline.stages[held]
+    if row["status"] == StageStatus.RUNNING and row["lease_until"] is not None:
+        # Held by another live message: come back when its lease ends, in case its worker died.
+        delay_ms = max(1000, int((row["lease_until"] - utcnow()).total_seconds() * 1000) + 1000)
+        log.info("stage.deferred", reason="held by another message", retry_in_ms=delay_ms)
+        raise Retry(delay=delay_ms)
+    log.info("stage.duplicate_skipped", status=row["status"])
+    return None

@@ -27,18 +27,16 @@ from dramatiq.middleware import CurrentMessage, TimeLimit
 from dramatiq.middleware.threading import Interrupt
 
 from . import conf, _outcomes as outcomes, _redelivery as redelivery, _stage_store as stage_store
-from . import _states as states, _store_health as store_health, _writer as writer
+from . import _store_health as store_health, _writer as writer
 from ._context import EventView, StageContext, batch_events
 from ._definitions import Stage
 from .flow import _admission as admission
 from ._inflight import running_inline
 from .logging import get_logger, redact_text
 from .middleware._drain import draining
-from .models import Run, StageRun
 from ._publisher import publish_admitted, publish_ready
 from ._run_info import JSON_OPTIONS as _JSON_OPTIONS, RunInfo
 from ._sql import now as utcnow
-from ._statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, StageStatus
 
 log = get_logger("pipeline.runtime")
 LEASE_MARGIN_SECONDS = 30
@@ -86,7 +84,7 @@ def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id:
                                    options.get("results"))) is False:
         return  # flow control (pipeline/flow/) holds, throttles, folds, drops it, or it waits for a slot
     if claimed is None:
-        if (stage := _not_claimed(stage, info, message_id)) is None:
+        if (stage := redelivery.not_claimed(stage, info, message_id)) is None:
             return
         # A redelivery of a message whose worker died in the middle of a chain it was running
         # inline: go on from the stage it held.
@@ -178,7 +176,7 @@ def _succeeded(
     )
     done = _write(record, info, "succeeded" if not children else None, lambda d: d.finished)
     if done is None:
-        return None  # another message took the stage over; it records the outcome
+        return _taken_over(attempt)
     log.info("stage.succeeded", attempt=attempt, duration_ms=round(duration_ms, 3), outcome="succeeded")
     if done.finished:
         total_ms = round(record.total_ms, 3)
@@ -216,7 +214,7 @@ def _write_once(record: Any, info: RunInfo, may_end_as: str | None, ended: Any) 
         return writer.run(record)
     with transaction.atomic():
         done = writer.run_direct(record)
-        if done and ended(done):
+        if done and ended(done) and not done.recovered:  # else it was written with the run's end
             outcomes.emit_outcome(info.run_id, may_end_as, info.pipeline)
     return done
 
@@ -242,7 +240,7 @@ def _failed(
                  "error": error, "max_attempts": stage.retries + 1}
     done = _write(record, info, "failed" if final else None, lambda d: d.run_ended)
     if not done:
-        return  # another message took the stage over; it records the outcome
+        return _taken_over(attempt)
     publish_admitted(done.admitted)  # what waited for the slots it gave back (pipeline.flow)
     if not final:
         log.info("stage.retrying", **canonical, outcome="retrying", retry_in_ms=delay_ms)
@@ -261,35 +259,8 @@ def _failed(
         message.fail()  # dead-lettered too; the database keeps the failure for as long as the run
 
 
-def _not_claimed(stage: Stage, info: RunInfo, message_id: str) -> Stage | None:
-    """A duplicate or stale message, a stage of a run that stopped, or the redelivery of a chain
-    cut short. Returns the stage to go on with, if this message still holds one."""
-    row = StageRun.objects.filter(run_id=info.run_id, stage=stage.name).values("status", "lease_until").first()
-    if row is None:
-        log.warning("stage.orphan_message", reason="no such stage run (run deleted or never created)")
-        return None
-    run_status = Run.objects.filter(id=info.run_id).values_list("status", flat=True).first()
-    if run_status not in ACTIVE_RUN_STATUSES:
-        if row["status"] in (*WAITING_STAGE_STATUSES, StageStatus.RUNNING):
-            # Cancelled, or failed in another branch: this stage must not start.
-            states.move_stage(info.run_id, stage.name, StageStatus.CANCELLED,
-                              log_fields={"reason": f"run {run_status}"}, finished_at=utcnow(), quiet_refusal=True)
-        else:
-            log.info("stage.duplicate_skipped", status=row["status"])
-        return None
-    if row["status"] == StageStatus.SUCCEEDED:
-        held = StageRun.objects.filter(run_id=info.run_id, message_id=message_id,
-                                       status=StageStatus.RUNNING).values_list("stage", flat=True).first()
-        if held is not None and held in stage.pipeline.stages:
-            log.info("stage.resumed", resumed_stage=held, reason="redelivered while running a chain inline")
-            return stage.pipeline.stages[held]
-    if row["status"] == StageStatus.RUNNING and row["lease_until"] is not None:
-        # Held by another live message: come back when its lease ends, in case its worker died.
-        delay_ms = max(1000, int((row["lease_until"] - utcnow()).total_seconds() * 1000) + 1000)
-        log.info("stage.deferred", reason="held by another message", retry_in_ms=delay_ms)
-        raise Retry(delay=delay_ms)
-    log.info("stage.duplicate_skipped", status=row["status"])
-    return None
+def _taken_over(attempt: int) -> None:
+    log.warning("stage.outcome_dropped", attempt=attempt, reason="another message holds the stage; it records the outcome")
 
 
 def _restart_time_limit(stage: Stage) -> None:

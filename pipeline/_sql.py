@@ -179,6 +179,14 @@ class Statements:
             "SELECT count(*) FROM pipeline_stagerun WHERE run_id = ? AND status = 'succeeded' AND stage IN ({})"
         )
         self.attempt_log = d.sql("SELECT attempt_log FROM pipeline_stagerun WHERE run_id = ? AND stage = ?")
+        # What an outcome written once already left behind (`pipeline._stage_store`, an ambiguous commit).
+        self.outcome_of = d.sql(
+            "SELECT status, message_id, attempts, finished_at FROM pipeline_stagerun WHERE run_id = ? AND stage = ?"
+        )
+        self.children_states = d.sql(
+            "SELECT stage, status, message_id, parents_remaining FROM pipeline_stagerun WHERE run_id = ? AND stage IN ({})"
+        )
+        self.run_end = d.sql("SELECT status, finished_at, duration_ms FROM pipeline_run WHERE id = ?")
         self.stage_failed = d.sql(
             f"UPDATE pipeline_stagerun SET status = ?, error = ?, traceback = ?, attempt_log = {j}, finished_at = ?, "
             "duration_ms = ?, lease_until = NULL, next_attempt_at = ? "

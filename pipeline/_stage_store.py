@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import _writer as writer
+from . import _committed_before as committed_before, _writer as writer
 from .logging import get_logger
 from ._sql import now as utcnow
 
@@ -104,6 +104,7 @@ class Done:
     inline: bool = False  # the inline child was claimed for this message
     finished: bool = False  # the run succeeded with this stage
     admitted: list = field(default_factory=list)  # runs its end let in (flow control), to publish
+    recovered: bool = False  # read back from this very write's earlier commit (`pipeline._committed_before`)
 
 
 @dataclass
@@ -125,7 +126,7 @@ class SuccessRecord:
 
     def __call__(self, tx: writer.Tx) -> Done | None:
         done = self._record(tx)
-        if done is not None and self.stage.pipeline.flow:
+        if done is not None and not done.recovered and self.stage.pipeline.flow:
             if self.stage.concurrency is not None:  # its own slot, given back with its outcome
                 done.admitted += flow_stage_slots().release_stage(tx, self.info.run_id, self.stage, utcnow())
             if done.finished:
@@ -144,7 +145,7 @@ class SuccessRecord:
                 return fused
         if tx.execute(q.succeed, (self.result_json, when, self.duration_ms, run_key, stage.name, self.message_id,
                                   self.attempt)).rowcount != 1:
-            return None
+            return committed_before.success(self, tx, run_key, Done())
         done = Done()
         if self.inline is not None:
             # Claimed for this message right away, unless the run stopped meanwhile.
@@ -206,7 +207,7 @@ class SuccessRecord:
             done.finished = ended == 1
         else:
             return _NOT_FUSED
-        return done if succeeded == 1 else None
+        return done if succeeded == 1 else committed_before.success(self, tx, run_key, Done())
 
 
 _NOT_FUSED = object()
@@ -216,6 +217,7 @@ _NOT_FUSED = object()
 class Failed:
     run_ended: bool = False
     admitted: list = field(default_factory=list)  # runs its end let in (flow control), to publish
+    recovered: bool = False  # read back from this very write's earlier commit (`pipeline._committed_before`)
 
 
 @dataclass
@@ -250,7 +252,7 @@ class FailureRecord:
         if tx.execute(q.stage_failed, (status, self.error, self.traceback, d.json(entries), d.dt(self.now),
                                        self.duration_ms, next_at, run_key, self.stage.name, self.message_id,
                                        self.attempt)).rowcount != 1:
-            return None
+            return committed_before.failure(self, tx, run_key, Failed())
         result = Failed()
         if self.stage.concurrency is not None:  # its own slot, given back with the attempt's outcome
             result.admitted += flow_stage_slots().release_stage(tx, self.info.run_id, self.stage, self.now)

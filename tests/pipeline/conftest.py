@@ -2,6 +2,7 @@
 import dramatiq
 import pytest
 
+import pipeline._publisher
 from pipeline._definitions import registry
 
 
@@ -16,3 +17,11 @@ def restore_registry():
     registry.pipelines.update(before)
     dramatiq.get_broker().actors.clear()
     dramatiq.get_broker().actors.update(actors)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Stage messages recorded instead of sent: (stage, options) of each."""
+    sent = []
+    monkeypatch.setattr(pipeline._publisher, "enqueue_stage", lambda stage, **kw: sent.append((stage.name, kw)))
+    return sent

@@ -22,13 +22,13 @@ import pytest
 import structlog
 from django.db import connection
 
-import pipeline._publisher
 from pipeline import emit, _stage_store as stage_store, _writer as writer
 from pipeline._definitions import registry
 from pipeline.middleware import _drain as drain
 from pipeline.models import Run, StageRun
 from pipeline._operations import cancel, replay
-from pipeline._runtime import RunInfo, _inline_child, _lease, _not_claimed
+from pipeline._redelivery import not_claimed
+from pipeline._runtime import RunInfo, _inline_child, _lease
 from tests.conftest import ManagedProcess, SharedWorker, purge_queues, read_log_lines, start_worker, wait_for
 from tests.testapp.models import SideEffect
 from tests.testapp.pipelines import INLINE_KILL_QUEUE, INLINE_QUEUE
@@ -79,14 +79,6 @@ def test_no_child_is_continued_inline_while_the_worker_drains():
 
 
 # --- The store's transitions, driven as the worker drives them (no broker) ---------------------
-
-@pytest.fixture
-def published(monkeypatch):
-    """Stage messages recorded instead of sent: (stage, options) of each."""
-    sent = []
-    monkeypatch.setattr(pipeline._publisher, "enqueue_stage", lambda stage, **kw: sent.append((stage.name, kw)))
-    return sent
-
 
 def started_run(event_type: str, payload: dict, pipeline_name: str) -> RunInfo:
     event_id = emit(event_type, payload)
@@ -163,8 +155,8 @@ def test_a_redelivered_message_finds_its_stage_done_and_resumes_with_the_stage_i
 
     assert claim(first, info, "message-1") is None  # `first` succeeded: it does not run again
     with structlog.testing.capture_logs() as logs:
-        resumed = _not_claimed(first, info, "message-1")
-        duplicate = _not_claimed(first, info, "another-message")  # a copy that holds nothing
+        resumed = not_claimed(first, info, "message-1")
+        duplicate = not_claimed(first, info, "another-message")  # a copy that holds nothing
     assert resumed is second and duplicate is None
     assert [(line["event"], line.get("resumed_stage")) for line in logs] == [
         ("stage.resumed", "second"), ("stage.duplicate_skipped", None)]
@@ -195,8 +187,8 @@ def test_a_fan_in_is_made_ready_by_its_last_parent_and_only_once(published):
     ready = rows(info)["join"]
     assert (ready.status, ready.parents_remaining) == ("pending", 0) and ready.enqueued_at is not None
 
-    assert record_success(right, info, "m-right") is None  # the same success again: recorded once
-    assert rows(info)["join"].parents_remaining == 0
+    again = record_success(right, info, "m-right")  # the same success again (tests/pipeline/test_committed_before.py)
+    assert again.recovered and rows(info)["join"].parents_remaining == 0
     attempt, results, _ = claim(join, info, "m-join")
     assert attempt == 1 and results == {"left": {"from": "left"}, "right": {"from": "right"}}
 
