@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from . import conf, _publisher as publisher, _tracing as tracing, _writer as writer
 from ._definitions import Pipeline, registry
+from ._ids import new_id
 from .flow import _lines as flow_lines
 from .flow._rules import URGENT, check_priority
 from .logging import get_logger, info_on_commit
@@ -83,9 +84,9 @@ def _record(
     priority: str | None = None,
 ) -> str:
     trace_id = trace_id or tracing.current_trace_id() or tracing.new_trace_id()
-    event_id = uuid.uuid4()
+    event_id = new_id()
     now = timezone.now()
-    runs = [(uuid.uuid4(), p) for p in pipelines]
+    runs = [(new_id(), p) for p in pipelines]
     payload_json = orjson.dumps(data)  # serialized once: stored, and its size decides what is logged and carried
     payload_text, payload_size = payload_json.decode(), len(payload_json)
     linked = linked_trace_id()  # an untrusted traceparent that came with the request (pipeline.request_context)

@@ -4,16 +4,16 @@ Indexes follow the dashboard's and the relay's queries: recent runs per pipeline
 unpublished events, and stage runs waiting too long."""
 from __future__ import annotations
 
-import uuid
 
 from django.db import models
 from django.db.models import Q
 
+from ._ids import new_id
 from ._statuses import ACTIVE_RUN_STATUSES, RunStatus, StageStatus  # noqa: F401  (re-exported)
 
 
 class Event(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     type = models.CharField(max_length=200)  # indexed by event_type_recent_idx
     version = models.PositiveIntegerField(default=1)
     payload = models.JSONField(default=dict)
@@ -71,7 +71,7 @@ def _fill_event_type(runs: list["Run"]) -> None:
 
 
 class Run(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="runs")
     # The event's type, copied when the run is made (see RunManager): an indexed filter of the runs list.
     event_type = models.CharField(max_length=200, blank=True, default="", editable=False)
@@ -197,7 +197,7 @@ class WorkerHeartbeat(models.Model):
     """One row per worker process, rewritten every few seconds by `pipeline.middleware.Heartbeat`:
     a worker whose `last_seen` is older than the dashboard's threshold shows as offline."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_id, editable=False)
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     queues = models.JSONField(default=list, blank=True)

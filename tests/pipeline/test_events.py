@@ -85,3 +85,22 @@ def test_same_idempotency_key_returns_the_first_event_and_starts_one_run(publish
     second = emit("test.started", {"value": 1}, idempotency_key="order-42")
     assert first == second
     assert Run.objects.count() == 1 and len(published) == 1
+
+
+def test_events_and_runs_get_time_ordered_ids_so_rows_written_together_sit_together_in_their_indexes(published):
+    import time
+
+    from pipeline.models import WorkerHeartbeat
+
+    first = emit("test.started", {"value": 1})
+    time.sleep(0.002)  # the ids' time is in milliseconds
+    second = emit("test.started", {"value": 2})
+
+    events = [Event.objects.get(id=first), Event.objects.get(id=second)]
+    runs = [Run.objects.get(event_id=first), Run.objects.get(event_id=second)]
+    assert {row.id.version for row in events + runs} == {7}
+    assert events[0].id < events[1].id and runs[0].id < runs[1].id  # later, greater: appended at an index's end
+    created_ms = int.from_bytes(events[0].id.bytes[:6], "big")
+    assert abs(created_ms - events[0].occurred_at.timestamp() * 1000) < 1000
+    assert WorkerHeartbeat(host="h", pid=1).id.version == 7  # the rows the ORM creates too
+    assert len({emit("test.started", {"value": n}) for n in range(200)}) == 200
