@@ -25,26 +25,13 @@ from django.db import connections, router, transaction
 from . import conf, _store_health as store_health
 from ._sql import dialect_for, statements_for
 from ._sqlite_lock import CrossProcessLock
+from ._handover import Pending, wake
 from ._tx import Operation, Tx, counters
 from ._wal_checkpoints import checkpoint_forever
 
 MAX_BATCH = 256
 IDLE_CLOSE_SECONDS = 5.0
 SQLITE_LOCK_WAIT_SECONDS = 30.0
-
-
-class _Pending:
-    """An operation handed over, and the lock its thread waits on (held until the writer is done
-    with it: the cheapest hand-over CPython has, cheaper than an Event's condition variable)."""
-
-    __slots__ = ("op", "done", "result", "error")
-
-    def __init__(self, op: Operation) -> None:
-        self.op = op
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.result: Any = None
-        self.error: BaseException | None = None
 
 
 def _close_marker(tx: Tx) -> None:  # queued by close(): the writer closes its connection
@@ -56,7 +43,7 @@ class GroupCommitWriter:
 
     def __init__(self, alias: str = "default") -> None:
         self.alias = alias
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._wrapper: Any = None
         self._tx: Tx | None = None
         self._checkpointer: threading.Thread | None = None
@@ -66,23 +53,27 @@ class GroupCommitWriter:
 
     def run(self, op: Operation) -> Any:
         """Runs `op` in the next batch; returns its result once the batch has committed."""
-        pending = _Pending(op)
+        pending = Pending(op)
         self._queue.put(pending)
-        pending.done.acquire()
+        try:
+            pending.done.acquire()
+        finally:  # even if an exception is delivered to this thread now (a Dramatiq time limit)
+            if pending.next is not None:
+                pending.next.done.release()  # the baton: see pipeline._handover.wake
         if pending.error is not None:
             raise pending.error
         return pending.result
 
     def close(self) -> None:
         """Closes the writer's connection once what is queued before has run."""
-        closing = _Pending(_close_marker)
+        closing = Pending(_close_marker)
         self._queue.put(closing)
         closing.done.acquire(timeout=10)
 
     def submit(self, op: Operation) -> None:
         """Runs `op` in a coming batch without waiting (bookkeeping that may be lost in a crash,
         such as marking an event published: the relay then publishes it again, harmlessly)."""
-        self._queue.put(_Pending(op))
+        self._queue.put(Pending(op, waited=False))
 
     # --- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
@@ -97,8 +88,8 @@ class GroupCommitWriter:
             # The batch is gathered once the cross-process lock is ours (SQLite), so everything
             # handed over while other processes held it goes into this one transaction.
             self._cross_process.acquire()
-            closing: list[_Pending] = []
-            done: list[_Pending] = []
+            closing: list[Pending] = []
+            done: list[Pending] = []
             try:
                 batch = [first]
                 while len(batch) < MAX_BATCH:
@@ -115,8 +106,7 @@ class GroupCommitWriter:
                 self._cross_process.release()
             # Woken only now: a woken thread competes for the GIL, and the lock other processes
             # queue on must not wait for this thread to get it back.
-            for pending in done:
-                pending.done.release()
+            wake(done)
             for pending in closing:
                 self._disconnect()
                 pending.done.release()
@@ -149,7 +139,7 @@ class GroupCommitWriter:
             except Exception:
                 pass
 
-    def _execute(self, batch: list[_Pending]) -> list[_Pending]:
+    def _execute(self, batch: list[Pending]) -> list[Pending]:
         """Runs a batch; returns its operations, their results set, for the caller to wake."""
         try:
             results = self._transaction([p.op for p in batch])
@@ -160,7 +150,7 @@ class GroupCommitWriter:
             pending.result = result
         return batch
 
-    def _one_by_one(self, batch: list[_Pending]) -> None:
+    def _one_by_one(self, batch: list[Pending]) -> None:
         for pending in batch:
             try:
                 (pending.result,) = self._transaction([pending.op])

@@ -185,6 +185,75 @@ def test_a_thread_is_woken_only_once_its_batch_has_committed(own_writer):
     assert visible_elsewhere(Switch, name="written-in-a-held-batch")
 
 
+def test_every_thread_of_a_batch_is_woken_in_turn_past_the_operations_nobody_waits_for(own_writer):
+    """The writer wakes the batch's first waiting thread, each woken thread the next
+    (`pipeline._handover.wake`); operations handed over with submit() have no thread to wake and
+    must not break the chain, wherever they sit in the batch."""
+    gate = Gate().hold(own_writer)
+    results = []
+
+    def hand_over(index: int) -> None:
+        results.append(own_writer.run(insert_switch(f"woken-{index}")))
+        own_writer.submit(insert_switch(f"submitted-after-{index}"))  # interleaved with the waiting ones
+
+    own_writer.submit(insert_switch("submitted-first"))
+    threads = in_threads(6, hand_over)
+    wait_for(lambda: queued(own_writer) >= 7, 30, "six operations and a submitted one to queue behind the gate")
+    gate.opened.set()
+
+    join_all(threads)
+    assert sorted(results) == sorted(f"woken-{index}" for index in range(6))
+    wait_for(lambda: Switch.objects.filter(name__startswith="submitted-").count() == 7, 30, "the submitted writes")
+
+
+def test_a_woken_thread_hands_the_baton_on_even_when_an_exception_reaches_it_as_it_wakes(own_writer, monkeypatch):
+    """Dramatiq delivers a time limit to a worker thread as an exception at any point: one raised
+    just as the thread is woken must not leave the rest of its batch asleep."""
+    from pipeline import _handover
+
+    gate = Gate().hold(own_writer)
+    results, errors = [], []
+
+    class InterruptedLock:
+        """The first waiter's lock: acquired, then an exception, as a time limit would arrive."""
+
+        def __init__(self, lock) -> None:
+            self.lock = lock
+
+        def acquire(self, *args):
+            self.lock.acquire(*args)
+            raise TimeoutError("the stage's time limit, delivered as the thread woke")
+
+        def release(self) -> None:
+            self.lock.release()
+
+    real_pending = _handover.Pending
+    made = []
+
+    def pending(op, waited=True):
+        made.append(item := real_pending(op, waited))
+        if len(made) == 1 and waited:
+            item.done = InterruptedLock(item.done)
+        return item
+
+    monkeypatch.setattr(writer, "Pending", pending)
+
+    def hand_over(index: int) -> None:
+        try:
+            results.append(own_writer.run(insert_switch(f"baton-{index}")))
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    first = in_threads(1, hand_over)
+    wait_for(lambda: queued(own_writer) >= 1, 30, "the interrupted thread's operation to queue first")
+    rest = in_threads(4, lambda index: hand_over(index + 1))
+    wait_for(lambda: queued(own_writer) >= 5, 30, "four more operations to queue behind it")
+    gate.opened.set()
+
+    join_all(first + rest)
+    assert len(errors) == 1 and len(results) == 4
+
+
 def _duplicate_name(tx: writer.Tx) -> None:
     tx.execute(tx.d.sql(INSERT_SWITCH), ("taken",))  # taken already: the unique constraint refuses it
 
