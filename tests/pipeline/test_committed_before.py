@@ -17,7 +17,7 @@ import pytest
 from pipeline import _stage_store as stage_store, _writer as writer
 from pipeline._definitions import registry
 from pipeline.models import Run
-from tests.pipeline.test_inline_chains import claim, record_success, rows, started_run, success
+from tests.pipeline.test_inline_chains import claim, record_success, rows, split_diamond, started_run, success
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,11 +54,7 @@ def test_a_success_written_again_publishes_again_only_the_children_not_yet_claim
 
 
 def test_a_fan_in_parent_written_again_does_not_count_the_fan_in_down_twice(published):
-    diamond = registry.get("diamond")
-    split, left, right, join = (diamond.stages[n] for n in ("split", "left", "right", "join"))
-    info = started_run("test.diamond", {"n": 1}, "diamond")
-    claim(split, info, "m-split")
-    record_success(split, info, "m-split")
+    info, (split, left, right, join) = split_diamond()
     claim(left, info, "m-left")
     claim(right, info, "m-right")
     left_success = success(left, info, "m-left")

@@ -106,6 +106,16 @@ def record_success(stage, info: RunInfo, message_id: str, attempt: int = 1, inli
     return writer.run(success(stage, info, message_id, attempt, inline))
 
 
+def split_diamond(n: int = 1):
+    """A `diamond` run whose `split` succeeded (`left` and `right` ready): (info, its four stages)."""
+    diamond = registry.get("diamond")
+    stages = tuple(diamond.stages[name] for name in ("split", "left", "right", "join"))
+    info = started_run("test.diamond", {"n": n}, "diamond")
+    claim(stages[0], info, "m-split")
+    assert sorted(s.name for s in record_success(stages[0], info, "m-split").ready) == ["left", "right"]
+    return info, stages
+
+
 def rows(info: RunInfo) -> dict[str, StageRun]:
     return {row.stage: row for row in StageRun.objects.filter(run_id=info.run_id)}
 
@@ -168,11 +178,7 @@ def test_a_redelivered_message_finds_its_stage_done_and_resumes_with_the_stage_i
 
 @pytest.mark.django_db(transaction=True)
 def test_a_fan_in_is_made_ready_by_its_last_parent_and_only_once(published):
-    diamond = registry.get("diamond")
-    split, left, right, join = (diamond.stages[n] for n in ("split", "left", "right", "join"))
-    info = started_run("test.diamond", {"n": 1}, "diamond")
-    claim(split, info, "m-split")
-    assert sorted(s.name for s in record_success(split, info, "m-split").ready) == ["left", "right"]
+    info, (split, left, right, join) = split_diamond()
     claim(left, info, "m-left")
     claim(right, info, "m-right")
 
@@ -240,11 +246,7 @@ def test_two_parents_succeeding_at_once_on_two_connections_make_the_fan_in_ready
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cancelled_run_replayed_after_one_parent_of_its_fan_in_succeeded_still_runs_the_fan_in(published):
-    diamond = registry.get("diamond")
-    split, left, right, join = (diamond.stages[n] for n in ("split", "left", "right", "join"))
-    info = started_run("test.diamond", {"n": 1}, "diamond")
-    claim(split, info, "m-split")
-    record_success(split, info, "m-split")
+    info, (split, left, right, join) = split_diamond()
     claim(left, info, "m-left")
     record_success(left, info, "m-left")  # join: pending, one parent to go
     cancel(info.run_id)  # `right` is still waiting: cancelled with the run
