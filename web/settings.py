@@ -9,7 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from pipeline import create_private
-from pipeline.project import DRAMATIQ_MIDDLEWARE
+from pipeline.project import DRAMATIQ_MIDDLEWARE, sqlite_database
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PIPELINE_VAR_DIR", BASE_DIR / "var"))
@@ -130,17 +130,12 @@ TEMPLATES = [
 def _database(url: str) -> dict:
     config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        # Several worker processes and threads write at once: WAL lets readers go on while one
-        # writes, IMMEDIATE takes the write lock at BEGIN (no deadlock on upgrade), and the busy
-        # timeout makes writers queue instead of failing with "database is locked".
+        # The same WAL, IMMEDIATE and busy-timeout set-up a user's project gets (sqlite_database).
         # Kept open across messages (reconnecting and re-running the PRAGMAs cost a worker a
         # fifth of its CPU); Django closes a connection that fails its health check.
-        config["CONN_MAX_AGE"] = 600
-        config["OPTIONS"] = {
-            "timeout": 30,
-            "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
-        }
+        shared = sqlite_database(config["NAME"])
+        config["CONN_MAX_AGE"] = shared["CONN_MAX_AGE"]
+        config["OPTIONS"] = shared["OPTIONS"]
         config["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
     return config
 
