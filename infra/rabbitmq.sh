@@ -422,6 +422,9 @@ consumer_timeout = 3600000
 heartbeat = 30
 log.console = false
 log.file.level = info
+$( [[ -n "${RABBITMQ_CLUSTER_SEED:-}" ]] && printf '%s\n' \
+    "cluster_formation.peer_discovery_backend = classic_config" \
+    "cluster_formation.classic_config.nodes.1 = ${RABBITMQ_CLUSTER_SEED}" )
 EOF
     local cookie="$VAR/.erlang.cookie"
     if [[ ! -s "$cookie" ]]; then
@@ -620,11 +623,15 @@ cmd_cluster() {
     }
     case "$action" in
         start)
-            # The first node creates the Erlang cookie the others share; the rest start side by side.
+            # The first node creates the Erlang cookie the others share; the rest start side by side
+            # and join it as they boot (peer discovery from the config file, with RabbitMQ's own
+            # lock against two of them forming clusters of their own). `join` then only confirms
+            # it (one CLI call), and joins by hand (five more, each an Erlang VM: minutes on a
+            # loaded machine) a node that booted alone, such as one kept from an earlier start.
             node_env "${ports[0]}" start || exit 1
             local -a pids=()
             for p in "${ports[@]:1}"; do
-                node_env "$p" start & pids+=($!)
+                RABBITMQ_CLUSTER_SEED="$first" node_env "$p" start & pids+=($!)
             done
             for p in "${pids[@]}"; do wait "$p" || rc=1; done
             (( rc == 0 )) || { err "cluster: a node did not start"; exit 1; }
