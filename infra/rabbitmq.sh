@@ -8,8 +8,10 @@
 #   infra/rabbitmq.sh ctl ARGS rabbitmqctl ARGS against the node (e.g. `ctl list_queues name type leader`)
 #
 #   infra/rabbitmq.sh cluster start N    N nodes on this machine, AMQP on RABBITMQ_PORT, +1, ..., +N-1
-#                                        (Erlang distribution on each port+20000), the 2nd..Nth joined
-#                                        to the first (`rabbitmqctl join_cluster`); prints the
+#                                        (Erlang distribution on each port+20000), the 2nd..Nth join
+#                                        the first as they boot (peer discovery from the config
+#                                        file; `rabbitmqctl join_cluster` for a node that booted
+#                                        alone); prints the
 #                                        PIPELINE_BROKER_URL that lists them all. Idempotent: a node
 #                                        already running and clustered is left as it is, a node that
 #                                        was killed is started again and rejoins by itself.
