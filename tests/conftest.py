@@ -35,6 +35,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def http_ok(url: str) -> bool:
+    """Whether a server answers `url` with a 2xx: the readiness probe for a web process a test
+    started. Any failure (refused, reset, slow to answer while the app loads) is "not yet"."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
+
+
 def log_dir() -> Path:
     return Path(os.environ.get("PIPELINE_LOG_DIR", ROOT / "var" / "test-log"))
 

@@ -9,7 +9,7 @@ import os
 import pytest
 import requests
 
-from tests.conftest import wait_for
+from tests.conftest import http_ok, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -218,13 +218,10 @@ def test_the_stream_works_under_the_development_server_and_gunicorn_threads(live
     base = f"http://127.0.0.1:{port}"
     order = {"customer_email": "ada@example.com", "items": [{"sku": "BOOK-1", "quantity": 1}], "total_cents": 100}
     try:
-        def post():
-            try:
-                return requests.post(f"{base}/shop/orders", json=order, timeout=5)
-            except requests.ConnectionError:
-                return None
-
-        placed = wait_for(post, 30, f"{server} to answer")
+        # Ready first, then one order: a POST used as the probe could time out on a loaded machine
+        # (the first request loads the app) after placing its order, and a second try a second one.
+        wait_for(lambda: http_ok(f"{base}/healthz"), 90, f"{server} to answer")
+        placed = requests.post(f"{base}/shop/orders", json=order, timeout=60)
         assert placed.status_code == 201, placed.text
         order_url = placed.json()["order_url"]
         with requests.get(f"{base}{order_url}/events", stream=True, timeout=30) as response:
@@ -284,7 +281,7 @@ def test_with_the_shipped_gunicorn_config_200_streams_from_one_client_leave_heal
     base = f"http://127.0.0.1:{port}"
     streams: list[socket.socket] = []
     try:
-        wait_for(lambda: _answers(f"{base}/healthz"), 60, "gunicorn to answer")
+        wait_for(lambda: http_ok(f"{base}/healthz"), 90, "gunicorn to answer")
         request = (f"GET /shop/orders/{order.public_token}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                    "Accept: text/event-stream\r\n\r\n").encode()
         for _ in range(200):
@@ -292,8 +289,11 @@ def test_with_the_shipped_gunicorn_config_200_streams_from_one_client_leave_heal
             sock.sendall(request)
             streams.append(sock)
         answers = [_head(sock) for sock in streams]
-        for _ in range(3):  # a liveness probe's three tries: each answers within 1 s
-            assert requests.get(f"{base}/healthz", timeout=1).status_code == 200
+        # A liveness probe's three tries: each is answered. (Starved, as before issue 15, it never
+        # was while the streams stayed open; the bound is generous so that a loaded machine is not
+        # mistaken for that.)
+        for _ in range(3):
+            assert requests.get(f"{base}/healthz", timeout=15).status_code == 200
     finally:
         for sock in streams:
             sock.close()
@@ -306,12 +306,6 @@ def test_with_the_shipped_gunicorn_config_200_streams_from_one_client_leave_heal
     assert all(a["headers"].get("retry-after", "").isdigit() and "error" in json.loads(a["body"]) for a in refused)
     assert any("too many open event streams from this client" in json.loads(a["body"])["error"] for a in refused)
 
-
-def _answers(url: str):
-    try:
-        return requests.get(url, timeout=5).ok
-    except requests.RequestException:
-        return False
 
 
 def _head(sock) -> dict:

@@ -2,7 +2,7 @@
 import pytest
 import requests
 
-from tests.conftest import read_log_lines, wait_for
+from tests.conftest import http_ok, read_log_lines, wait_for
 from web.shop.models import Order
 
 pytestmark = pytest.mark.broker
@@ -51,13 +51,9 @@ def test_the_development_web_server_writes_its_lines_to_web_jsonl(live_worker, t
     web = ManagedProcess("web", [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
                          child_env(test_database_url, PIPELINE_PROCESS="web"))
     try:
-        def post():
-            try:
-                return requests.post(f"http://127.0.0.1:{port}/shop/orders", json=ORDER, timeout=5)
-            except requests.ConnectionError:
-                return None
-
-        response = wait_for(post, 30, "the development server to answer")
+        # Ready first, then one order (a POST as the probe could place its order and still time out).
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 90, "the development server to answer")
+        response = requests.post(f"http://127.0.0.1:{port}/shop/orders", json=ORDER, timeout=60)
         assert response.status_code == 201
         event_id = response.json()["event_id"]
         lines = wait_for(lambda: [l for l in read_log_lines("web.jsonl") if l.get("event_id") == event_id], 30,
