@@ -293,13 +293,13 @@ def test_gunicorn_with_this_configuration_answers_probes_and_sums_metrics_over_i
             except OSError:
                 return None
 
-        assert wait_for(up, 30, "gunicorn to answer") == (200, json.dumps({"status": "ok"}))
-        assert get(f"{base}/readyz")[0] == 200
+        assert wait_for(up, 90, "gunicorn to answer") == (200, json.dumps({"status": "ok"}))
+        wait_for(lambda: get(f"{base}/readyz")[0] == 200, 60, "gunicorn to be ready (store and broker)")
         order = json.dumps({"customer_email": "a@b.c", "items": [{"sku": "X", "quantity": 1}], "total_cents": 100})
         for _ in range(4):
             request = urllib.request.Request(f"{base}/shop/orders", data=order.encode(),
                                              headers={"Content-Type": "application/json"})
-            assert urllib.request.urlopen(request, timeout=10).status == 201
+            assert urllib.request.urlopen(request, timeout=60).status == 201
         for _ in range(8):  # whichever worker answers, it reports the sum of both
             status, text = get(f"{base}/metrics")
             assert status == 200

@@ -91,9 +91,13 @@ def test_fifty_events_of_one_key_in_a_burst_make_one_run_with_the_last_payload(l
     assert StageRun.objects.get(run=carried).result == {"seq": 50}
     assert sum(r.status == "debounced" for r in runs) == 49
     debounced = {str(r.id): r for r in runs if r.status == "debounced"}
-    dropped = wait_for(lambda: [line for line in read_log_lines("flow-worker*.jsonl")
-                                if line.get("event") == "flow.dropped" and line.get("key") == "burst"
-                                and line.get("run_id") in debounced] or None, 30, "the flow.dropped lines")
+
+    def dropped_lines():  # each is written after its admission commits: wait for every run's own line
+        lines = [line for line in read_log_lines("flow-worker*.jsonl")
+                 if line.get("event") == "flow.dropped" and line.get("key") == "burst" and line.get("run_id") in debounced]
+        return lines if {line["run_id"] for line in lines} == set(debounced) else None
+
+    dropped = wait_for(dropped_lines, 30, "a flow.dropped line for every debounced run")
     assert {line["run_id"] for line in dropped} == set(debounced)  # one line for each, with its own ids
     assert all(line["rule"] == "debounce" and line["event_id"] == str(debounced[line["run_id"]].event_id)
                and line["trace_id"] and line["superseded_by"] for line in dropped)

@@ -113,7 +113,7 @@ def test_a_killed_leader_is_replaced_within_10_seconds_and_missed_fires_follow_t
 def test_a_schedule_created_at_run_time_fires_without_a_restart(live_worker, test_database_url):
     scheduler = start_scheduler(test_database_url, "scheduler-runtime")
     try:
-        wait_for(lambda: leader_pid() == scheduler.popen.pid, 20, "the scheduler to lead")
+        wait_for(lambda: leader_pid() == scheduler.popen.pid, 60, "the scheduler to lead")
         operations.create({"name": "created_later", "pipeline": "ticks", "interval_seconds": 1})
         wait_for(lambda: Run.objects.filter(trigger__startswith="schedule:created_later@").count() >= 2, 30,
                  "the new schedule to fire")

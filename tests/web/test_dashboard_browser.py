@@ -43,6 +43,11 @@ def browser_context():
         viewport={"width": 1400, "height": 900},
     )
     context.set_default_timeout(TIMEOUT_MS)
+    # expect() has its own default (5 s), which set_default_timeout does not change: the waits on a
+    # run reaching its end (a worker, the broker, a page refresh) get the same bound as actions.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
     try:
         yield context
     finally:

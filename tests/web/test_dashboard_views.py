@@ -423,7 +423,7 @@ def test_the_heartbeat_middleware_reports_while_the_worker_runs_and_marks_it_sto
                                                         current=["three_stages.first"]).exists(), 30, "one stage in flight")
         heartbeat.after_process_message(None, message)
         row = wait_for(lambda: WorkerHeartbeat.objects.filter(id=heartbeat.worker_id, in_flight=0, processed=1).first(),
-                       5, "the stage done")
+                       30, "the stage done")
         assert row.last_seen > first_seen
     finally:
         heartbeat.before_worker_shutdown(None, None)

@@ -30,10 +30,12 @@ def test_an_order_placed_over_http_is_fulfilled_and_visible_through_the_api(live
     page = requests.get(f"{live_server.url}{order_url}", timeout=10)
     assert page.status_code == 200 and "fulfilled" in page.text
 
-    lines = wait_for(
-        lambda: [l for l in read_log_lines() if l.get("run_id") == run_id and l["event"] == "stage.succeeded"],
-        10, "stage lines in the worker's log",
-    )
+    # The outcome is committed before its line is written: wait for all three lines, not the first.
+    def stage_lines():
+        lines = [l for l in read_log_lines() if l.get("run_id") == run_id and l["event"] == "stage.succeeded"]
+        return lines if len({l["stage"] for l in lines}) == 3 else None
+
+    lines = wait_for(stage_lines, 30, "the three stage lines in the worker's log")
     assert {l["stage"] for l in lines} == {"reserve_stock", "charge_payment", "ship_order"}
 
 
