@@ -587,8 +587,8 @@ cmd_pid() {
     echo "$p"
 }
 
-ctl() {  # rabbitmqctl against this node, with its cookie (HOME) and a time bound
-    (cd "$VAR" && timeout 60 "$CTL_BIN" -n "$NODE" "$@") </dev/null 9>&-
+ctl() {  # rabbitmqctl against this node, with its cookie (HOME) and a time bound (RABBITMQ_CTL_TIMEOUT, 60 s)
+    (cd "$VAR" && timeout "${RABBITMQ_CTL_TIMEOUT:-60}" "$CTL_BIN" -n "$NODE" "$@") </dev/null 9>&-
 }
 
 # join FIRST_NODE: make this (running) node a member of FIRST_NODE's cluster, unless it is one.

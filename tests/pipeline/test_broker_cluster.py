@@ -40,9 +40,10 @@ SCRIPT = str(ROOT / "infra" / "rabbitmq.sh")
 def _rabbitmq(*args: str, port: int, first: int | None = None, timeout: float = 420) -> subprocess.CompletedProcess:
     """infra/rabbitmq.sh for the node on `port` of the cluster whose first node is on `first`. Three
     Erlang nodes booting and joining on two cores that other work keeps busy took over 150 s (make
-    test-under-load): each node gets 180 s, the whole call 420 s."""
+    test-under-load): each node gets 180 s, the whole call 420 s; one rabbitmqctl call (an Erlang VM
+    of its own) 240 s, where 60 s once ran out."""
     env = {**os.environ, "RABBITMQ_PORT": str(port), "RABBITMQ_VAR": str(_cluster_var(first or port)),
-           "RABBITMQ_START_TIMEOUT": "180"}
+           "RABBITMQ_START_TIMEOUT": "180", "RABBITMQ_CTL_TIMEOUT": "240"}
     env.pop("RABBITMQ_NODENAME", None)
     return subprocess.run([SCRIPT, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -68,7 +69,7 @@ def _consumers(urls: list[str], queue: str) -> int:
 def _leader(first_port: int, queue: str) -> int:
     """The AMQP port of the node holding `queue`'s leader (asked of the second node)."""
     listing = _rabbitmq("ctl", "list_queues", "--quiet", "--no-table-headers", "name", "leader",
-                        port=first_port + 1, first=first_port, timeout=60)
+                        port=first_port + 1, first=first_port, timeout=300)
     for line in listing.stdout.splitlines():
         name, _, node = line.partition("\t")
         if name.strip() == queue:
@@ -114,7 +115,7 @@ def test_killing_the_node_that_leads_the_quorum_queues_loses_and_doubles_nothing
         processes.append(emitter)
         wait_for(lambda: SideEffect.objects.filter(stage="cluster_three").count() >= RUNS // 4, 60,
                  "a quarter of the runs to finish before the kill")
-        pid = int(_rabbitmq("pid", port=victim, first=first, timeout=30).stdout.strip())
+        pid = int(_rabbitmq("pid", port=victim, first=first, timeout=120).stdout.strip())
         os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
         report.update(killed_node=f"pipeline-{victim}@localhost", done_before_kill=SideEffect.objects.filter(
