@@ -238,6 +238,9 @@ def when(line: dict) -> float:
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
+# Two hosts in network namespaces, a broker, a cut and a heal: past the suite's 180 s default on a
+# loaded machine (make test-under-load: the broker's stop in teardown was still running at 180 s).
+@pytest.mark.timeout(600)
 def test_a_worker_host_cut_off_mid_run_hands_its_stages_to_the_other_host_and_every_run_completes():
     reason = _why_skip()
     if reason:
