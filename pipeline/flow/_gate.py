@@ -85,8 +85,8 @@ def _window(stage: "Stage", info: "RunInfo", message: Any, options: dict, rule: 
     if got.gone:
         log.info("flow.skipped_message", rule=kind, key=key, **ids, reason="its run is over (folded or ended)")
         return False
-    if got.superseded:
-        log.info("flow.dropped", rule=kind, key=key, **_ids_of(got.superseded, info.pipeline), superseded_by=info.run_id)
+    for folded, by in got.superseded:
+        log.info("flow.dropped", rule=kind, key=key, **_ids_of(folded, info.pipeline), superseded_by=by)
     if got.folded_into is not None:
         if kind == "debounce":
             log.info("flow.dropped", rule=kind, key=key, **ids, superseded_by=got.folded_into)

@@ -69,8 +69,9 @@ def test_keys_have_limits_of_their_own_and_drop_mode_gives_no_turn(db, clock):
     assert not refused.admitted and refused.retry_at is None
 
 
-def _run(pipeline: str, occurred: datetime) -> tuple[str, str]:
-    event = Event.objects.create(type="test.flow_debounce", payload={}, occurred_at=occurred, trace_id="0" * 32)
+def _run(pipeline: str, occurred: datetime, payload: dict | None = None) -> tuple[str, str]:
+    event = Event.objects.create(type="test.flow_debounce", payload=payload or {}, occurred_at=occurred,
+                                 trace_id="0" * 32)
     run = Run.objects.create(event=event, pipeline=pipeline, created_at=occurred)
     StageRun.objects.create(run=run, stage="only")
     return str(run.id), str(event.id)
@@ -117,6 +118,78 @@ def test_max_wait_bounds_a_steady_stream(db, clock):
     assert windows.admit(p, "debounce", *run, at(5), "*", held=False).proceed  # due: it goes at once
     assert not FlowWindow.objects.exists()
     assert Run.objects.filter(status="debounced").count() == 10
+
+
+def _statuses(runs: list[tuple[str, str]]) -> list[str]:
+    return [Run.objects.get(id=r).status for r, _ in runs]
+
+
+def test_a_worker_behind_its_queue_still_makes_one_run_of_a_burst(db, clock):
+    """Ten events 0.5 s apart, each message reaching the window long after the window was due:
+    the first one to arrive finds the others accepted and hands the lead to the newest."""
+    p = SimpleNamespace(name="flow_logic_behind", debounce=Debounce(2, key="k"), batch=None)
+    runs = [_run(p.name, at(i * 0.5), {"k": "a"}) for i in range(10)]
+    other_key = _run(p.name, at(1), {"k": "b"})  # same time, another key: not in the window
+    clock["now"] = at(30)
+    first = windows.admit(p, "debounce", *runs[0], at(0), "a", held=False)
+    assert not first.proceed and first.folded_into == runs[9][0]
+    assert first.superseded == [(r, runs[9][0]) for r, _ in runs[1:9]]  # each gets its flow.dropped line
+    assert [windows.admit(p, "debounce", r, e, at(i * 0.5), "a", held=False).gone
+            for i, (r, e) in enumerate(runs[1:9], start=1)] == [True] * 8
+    assert windows.admit(p, "debounce", *runs[9], at(4.5), "a", held=False).proceed
+    assert _statuses(runs) == ["debounced"] * 9 + ["pending"] and not FlowWindow.objects.exists()
+    assert Run.objects.get(id=other_key[0]).status == "pending"
+
+
+def test_a_late_worker_keeps_a_gap_longer_than_the_window_as_two_runs(db, clock):
+    p = SimpleNamespace(name="flow_logic_gap", debounce=Debounce(2), batch=None)
+    runs = [_run(p.name, at(t)) for t in (0, 1, 5)]  # 4 s between the second and the third
+    clock["now"] = at(30)
+    assert windows.admit(p, "debounce", *runs[0], at(0), "*", held=False).folded_into == runs[1][0]
+    assert windows.admit(p, "debounce", *runs[1], at(1), "*", held=False).proceed
+    assert windows.admit(p, "debounce", *runs[2], at(5), "*", held=False).proceed
+    assert _statuses(runs) == ["debounced", "pending", "pending"]
+
+
+def test_a_late_worker_taking_messages_out_of_order_still_makes_one_run(db, clock):
+    """Several threads: the burst's middle message reaches the window first; the older and the
+    newer ones of the burst are both found."""
+    p = SimpleNamespace(name="flow_logic_unordered", debounce=Debounce(2), batch=None)
+    runs = [_run(p.name, at(t)) for t in (0, 1.5, 3, 10)]  # the last one is 7 s later: a window of its own
+    clock["now"] = at(30)
+    middle = windows.admit(p, "debounce", *runs[1], at(1.5), "*", held=False)
+    assert middle.folded_into == runs[2][0] and middle.superseded == [(runs[0][0], runs[2][0])]
+    assert FlowWindow.objects.get().opened_at == at(0)
+    assert windows.admit(p, "debounce", *runs[0], at(0), "*", held=False).gone
+    assert windows.admit(p, "debounce", *runs[2], at(3), "*", held=False).proceed
+    assert windows.admit(p, "debounce", *runs[3], at(10), "*", held=False).proceed
+    assert _statuses(runs) == ["debounced", "debounced", "pending", "pending"]
+
+
+def test_a_late_worker_still_bounds_a_window_by_max_wait(db, clock):
+    """The same stream as on time: one event every 0.5 s; max_wait 5 s splits it at the same event."""
+    p = SimpleNamespace(name="flow_logic_late_stream", debounce=Debounce(2, max_wait=5), batch=None)
+    runs = [_run(p.name, at(i * 0.5)) for i in range(20)]
+    clock["now"] = at(60)
+    went = []
+    for i, (r, e) in enumerate(runs):
+        if windows.admit(p, "debounce", r, e, at(i * 0.5), "*", held=False).proceed:
+            went.append(r)
+            Run.objects.filter(id=r).update(status="running")  # its stage is claimed in the same delivery
+    assert went == [runs[10][0], runs[19][0]]  # 0..5 s, then 5.5..9.5 s
+    assert Run.objects.filter(pipeline=p.name, status="debounced").count() == 18
+
+
+def test_a_due_batch_takes_in_the_events_of_its_time_still_on_their_way(db, clock):
+    p = SimpleNamespace(name="flow_logic_batch_late", debounce=None, batch=Batch(3, seconds=2))
+    runs = [_run(p.name, at(t)) for t in (0, 0.5, 1, 1.5, 4)]
+    clock["now"] = at(30)
+    assert windows.admit(p, "batch", *runs[0], at(0), "*", held=False).proceed  # due: the next two join it
+    assert [e for e, _ in windows.batch_of(runs[0][0])] == [e for _, e in runs[:3]]
+    assert windows.admit(p, "batch", *runs[1], at(0.5), "*", held=False).gone
+    assert windows.admit(p, "batch", *runs[3], at(1.5), "*", held=False).proceed  # past the size: the next batch
+    assert windows.admit(p, "batch", *runs[4], at(4), "*", held=False).proceed  # after that window: its own
+    assert _statuses(runs) == ["pending", "batched", "batched", "pending", "pending"]
 
 
 def test_a_batch_closes_when_full_and_its_run_carries_every_event(db, clock):
