@@ -38,9 +38,19 @@ DEFER_MS = 3000
 executing: dict[str, int] = {}
 
 
+def may_take_back(message: Any) -> bool:
+    """Whether this delivery may claim a stage that is running under its own message id: only a
+    copy the broker redelivered, a deferred copy (`HOLDER`), or one Dramatiq's Retries published
+    again (a store outage); each of them is checked by `live_holder` first. A first delivery never
+    may: when its node died before it was acknowledged, the broker may already have handed a copy
+    to another worker, which claimed the stage and runs it; taking it back would run it twice."""
+    return message is None or bool(getattr(message, "redelivered", False) or HOLDER in message.options
+                                   or message.options.get("retries"))
+
+
 def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
     """The live worker (`host:pid`) running this message's stage in another delivery, if any."""
-    if message is None or not (getattr(message, "redelivered", False) or HOLDER in message.options):
+    if message is None or not may_take_back(message):
         return None
     other = executing.get(message.message_id)
     if other is not None and other != threading.get_ident():

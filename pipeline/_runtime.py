@@ -88,7 +88,8 @@ def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id:
             return
         # A redelivery of a message whose worker died in the middle of a chain it was running
         # inline: go on from the stage it held.
-        claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None)
+        claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None,
+                                    take_back=redelivery.may_take_back(message))
         if not isinstance(claimed, tuple):
             return
     attempt, results, started_run = claimed

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _stage_store as stage_store
+from .._redelivery import may_take_back
 from . import _gate as gate
 from ._rules import GATE_PASSED
 
@@ -33,7 +34,7 @@ def claim(
     if (admitted := gate.admit(stage, info, message) if stage.gated and not passed else True) is False:
         return False
     claimed = stage_store.claim(stage, info, message_id, worker, lease_until, results,
-                                started_at=None if admitted is True else admitted)
+                                started_at=None if admitted is True else admitted, take_back=may_take_back(message))
     return False if isinstance(claimed, stage_store.Waits) else claimed
 
 

@@ -65,3 +65,31 @@ def test_a_redelivery_while_another_thread_of_this_process_runs_it_is_held_back(
         assert redelivery.live_holder(Delivery(message_id), run_id, "host-a:1") == "host-a:1"
     finally:
         redelivery.executing.pop(message_id, None)
+
+
+def test_a_first_delivery_never_runs_a_stage_that_runs_under_its_own_id(held_stage, monkeypatch):
+    """The node a worker read a message from dies before the ack: the broker hands a copy to
+    another worker, which claims the stage and runs it; the first delivery, still in its worker's
+    hands, comes to claim the stage next. It must not run it a second time: it comes back later,
+    as a retried copy, which is checked against the live holder like a redelivered one."""
+    from dramatiq.errors import Retry
+    from dramatiq.middleware import CurrentMessage
+
+    from pipeline import _runtime as runtime
+    from tests.testapp.models import SideEffect
+    from tests.testapp.pipelines import three_stages
+
+    run_id, message_id = held_stage
+    _beat(timezone.now())
+    stage = three_stages.stages["first"]
+    first = Delivery(message_id, redelivered=False)
+    first.actor_name = stage.actor_name
+    monkeypatch.setattr(CurrentMessage, "get_current_message", staticmethod(lambda: first))
+    with pytest.raises(Retry):
+        runtime.execute_stage(stage, run_id)
+    row = StageRun.objects.get(run_id=run_id, stage="first")
+    assert (row.status, row.worker, row.attempts) == ("running", "host-b:4242", 0)
+    assert not SideEffect.objects.filter(run_id=run_id).exists()
+    assert not redelivery.may_take_back(first)
+    assert redelivery.may_take_back(Delivery(message_id))  # the broker's copy
+    assert redelivery.may_take_back(Delivery(message_id, False, {"retries": 1}))  # published again by Retries
