@@ -5,6 +5,10 @@
 # `make test` runs this tier and the broker tier, on SQLite and on PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Bytecode is cached (some machines set PYTHONDONTWRITEBYTECODE): without it every pytest process
+# (each xdist worker, each pass) compiles and assertion-rewrites ~570 modules again (the test
+# modules, and every module of each pytest plugin's distribution, ours included): ~6 s a process.
+unset PYTHONDONTWRITEBYTECODE
 export PIPELINE_BROKER_URL="amqp://guest:guest@127.0.0.1:9/%2F"
 export TEST_FUZZ_EXAMPLES="${TEST_FUZZ_EXAMPLES:-10}"  # the API fuzz tries 30 cases per operation in `make test`
 export PIPELINE_LOG_DIR="${PIPELINE_LOG_DIR:-${PIPELINE_VAR_DIR:-$PWD/var}/test-log}-fast"

@@ -33,6 +33,10 @@
 # - pipeline/test_broker_cluster.py skips itself there: broker failover, not the store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Bytecode is cached (some machines set PYTHONDONTWRITEBYTECODE): without it every pytest process
+# (each xdist worker, each pass) compiles and assertion-rewrites ~570 modules again (the test
+# modules, and every module of each pytest plugin's distribution, ours included): ~6 s a process.
+unset PYTHONDONTWRITEBYTECODE
 
 # All of it in one function, called on the last line: bash reads a script as it runs it, so an
 # edit of this file during a run (a `git pull`, a checkout) would otherwise be run half old, half new.

@@ -7,6 +7,7 @@ only those under `if TYPE_CHECKING:` are left out (they never run)."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -214,18 +215,22 @@ def _explained(lines: list[str], lineno: int) -> bool:
     return index >= 0 and lines[index].strip().startswith("#")
 
 
+@functools.cache
 def function_level_imports() -> list[tuple[str, bool]]:
-    """(`path:line: statement`, explained) of every import inside a function."""
+    """(`path:line: statement`, explained) of every import inside a function (each module read
+    once, each node visited once: nested functions are not walked again)."""
     found = {}
     for module, path in MODULES.items():
         lines = path.read_text().splitlines()
         tree = ast.parse("\n".join(lines), str(path))
-        for function in ast.walk(tree):
-            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                for node in ast.walk(function):
-                    if isinstance(node, (ast.Import, ast.ImportFrom)):
-                        where = f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}"
-                        found[where] = _explained(lines, node.lineno)
+        inside = [(child, False) for child in ast.iter_child_nodes(tree)]
+        while inside:
+            node, in_function = inside.pop()
+            if in_function and isinstance(node, (ast.Import, ast.ImportFrom)):
+                where = f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+                found[where] = _explained(lines, node.lineno)
+            in_function = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            inside.extend((child, in_function) for child in ast.iter_child_nodes(node))
     return sorted(found.items())
 
 
