@@ -99,8 +99,11 @@ def test_a_killed_worker_is_restarted_and_ctrl_c_drains_every_worker_stops_the_b
         [web_pid], [first_master] = started_pids(output(), "web"), started_pids(output(), "worker")
         [scheduler_pid] = started_pids(output(), "scheduler")
         groups |= {web_pid, first_master, scheduler_pid}
-        assert answers(metrics).headers["Content-Type"].startswith("text/plain")  # Prometheus's text format
-        assert f"127.0.0.1:{WORKER_METRICS_PORT}/metrics" in answers(f"{web}/metrics").text  # web says where
+        # (each asked until it answers: one request may miss its 5 s on a loaded machine)
+        scraped = wait_for(lambda: answers(metrics), 60, "the workers' metrics endpoint")
+        assert scraped.headers["Content-Type"].startswith("text/plain")  # Prometheus's text format
+        web_metrics = wait_for(lambda: answers(f"{web}/metrics"), 60, "the web process's metrics")
+        assert f"127.0.0.1:{WORKER_METRICS_PORT}/metrics" in web_metrics.text  # web says where
 
         # A worker process is SIGKILLed: its master stops, the supervisor restarts the worker.
         victim = wait_for(lambda: children(first_master), 30, "the worker master's processes")[0]
@@ -112,7 +115,8 @@ def test_a_killed_worker_is_restarted_and_ctrl_c_drains_every_worker_stops_the_b
         wait_for(lambda: stage_consumers(broker_url) >= 2 and len(children(restarted[0])) >= 2, 60,
                  "the restarted worker's processes to consume")
         assert stack.poll() is None
-        assert answers(f"{web}/healthz") and started_pids(output(), "web") == [web_pid]  # web kept running
+        wait_for(lambda: answers(f"{web}/healthz"), 60, "the web process to answer after the restart")
+        assert started_pids(output(), "web") == [web_pid]  # web kept running
         assert started_pids(output(), "scheduler") == [scheduler_pid]
         assert subprocess.run(["infra/rabbitmq.sh", "status"], cwd=ROOT, env=stack_env,
                               capture_output=True).returncode == 0  # the broker too

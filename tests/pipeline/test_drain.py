@@ -52,8 +52,8 @@ def test_sigterm_lets_the_stage_in_flight_finish_and_logs_the_drain(transactiona
     purge_queues("killable")
     first = start_worker(test_database_url, "drain-worker-1", grace_ms=20_000)
     try:
-        run_id = Run.objects.get(event_id=emit("test.killable", {"sleep": 3})).id
-        wait_for(lambda: effects(run_id, "slow") == 1, 30, "the 3-second stage to start")
+        run_id = Run.objects.get(event_id=emit("test.killable", {"sleep": 8})).id  # the SIGTERM must come while it runs
+        wait_for(lambda: effects(run_id, "slow") == 1, 30, "the 8-second stage to start")
         took = terminate_master(first)
     finally:
         first.stop()
@@ -94,12 +94,12 @@ def test_past_the_grace_period_the_stage_goes_back_to_the_queue_and_another_work
     purge_queues("killable")
     first = start_worker(test_database_url, "drain-worker-3", grace_ms=1000)
     try:
-        run_id = Run.objects.get(event_id=emit("test.killable", {"sleep": 4})).id
-        wait_for(lambda: effects(run_id, "slow") == 1, 30, "the 4-second stage to start")
+        run_id = Run.objects.get(event_id=emit("test.killable", {"sleep": 30, "retry_sleep": 0.5})).id
+        wait_for(lambda: effects(run_id, "slow") == 1, 30, "the 30-second stage to start")
         terminate_master(first)
     finally:
         first.stop()
-    # It did not wait for the 4 s stage past its 1 s grace period: the stage never finished here
+    # It did not wait for the 30 s stage past its 1 s grace period: the stage never finished here
     # (not timed: a busy machine takes its time to stop a process either way).
     assert StageRun.objects.get(run_id=run_id, stage="slow").status == "running"
     [drained] = lines("drain-worker-3", "worker.drained")

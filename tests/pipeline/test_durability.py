@@ -55,7 +55,7 @@ def test_a_worker_killed_mid_stage_reruns_that_stage_and_nothing_that_had_succee
     purge_queues("killable")
     doomed = start_worker(test_database_url, "killable-worker-1", processes=1, threads=2, queue="killable")
     try:
-        run_id = Run.objects.get(event_id=emit("test.killable", {"sleep": 3})).id
+        run_id = Run.objects.get(event_id=emit("test.killable", {"sleep": 30, "retry_sleep": 0.5})).id
         wait_for(lambda: effects(run_id, "slow") == 1, 30, "the slow stage to start")
         doomed.signal(signal.SIGKILL)  # master and worker process, mid-stage, no chance to ack or record
         doomed.popen.wait(10)

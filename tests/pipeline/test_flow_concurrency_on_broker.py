@@ -87,7 +87,7 @@ def test_a_killed_workers_slot_comes_back_within_its_lease_and_nothing_is_lost(t
     purge_queues(FLOW_QUEUE)
     doomed = start_worker(test_database_url, "flow-doomed", processes=2, threads=8, queue=FLOW_QUEUE)
     try:
-        held = _run_id(emit("test.flow_order", {"customer_id": 7, "sleep": 4}))
+        held = _run_id(emit("test.flow_order", {"customer_id": 7, "held_for": 30}))
         after = [_run_id(emit("test.flow_order", {"customer_id": 7, "n": n})) for n in range(3)]
         wait_for(lambda: StageRun.objects.filter(run_id=held, stage="pick", status="running").exists(), 60,
                  "the first run's stage to start")

@@ -352,7 +352,7 @@ def test_a_stage_continued_inline_that_fails_is_retried_as_a_message_of_its_own(
 
 
 def test_a_stage_continued_inline_gets_its_own_time_limit_not_what_is_left_of_its_parents(pipelines):
-    # Two stages of 2 s under 3 s limits: the chain outlasts the first stage's limit.
+    # Two stages of 2 s under 3.5 s limits: the chain outlasts the first stage's limit.
     long_run = pipelines.run_of(pipelines.emit("test.inline_long_stages", {})).assert_succeeded()
     long_rows = list(StageRun.objects.filter(run_id=long_run.id))
     assert len({row.message_id for row in long_rows}) == 1  # the second ran inline

@@ -176,9 +176,11 @@ def test_after_a_demo_run_every_endpoint_shows_its_metrics_with_real_values(
                 t = scrape(scheduler_port)
             except OSError:
                 return None
-            return t if value(t, "pipeline_schedule_fire_delay_seconds_count", schedule="tick_every_second") >= 2 else None
+            fired = value(t, "pipeline_schedule_fire_delay_seconds_count", schedule="tick_every_second") >= 2
+            # (each scrape checks the store and the broker with a short bound: a loaded machine may miss one)
+            return t if fired and value(t, "pipeline_store_up") == 1 and value(t, "pipeline_broker_up") == 1 else None
 
-        sched = wait_for(fired_twice, 30, "two fires on the scheduler's endpoint", interval=0.5)
+        sched = wait_for(fired_twice, 60, "two fires and both checks up on the scheduler's endpoint", interval=0.5)
         assert value(sched, "pipeline_schedule_fire_delay_seconds_sum", schedule="tick_every_second") > 0
         assert value(sched, "pipeline_schedule_fires_total", schedule="tick_every_second", reason="schedule") >= 2
         assert value(sched, "pipeline_store_up") == 1 and value(sched, "pipeline_broker_up") == 1

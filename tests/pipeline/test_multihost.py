@@ -238,6 +238,22 @@ def when(line: dict) -> float:
     return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
+def _every_step(*steps) -> None:
+    """Runs every clean-up step even when one fails or is interrupted (pytest-timeout's alarm
+    raises inside whichever step is running): the broker, PostgreSQL and the namespaces this test
+    started must not outlive it. The first error is raised at the end."""
+    first: BaseException | None = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except BaseException as error:  # noqa: BLE001 (re-raised below, after the other steps)
+            first = first or error
+    if first is not None:
+        raise first
+
+
 # Two hosts in network namespaces, a broker, a cut and a heal: past the suite's 180 s default on a
 # loaded machine (make test-under-load: the broker's stop in teardown was still running at 180 s).
 @pytest.mark.timeout(600)
@@ -299,17 +315,19 @@ def test_a_worker_host_cut_off_mid_run_hands_its_stages_to_the_other_host_and_ev
         wait_for(all_finished, 60, f"all {RUNS} runs to finish on host C", interval=1)
         state = helper.call("snapshot")
     finally:
-        for process in processes:
-            if process.name == "worker-b":
-                process.signal(signal.SIGKILL)  # cut off, maybe blocked on the lost database: no drain
-            process.stop(timeout=10)
-        if helper is not None:
-            helper.stop()
-        if broker_started:
-            sh(*hosts.exec("A", "infra/rabbitmq.sh", "stop"), cwd=ROOT, env=broker_env(folder), check=False, timeout=90)
-        stop_database(hosts, folder)
-        hosts.down()
-        shutil.rmtree(folder, ignore_errors=True)
+        def stop_processes():
+            for process in processes:
+                if process.name == "worker-b":
+                    process.signal(signal.SIGKILL)  # cut off, maybe blocked on the lost database: no drain
+                process.stop(timeout=10)
+
+        def stop_broker():
+            if broker_started:
+                sh(*hosts.exec("A", "infra/rabbitmq.sh", "stop"), cwd=ROOT, env=broker_env(folder), check=False,
+                   timeout=90)
+
+        _every_step(stop_processes, helper.stop if helper is not None else None, stop_broker,
+                    lambda: stop_database(hosts, folder), hosts.down, lambda: shutil.rmtree(folder, ignore_errors=True))
 
     assert state["runs"] == {"succeeded": RUNS}, state["runs"]
     on_b, on_c = started_lines("worker-b"), started_lines("worker-c")

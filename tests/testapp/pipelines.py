@@ -115,7 +115,10 @@ def join(ctx: StageContext) -> dict:
 
 @event_type("test.killable")
 class TestKillable(BaseModel):
-    sleep: float = 3.0
+    sleep: float = 3.0  # how long `slow` takes
+    # ...on its second and later attempts, when set: a test that kills or drains its worker gives the
+    # first attempt far longer than its own reaction takes on a busy machine, and the rerun no longer.
+    retry_sleep: float | None = None
 
 
 killable = Pipeline("killable", on="test.killable", queue="killable")
@@ -132,7 +135,8 @@ def slow(ctx: StageContext) -> dict:
     import time
 
     _record(ctx)
-    time.sleep(ctx.event.payload["sleep"])
+    payload = ctx.event.payload
+    time.sleep(payload["sleep"] if ctx.attempt == 1 or payload["retry_sleep"] is None else payload["retry_sleep"])
     return {"attempt": ctx.attempt}
 
 
@@ -302,18 +306,19 @@ class TestInlineLongStages(BaseModel):
     pass
 
 
-# Two stages of 2 s each under a 3 s limit each: the chain takes longer than one stage's limit.
+# Two stages of 2 s each under a 3.5 s limit each: the chain takes longer than one stage's limit (and
+# each stage has 1.5 s to spare for its own bookkeeping on a busy machine).
 inline_long_stages = Pipeline("inline_long_stages", on="test.inline_long_stages", queue=INLINE_QUEUE)
 
 
-@inline_long_stages.stage(retries=0, timeout=3)
+@inline_long_stages.stage(retries=0, timeout=3.5)
 def long_first(ctx: StageContext) -> dict:
     _record(ctx)
     _sleep_for(2)
     return {}
 
 
-@inline_long_stages.stage(retries=0, timeout=3)
+@inline_long_stages.stage(retries=0, timeout=3.5)
 def long_second(ctx: StageContext) -> dict:
     _record(ctx)
     _sleep_for(2)
@@ -526,6 +531,7 @@ class TestFlowOrder(BaseModel):
     n: int = 0
     sleep: float = 0.0  # seconds each of the two stages takes
     fail: bool = False  # the second stage fails (no retries)
+    held_for: float = 0.0  # when set, how long `pick`'s first attempt takes instead (a test kills it meanwhile)
 
 
 one_per_customer = Pipeline("one_per_customer", on="test.flow_order", queue=FLOW_QUEUE,
@@ -534,7 +540,8 @@ one_per_customer = Pipeline("one_per_customer", on="test.flow_order", queue=FLOW
 
 @one_per_customer.stage(retries=0, timeout=60)
 def pick(ctx: StageContext) -> dict:
-    _sleep_for(ctx.event.payload["sleep"])
+    payload = ctx.event.payload
+    _sleep_for(payload["held_for"] if ctx.attempt == 1 and payload["held_for"] else payload["sleep"])
     return {"n": ctx.event.payload["n"]}
 
 

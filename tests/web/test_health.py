@@ -30,8 +30,8 @@ def test_healthz_answers_200_without_touching_the_database_or_the_broker(client,
 @pytest.mark.broker  # a real process (the slow tier)
 @pytest.mark.django_db
 def test_readyz_is_200_when_the_database_and_the_broker_answer(client):
-    response = client.get("/readyz")
-    assert response.status_code == 200, response.content
+    # Each check has a 2 s bound, which a broker on a loaded machine may miss once: asked again.
+    response = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r, 30, "/readyz to answer 200")
     body = response.json()
     assert body["status"] == "ready"
     assert body["checks"]["database"]["ok"] is True
