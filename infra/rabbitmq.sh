@@ -35,6 +35,9 @@
 #                       serve another address too (e.g. inside a network namespace)
 #   RABBITMQ_ALLOW_REMOTE_GUEST  1: let `guest` log in from other hosts
 #                       (loopback_users = none); default off (test namespaces only)
+#   RABBITMQ_STOP_MODE  stop: "graceful" (default: rabbitmqctl stop, then signals)
+#                       or "force" (SIGTERM, SIGKILL after 10 s; no rabbitmqctl VM
+#                       to boot: for throwaway test nodes, whose queues nobody keeps)
 #   PYTHON              interpreter used for the AMQP probe (default
 #                       <repo>/.venv/bin/python, else python3). pika is used
 #                       when importable, otherwise a stdlib AMQP handshake.
@@ -61,6 +64,8 @@ NODE="${RABBITMQ_NODENAME:-pipeline-${PORT}@localhost}"
 
 VAR="$(in_repo "${RABBITMQ_VAR:-var/rabbitmq}")"
 START_TIMEOUT="${RABBITMQ_START_TIMEOUT:-60}"
+STOP_MODE="${RABBITMQ_STOP_MODE:-graceful}"
+[[ "$STOP_MODE" == graceful || "$STOP_MODE" == force ]] || { echo "rabbitmq: RABBITMQ_STOP_MODE must be graceful or force, not '$STOP_MODE'" >&2; exit 1; }
 
 URL="amqp://guest:guest@127.0.0.1:${PORT}/"
 LOG_DIR="$VAR/log"
@@ -560,7 +565,7 @@ cmd_stop() {
         say "node $NODE not running"
         exit 0
     fi
-    if stop_node graceful; then
+    if stop_node "$STOP_MODE"; then
         say "node $NODE stopped"
         exit 0
     fi
