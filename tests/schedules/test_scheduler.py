@@ -106,10 +106,16 @@ def test_a_killed_leader_is_replaced_within_10_seconds_and_missed_fires_follow_t
     if policy == "all":
         assert not gaps, f"missed fires were not all caught up: {gaps}"
     else:
-        assert len(gaps) == 1 and gaps[0][1] - gaps[0][0] >= timedelta(seconds=2), gaps
+        # The fires missed while nobody led are folded into one, the last of them: a gap across the
+        # kill. (On a loaded machine the new leader can be late again and fold once more, so the
+        # number of gaps is not the test; that every catch-up fired one fire, the last missed, is.)
+        assert gaps and max(b - a for a, b in gaps) >= timedelta(seconds=2), gaps
         catch_up = [l for l in read_log_lines("scheduler.jsonl")
-                    if l["event"] == "schedule.catching_up" and l.get("schedule_id") == "kill_test"]
-        assert catch_up and catch_up[-1]["firing"] == 1 and catch_up[-1]["missed"] >= 2
+                    if l["event"] == "schedule.catching_up" and l.get("schedule_id") == "kill_test"
+                    and l.get("policy") == "coalesce"]
+        assert catch_up and all(l["firing"] == 1 for l in catch_up), catch_up
+        assert max(l["missed"] for l in catch_up) >= 2, catch_up
+        assert {datetime.fromisoformat(l["last_missed"]) for l in catch_up} <= set(times), (catch_up, times)
 
 
 def test_a_schedule_created_at_run_time_fires_without_a_restart(live_worker, test_database_url):
