@@ -93,29 +93,27 @@ trap 'exit 130' INT TERM
 
 # The servers start at the same time (each node or cluster has a folder, a port and an Erlang
 # cookie of its own); wait_servers waits for them all. One after the other they took 30 s.
-start_broker() {  # port var: starts the node (idempotent), remembers to stop it if it was not running
-    local log="$OUT_DIR/test-start-broker-$1.log"
+start_server() {  # "broker PORT VAR" or "postgres PORT": starts it (idempotent) in the background,
+    # and records it for cleanup when it was not running already
+    local kind="$1" port="$2" log="$OUT_DIR/test-start-$1-$2.log" script=infra/rabbitmq.sh
+    local -a env_args=(RABBITMQ_PORT="$port" RABBITMQ_VAR="${3:-}")
+    if [[ "$kind" == postgres ]]; then
+        env_args=(PGPORT="$port")
+        script=infra/postgres.sh
+    fi
+    local record="$*"
     (
         trap - INT TERM EXIT  # the script's own traps are not this starter's
-        if ! RABBITMQ_PORT="$1" RABBITMQ_VAR="$2" infra/rabbitmq.sh status >/dev/null 2>&1; then
-            echo "broker $1 $2" >>"$started_list"
+        if ! env "${env_args[@]}" "$script" status >/dev/null 2>&1; then
+            echo "$record" >>"$started_list"
         fi
-        RABBITMQ_PORT="$1" RABBITMQ_VAR="$2" infra/rabbitmq.sh start
+        env "${env_args[@]}" "$script" start
     ) >"$log" 2>&1 </dev/null &
-    starters+=("$! broker:$1 $log")
+    starters+=("$! $kind:$port $log")
 }
 
-start_postgres() {  # port: starts the server (idempotent), remembers to stop it if it was not running
-    local log="$OUT_DIR/test-start-postgres-$1.log"
-    (
-        trap - INT TERM EXIT  # the script's own traps are not this starter's
-        if ! PGPORT="$1" infra/postgres.sh status >/dev/null 2>&1; then
-            echo "postgres $1" >>"$started_list"
-        fi
-        PGPORT="$1" infra/postgres.sh start
-    ) >"$log" 2>&1 </dev/null &
-    starters+=("$! postgres:$1 $log")
-}
+start_broker() { start_server broker "$1" "$2"; }  # port var
+start_postgres() { start_server postgres "$1"; }  # port
 
 wait_servers() {  # every start under way: its output, and exit 1 if any failed
     local entry pid name log failed=0
