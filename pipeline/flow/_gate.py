@@ -87,6 +87,9 @@ def _window(stage: "Stage", info: "RunInfo", message: Any, options: dict, rule: 
         return False
     for folded, by in got.superseded:
         log.info("flow.dropped", rule=kind, key=key, **_ids_of(folded, info.pipeline), superseded_by=by)
+    for taken in got.batched:  # late events this due batch took in: the same line as one joining on time
+        log.info("flow.waiting", rule=kind, key=key, **_ids_of(taken, info.pipeline), batch_run_id=info.run_id,
+                 batch_size=got.size)
     if got.folded_into is not None:
         if kind == "debounce":
             log.info("flow.dropped", rule=kind, key=key, **ids, superseded_by=got.folded_into)

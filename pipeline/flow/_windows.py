@@ -42,6 +42,7 @@ class Admission:
     # debounce: (run, the run it was folded into) of the runs this admission ended debounced
     superseded: list[tuple[str, str]] = field(default_factory=list)
     publish_leader: str | None = None  # batch: full, the leader's message goes now
+    batched: list[str] = field(default_factory=list)  # batch, due: runs of late events it took in (ended batched)
     size: int = 0
     gone: bool = False  # the run is over (folded, cancelled...): this message has nothing to do
 
@@ -113,16 +114,17 @@ def _due_or_held(window: FlowWindow, now: datetime, rule: "object", run_id: str)
     if window.due_at <= now:
         late = _stragglers(window, rule)
         superseded: list[tuple[str, str]] = []
+        batched: list[str] = []
         if window.kind == "debounce" and late:
             if max(t for _, t, _ in late) >= window.leader_occurred_at:
                 return _lead_to_newest(window, rule, run_id, late, now)
             superseded = _fold_all(late, run_id, now)  # only older ones: the leader stays
             window.size += len(late)
         elif late:
-            _take_into_batch(window, rule, late, now)
+            batched = _take_into_batch(window, rule, late, now)
         size = window.size
         window.delete()
-        return Admission(proceed=True, size=size, superseded=superseded)
+        return Admission(proceed=True, size=size, superseded=superseded, batched=batched)
     # The relay looks for first stages pending too long: a held one is not, until its window is due.
     StageRun.objects.filter(run_id=window.leader_run, status=StageStatus.PENDING).update(enqueued_at=window.due_at)
     return Admission(proceed=False, due_in_ms=max(1, int((window.due_at - now).total_seconds() * 1000) + 1),
@@ -180,13 +182,16 @@ def _fold_all(late: list[tuple[str, datetime, str]], into: str, now: datetime) -
 
 
 def _take_into_batch(window: FlowWindow, rule: "object", late: list[tuple[str, datetime, str]],
-                     now: datetime) -> None:
-    """Batch, due: the window's events whose messages are still on their way join it (up to its size)."""
+                     now: datetime) -> list[str]:
+    """Batch, due: the window's events whose messages are still on their way join it (up to its
+    size); returns their runs, now ended batched."""
     leader = str(window.leader_run)
-    for other, occurred_at, event_id in late[:max(0, rule.size - window.size)]:
+    taken = late[:max(0, rule.size - window.size)]
+    for other, occurred_at, event_id in taken:
         FlowBatchItem.objects.create(run_id=leader, event_id=event_id, occurred_at=occurred_at)
         _fold(other, RunStatus.BATCHED, leader, now)
         window.size += 1
+    return [other for other, _, _ in taken]
 
 
 def _join_batch(window: FlowWindow, rule: "object", run_id: str, event_id: str, occurred_at: datetime,

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+import structlog
 
 from pipeline import Batch, Debounce, RateLimit
 from pipeline.flow import _rate as rate, _windows as windows
@@ -184,12 +185,34 @@ def test_a_due_batch_takes_in_the_events_of_its_time_still_on_their_way(db, cloc
     p = SimpleNamespace(name="flow_logic_batch_late", debounce=None, batch=Batch(3, seconds=2))
     runs = [_run(p.name, at(t)) for t in (0, 0.5, 1, 1.5, 4)]
     clock["now"] = at(30)
-    assert windows.admit(p, "batch", *runs[0], at(0), "*", held=False).proceed  # due: the next two join it
+    due = windows.admit(p, "batch", *runs[0], at(0), "*", held=False)
+    assert due.proceed and due.size == 3  # due: the next two join it...
+    assert due.batched == [runs[1][0], runs[2][0]]  # ...and are named, for their flow.waiting lines
     assert [e for e, _ in windows.batch_of(runs[0][0])] == [e for _, e in runs[:3]]
     assert windows.admit(p, "batch", *runs[1], at(0.5), "*", held=False).gone
     assert windows.admit(p, "batch", *runs[3], at(1.5), "*", held=False).proceed  # past the size: the next batch
     assert windows.admit(p, "batch", *runs[4], at(4), "*", held=False).proceed  # after that window: its own
     assert _statuses(runs) == ["pending", "batched", "batched", "pending", "pending"]
+
+
+def test_each_late_event_a_due_batch_takes_in_gets_its_flow_waiting_line(db, clock):
+    """As an event that joins a batch on time: `flow.waiting` with its own run's ids and the run
+    that carries the batch, so a trace of that event says where it went."""
+    from pipeline._run_info import RunInfo
+    from pipeline.flow import _gate as gate
+
+    p = SimpleNamespace(name="flow_logic_batch_lines", debounce=None, batch=Batch(3, seconds=2), rate_limit=None)
+    stage = SimpleNamespace(pipeline=p, after=(), rate_limit=None, name="only", actor_name="flow_logic.only")
+    runs = [_run(p.name, at(t)) for t in (0, 0.5, 1)]
+    clock["now"] = at(30)
+    info = RunInfo(run_id=runs[0][0], pipeline=p.name, event_id=runs[0][1], trace_id="0" * 32, payload={},
+                   occurred_at=at(0))
+    with structlog.testing.capture_logs() as logs:
+        assert gate.admit(stage, info, None) is True  # due: the leader goes on, with the two late events
+    waiting = [line for line in logs if line["event"] == "flow.waiting"]
+    assert [(w["run_id"], w["event_id"], w["batch_run_id"], w["batch_size"], w["rule"]) for w in waiting] == [
+        (runs[1][0], runs[1][1], runs[0][0], 3, "batch"), (runs[2][0], runs[2][1], runs[0][0], 3, "batch")]
+    assert all(w["trace_id"] == "0" * 32 and w["pipeline"] == p.name for w in waiting)
 
 
 def test_a_batch_closes_when_full_and_its_run_carries_every_event(db, clock):
