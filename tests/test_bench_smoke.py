@@ -65,6 +65,12 @@ def test_bench_smoke_writes_results(tmp_path):
         if key != "floor":
             assert summary["latency_ms"]["n"] > 0 and summary["latency_ms"]["p50"] > 0, key
             assert summary["worker_rss_mb_per_process"]["median"] > 0, key
+    # Our writers say where a batch's time goes while it holds the write lock (writer_stats.py);
+    # peers have no such writer.
+    writer = shape["ours_sqlite"]["writer"]
+    assert writer["batches_per_run"] > 0 and writer["ops_per_batch"] >= 1, writer
+    assert 0 < writer["hold_cpu_ms_per_batch"] <= writer["hold_ms_per_batch"] * 1.05, writer
+    assert shape["dramatiq"]["writer"] is None
     assert {t["target"] for t in result["targets"]}
     assert result["ratios"]["rss_vs_django_dramatiq"] > 0
     for key in ("ours_sqlite", "ours_sqlite_noinline", "ours_sqlite_empty", "ours_sqlite_1m"):

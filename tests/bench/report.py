@@ -67,8 +67,17 @@ def summarize(raw: dict) -> dict:
             "p99": percentile(lat, 0.99),
             "mean": statistics.fmean(lat) if lat else None,
         },
+        "writer": _writer_summary([r.get("writer") for r in rounds]),
         "errors": raw["errors"],
     }
+
+
+def _writer_summary(per_round: list[dict | None]) -> dict | None:
+    """Medians over rounds of our group-commit writers' figures (tests/bench/writer_stats.py)."""
+    rounds = [r for r in per_round if r]
+    if not rounds:
+        return None
+    return {key: _median([r.get(key) for r in rounds]) for key in rounds[0]}
 
 
 def _metric(summary: dict | None, metric: str) -> float | None:
@@ -374,6 +383,14 @@ def table(result: dict) -> str:
                 f"{label[:38]:38s} {_spread(tput):>22s} {_fmt(s['stage_msgs_per_s']['median'], 0):>11s} "
                 f"{(_fmt(ratio, 2) + 'x') if ratio is not None else '-':>11s} {_spread(s['cpu_ms_per_run'], 2):>20s} "
                 f"{split:>21s} {_fmt(s['worker_rss_mb_per_process']['median']):>11s} {latency:>24s}")
+        for key, s in systems.items():
+            w = s.get("writer")
+            if w:
+                lines.append(
+                    f"  writer {key}: {_fmt(w['batches_per_run'], 2)} batches/run of {_fmt(w['ops_per_batch'], 1)} ops; "
+                    f"a batch holds the write lock {_fmt(w['hold_ms_per_batch'], 2)} ms (writer CPU "
+                    f"{_fmt(w['hold_cpu_ms_per_batch'], 2)}, runnable without a CPU {_fmt(w['hold_runqueue_ms_per_batch'], 2)}), "
+                    f"waits {_fmt(w['lock_wait_ms_per_batch'], 2)} ms for it; held {_fmt(w['held_share_of_wall'] * 100, 0)}% of the time")
         for key, s in systems.items():
             for err in s["errors"]:
                 lines.append(f"  ! {key}: {err.splitlines()[0][:160]}")

@@ -64,6 +64,7 @@ from tests.bench.common import (
     tree_cpu_seconds,
 )
 from tests.bench.payload import BIG_PAYLOAD_BYTES
+from tests.bench import writer_stats
 from tests.bench.systems import System, build_systems, celery_available, celery_results_available, env_without_bench
 
 PY = sys.executable
@@ -352,6 +353,16 @@ class Bench:
             snap["db"] = tree_cpu_seconds([self.pg_pid])
         return snap
 
+    def writer_snapshot(self, s: System, settle: bool = False) -> dict[str, float] | None:
+        """Our writers' counters (tests/bench/writer_stats.py), summed over the system's processes;
+        `settle`: after a measurement, once each process has had time to write its last ones."""
+        folder = s.env.get("BENCH_WRITER_STATS_DIR")
+        if not folder:
+            return None
+        if settle:
+            time.sleep(writer_stats.DUMP_EVERY_SECONDS * 2)
+        return writer_stats.snapshot(folder)
+
     def throughput(self, s: System, seconds: float, rate_hint: float, warmup: int = 0, stall: float = 30.0,
                    concurrency: int = 16, variant: str | None = None, stages: int = STAGES,
                    backlog_runs: int | None = None) -> dict:
@@ -389,6 +400,7 @@ class Bench:
                     producer.send({"cmd": "produce", "n": warmup, "start": self._seq(s, warmup), **extra})
                     drain_done(channel, s.done_queue, warmup, stall, on_idle=producer.check_failed)
                     producer.receive(60)
+                writer0 = self.writer_snapshot(s)
                 cpu0 = self.cpu_snapshot(s)
                 t = time.monotonic()
                 n = done = 0
@@ -418,6 +430,7 @@ class Bench:
                         raise BenchError(f"{done}/{n} runs done, none for {stall:.0f}s")
                 elapsed = last_done - t
                 cpu1 = self.cpu_snapshot(s)
+                writer1 = self.writer_snapshot(s, settle=True)
                 channel.cancel()
                 while asked > 0:
                     producer_s += producer.receive(60)["seconds"]
@@ -428,6 +441,8 @@ class Bench:
                 if connection.is_open:
                     connection.close()
         cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+        writer = (writer_stats.delta(writer0, writer1, elapsed, n)
+                  if s.kind != "floor" and writer0 is not None and writer1 is not None else None)
         return {
             "runs": n,
             "seconds": elapsed,
@@ -436,6 +451,7 @@ class Bench:
             "cpu_ms_per_run": sum(cpu.values()) / n * 1000,
             "cpu_breakdown_ms_per_run": {k: v / n * 1000 for k, v in cpu.items()},
             "producer_runs_per_s": n / producer_s if producer_s else None,
+            "writer": writer,
         }
 
     def _seq(self, s: System, n: int) -> int:

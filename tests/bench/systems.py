@@ -111,7 +111,8 @@ def build_systems(*, prefix: str, broker_url: str, work_dir, sqlite_url: str | N
         queue = f"{prefix}_{key}"
         env = {**base, "DJANGO_SETTINGS_MODULE": "tests.bench.settings", "DATABASE_URL": url,
                "PIPELINE_BROKER_URL": broker_url, "PIPELINE_LOG_DIR": str(work_dir / f"log-{key}"),
-               "BENCH_OURS_QUEUE": queue, "DJANGO_DEBUG": "0", **extra.pop("env", {})}
+               "BENCH_OURS_QUEUE": queue, "DJANGO_DEBUG": "0",
+               "BENCH_WRITER_STATS_DIR": str(work_dir / f"writer-stats-{key}"), **extra.pop("env", {})}
         return System(key, label, "ours", queue, done(key), env, db=db, **extra)
 
     base = {"BENCH_BROKER_URL": broker_url}
