@@ -353,15 +353,10 @@ class Bench:
             snap["db"] = tree_cpu_seconds([self.pg_pid])
         return snap
 
-    def writer_snapshot(self, s: System, settle: bool = False) -> dict[str, float] | None:
-        """Our writers' counters (tests/bench/writer_stats.py), summed over the system's processes;
-        `settle`: after a measurement, once each process has had time to write its last ones."""
+    def writer_snapshot(self, s: System) -> dict[str, float] | None:
+        """Our writers' counters (tests/bench/writer_stats.py), summed over the system's processes."""
         folder = s.env.get("BENCH_WRITER_STATS_DIR")
-        if not folder:
-            return None
-        if settle:
-            time.sleep(writer_stats.DUMP_EVERY_SECONDS * 2)
-        return writer_stats.snapshot(folder)
+        return writer_stats.snapshot(folder) if folder else None
 
     def throughput(self, s: System, seconds: float, rate_hint: float, warmup: int = 0, stall: float = 30.0,
                    concurrency: int = 16, variant: str | None = None, stages: int = STAGES,
@@ -430,7 +425,7 @@ class Bench:
                         raise BenchError(f"{done}/{n} runs done, none for {stall:.0f}s")
                 elapsed = last_done - t
                 cpu1 = self.cpu_snapshot(s)
-                writer1 = self.writer_snapshot(s, settle=True)
+                writer1 = self.writer_snapshot(s)
                 channel.cancel()
                 while asked > 0:
                     producer_s += producer.receive(60)["seconds"]
