@@ -49,12 +49,21 @@ def may_take_back(message: Any) -> bool:
 
 
 def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
-    """The live worker (`host:pid`) running this message's stage in another delivery, if any."""
-    if message is None or not may_take_back(message):
+    """The live worker (`host:pid`) running this message's stage in another delivery, if any.
+
+    Another thread of this very process executing the same message id holds it back whichever
+    delivery this is, the first one too. Why: the broker's copy may reach this process first, pass
+    this check (nothing claimed yet), and then take the stage back from the first delivery, which
+    claimed it in between (`make test`, quorum leader killed: one stage ran twice in one process,
+    attempts 1 and 2 seven milliseconds apart). Whichever delivery registered in `executing` first
+    runs; the other comes back later and finds the outcome recorded."""
+    if message is None:
         return None
     other = executing.get(message.message_id)
     if other is not None and other != threading.get_ident():
         return worker_id  # another thread of this very process
+    if not may_take_back(message):
+        return None
     row = (StageRun.objects.filter(run_id=run_id, message_id=message.message_id, status=StageStatus.RUNNING)
            .values("worker", "lease_until").first())
     if row is None or not row["worker"] or row["worker"] == worker_id:

@@ -67,6 +67,18 @@ def test_a_redelivery_while_another_thread_of_this_process_runs_it_is_held_back(
         redelivery.executing.pop(message_id, None)
 
 
+def test_a_first_delivery_while_another_thread_of_this_process_runs_its_copy_is_held_back(held_stage):
+    """The broker's copy reached this process first and runs (it registered in `executing`); the
+    first delivery, in another thread, must not claim the stage in the gap before the copy claims
+    it (the copy may take a stage back from its own message id): it comes back later."""
+    run_id, message_id = held_stage
+    redelivery.executing[message_id] = -1  # the copy, executing in another thread
+    try:
+        assert redelivery.live_holder(Delivery(message_id, redelivered=False), run_id, "host-a:1") == "host-a:1"
+    finally:
+        redelivery.executing.pop(message_id, None)
+
+
 def test_a_first_delivery_never_runs_a_stage_that_runs_under_its_own_id(held_stage, monkeypatch):
     """The node a worker read a message from dies before the ack: the broker hands a copy to
     another worker, which claims the stage and runs it; the first delivery, still in its worker's
