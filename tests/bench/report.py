@@ -80,6 +80,17 @@ def _writer_summary(per_round: list[dict | None]) -> dict | None:
     return {key: _median([r.get(key) for r in rounds]) for key in rounds[0]}
 
 
+def _writer_line(key: str, w: dict) -> str:
+    """SQLite: every process's batches queue on one lock file; PostgreSQL: they overlap."""
+    head = (f"  writer {key}: {_fmt(w['batches_per_run'], 2)} batches/run of {_fmt(w['ops_per_batch'], 1)} ops; ")
+    split = (f"{_fmt(w['hold_ms_per_batch'], 2)} ms (writer CPU {_fmt(w['hold_cpu_ms_per_batch'], 2)}, "
+             f"runnable without a CPU {_fmt(w['hold_runqueue_ms_per_batch'], 2)})")
+    if "pg" in key.split("_"):
+        return head + f"a batch's transaction takes {split}; the processes' batches overlap (no lock file)"
+    return (head + f"a batch holds the write lock {split}, waits {_fmt(w['lock_wait_ms_per_batch'], 2)} ms for it; "
+            f"held {_fmt(w['held_share_of_wall'] * 100, 0)}% of the time")
+
+
 def _metric(summary: dict | None, metric: str) -> float | None:
     if not summary:
         return None
@@ -384,19 +395,8 @@ def table(result: dict) -> str:
                 f"{(_fmt(ratio, 2) + 'x') if ratio is not None else '-':>11s} {_spread(s['cpu_ms_per_run'], 2):>20s} "
                 f"{split:>21s} {_fmt(s['worker_rss_mb_per_process']['median']):>11s} {latency:>24s}")
         for key, s in systems.items():
-            w = s.get("writer")
-            if w and "pg" in key.split("_"):  # PostgreSQL: no lock file, the writers' batches overlap
-                lines.append(
-                    f"  writer {key}: {_fmt(w['batches_per_run'], 2)} batches/run of {_fmt(w['ops_per_batch'], 1)} ops; "
-                    f"a batch's transaction takes {_fmt(w['hold_ms_per_batch'], 2)} ms (writer CPU "
-                    f"{_fmt(w['hold_cpu_ms_per_batch'], 2)}, runnable without a CPU {_fmt(w['hold_runqueue_ms_per_batch'], 2)}); "
-                    "the processes' batches overlap (no lock file)")
-            elif w:
-                lines.append(
-                    f"  writer {key}: {_fmt(w['batches_per_run'], 2)} batches/run of {_fmt(w['ops_per_batch'], 1)} ops; "
-                    f"a batch holds the write lock {_fmt(w['hold_ms_per_batch'], 2)} ms (writer CPU "
-                    f"{_fmt(w['hold_cpu_ms_per_batch'], 2)}, runnable without a CPU {_fmt(w['hold_runqueue_ms_per_batch'], 2)}), "
-                    f"waits {_fmt(w['lock_wait_ms_per_batch'], 2)} ms for it; held {_fmt(w['held_share_of_wall'] * 100, 0)}% of the time")
+            if s.get("writer"):
+                lines.append(_writer_line(key, s["writer"]))
         for key, s in systems.items():
             for err in s["errors"]:
                 lines.append(f"  ! {key}: {err.splitlines()[0][:160]}")

@@ -372,6 +372,7 @@ class Bench:
             # A smoke run checks the machinery on whatever machine runs the tests, busy ones too: a
             # system that is merely slow there is waited for, only one that stopped is an error.
             stall = max(stall, 120.0)
+        writer0 = writer1 = None  # our writers' counters (the floor and the peers have none)
         if s.kind == "floor":
             if warmup:
                 producer.call({"cmd": "floor", "messages": warmup * STAGES}, timeout=120)
@@ -436,8 +437,7 @@ class Bench:
                 if connection.is_open:
                     connection.close()
         cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
-        writer = (writer_stats.delta(writer0, writer1, elapsed, n)
-                  if s.kind != "floor" and writer0 is not None and writer1 is not None else None)
+        writer = writer_stats.delta(writer0, writer1, elapsed, n) if writer0 and writer1 else None
         return {
             "runs": n,
             "seconds": elapsed,
