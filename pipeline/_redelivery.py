@@ -15,7 +15,7 @@ that stopped, or the redelivery of a chain its worker was running inline when it
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dramatiq.errors import Retry
 
@@ -48,8 +48,28 @@ def may_take_back(message: Any) -> bool:
                                    or message.options.get("retries"))
 
 
+class Inspection(NamedTuple):
+    """What a delivery found before claiming: `holder`, the live worker (`host:pid`) running its
+    stage in another delivery (then it defers); `take_back`, the worker whose running stage under
+    this message id it may take back (one found dead, or this worker itself), None for none."""
+
+    holder: str | None = None
+    take_back: str | None = None
+
+
 def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
-    """The live worker (`host:pid`) running this message's stage in another delivery, if any.
+    """The live worker (`host:pid`) running this message's stage in another delivery, if any."""
+    return inspect(message, run_id, worker_id).holder
+
+
+def inspect(message: Any, run_id: str, worker_id: str) -> Inspection:
+    """Whether another delivery of this message holds its stage alive (`holder`), and from which
+    worker this delivery may take the stage back (`take_back`).
+
+    The take-back names the holder this check saw, and the claim takes back only from it (a
+    compare-and-set in the claim's WHERE): a copy that found nothing running must not take the
+    stage from a delivery in another process that claimed it just after the check (the same race
+    as below, across processes: the copy would take it back and both would run it).
 
     Another thread of this very process executing the same message id holds it back whichever
     delivery this is, the first one too. Why: the broker's copy may reach this process first, pass
@@ -58,23 +78,26 @@ def live_holder(message: Any, run_id: str, worker_id: str) -> str | None:
     attempts 1 and 2 seven milliseconds apart). Whichever delivery registered in `executing` first
     runs; the other comes back later and finds the outcome recorded."""
     if message is None:
-        return None
+        return Inspection()
     other = executing.get(message.message_id)
     if other is not None and other != threading.get_ident():
-        return worker_id  # another thread of this very process
+        return Inspection(holder=worker_id)  # another thread of this very process
     if not may_take_back(message):
-        return None
+        return Inspection()
     row = (StageRun.objects.filter(run_id=run_id, message_id=message.message_id, status=StageStatus.RUNNING)
            .values("worker", "lease_until").first())
-    if row is None or not row["worker"] or row["worker"] == worker_id:
-        return None
+    if row is None or not row["worker"]:
+        return Inspection()
+    seen = Inspection(take_back=row["worker"])
+    if row["worker"] == worker_id:
+        return seen  # an earlier delivery in this process, which no thread executes any more
     if row["lease_until"] is not None and row["lease_until"] < utcnow():
-        return None  # past its lease: taken over whatever the holder does
+        return seen  # past its lease: taken over whatever the holder does
     host, _, pid = row["worker"].rpartition(":")
     if not pid.isdigit():
-        return None
+        return seen
     alive = live_workers(utcnow()).filter(host=host, pid=int(pid)).exists()
-    return row["worker"] if alive else None
+    return Inspection(holder=row["worker"]) if alive else seen
 
 
 def not_claimed(stage: "Stage", info: "RunInfo", message_id: str) -> "Stage | None":

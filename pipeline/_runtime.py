@@ -57,14 +57,15 @@ def execute_stage(stage: Stage, run_id: str) -> None:
     thread = threading.get_ident()
     first = redelivery.executing.setdefault(message_id, thread) == thread
     try:
-        if (holder := redelivery.live_holder(message, run_id, WORKER_ID)) is not None:
+        found = redelivery.inspect(message, run_id, WORKER_ID)
+        if (holder := found.holder) is not None:
             log.info("stage.deferred", run_id=run_id, reason="redelivered while a live worker runs it", holder=holder,
                      retry_in_ms=redelivery.DEFER_MS)
             message.options[redelivery.HOLDER] = holder  # the copy checks again
             raise Retry(delay=redelivery.DEFER_MS)
         if redelivery.HOLDER in options:
             del options[redelivery.HOLDER]  # its holder is done or gone: this copy goes on
-        _execute(stage, run_id, message, options, message_id)
+        _execute(stage, run_id, message, options, message_id, found.take_back)
     except Retry:  # the engine's own decision, already recorded (its cause may be an outage now over)
         raise
     except Exception as exc:
@@ -78,18 +79,17 @@ def execute_stage(stage: Stage, run_id: str) -> None:
             redelivery.executing.pop(message_id, None)
 
 
-def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str) -> None:
+def _execute(stage: Stage, run_id: str, message: Any, options: dict, message_id: str, take_back: str | None) -> None:
     info = RunInfo.from_message(run_id, stage.pipeline.name, options)
     if (claimed := admission.claim(stage, info, message, message_id, WORKER_ID, _lease(stage),
-                                   options.get("results"))) is False:
+                                   options.get("results"), take_back)) is False:
         return  # flow control (pipeline/flow/) holds, throttles, folds, drops it, or it waits for a slot
     if claimed is None:
         if (stage := redelivery.not_claimed(stage, info, message_id)) is None:
             return
         # A redelivery of a message whose worker died in the middle of a chain it was running
         # inline: go on from the stage it held.
-        claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None,
-                                    take_back=redelivery.may_take_back(message))
+        claimed = stage_store.claim(stage, info, message_id, WORKER_ID, _lease(stage), None, take_back=take_back)
         if not isinstance(claimed, tuple):
             return
     attempt, results, started_run = claimed

@@ -122,7 +122,7 @@ class Statements:
             "UPDATE pipeline_stagerun SET status = 'running', attempts = attempts + 1, message_id = ?, "
             "lease_until = ?, started_at = ?, worker = ?, next_attempt_at = NULL "
             "WHERE run_id = ? AND stage = ? AND parents_remaining = 0 "
-            f"AND (status IN {waiting} OR (status = 'running' AND (message_id = ? OR lease_until < ?))) "
+            f"AND (status IN {waiting} OR (status = 'running' AND ((message_id = ? AND worker = ?) OR lease_until < ?))) "
             f"AND {run_active} RETURNING attempts"
         )
         start_run = "UPDATE pipeline_run SET status = 'running', started_at = ? WHERE id = ? AND status = 'pending'"

@@ -24,15 +24,15 @@ if TYPE_CHECKING:
 
 def claim(
     stage: "Stage", info: "RunInfo", message_id: str, worker: str, lease_until: datetime, results: dict | None,
-    started_at: datetime | None = None, take_back: bool = True,
+    started_at: datetime | None = None, take_back: str | None = None,
 ) -> "tuple[int, dict, bool] | Waits | None":
     """Claims the stage for this message and reads what the message did not carry; returns
     (attempt, parents' results, whether this claim started the run), `Waits` when the stage is
     over its own concurrency limit (pipeline.flow.stage_slots), or None when not claimed.
     A first stage's claim also moves its pending run to running, in the same transaction.
     `started_at`: when a rate limit admitted the stage (`pipeline.flow.rate`), recorded as its start.
-    `take_back`: whether a stage running under this very message id may be claimed again
-    (`pipeline._redelivery.may_take_back`)."""
+    `take_back`: the worker from which a stage running under this very message id may be taken
+    back (`pipeline._redelivery.inspect`: one the check found dead); None: from none."""
     need_results = bool(stage.after) and results is None
     root = not stage.after
 
@@ -42,7 +42,7 @@ def claim(
         run_key = d.uuid(info.run_id)
         # (no running stage has an empty message id: '' takes nothing back)
         params = (message_id, d.dt(lease_until), d.dt(started_at or now), worker, run_key, stage.name,
-                  message_id if take_back else "", d.dt(now), run_key)
+                  message_id if take_back else "", take_back or "", d.dt(now), run_key)
         started_run = False
         if root and q.fused:  # the claim and the run's start in one statement
             attempts, started = tx.execute(q.claim_then_start, (*params, d.dt(now), run_key)).fetchone()

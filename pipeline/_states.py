@@ -116,12 +116,14 @@ def move_stage(
 
 
 def claim_stage(
-    run_id: Any, stage: str, message_id: str, now: datetime, lease_until: datetime, worker: str
+    run_id: Any, stage: str, message_id: str, now: datetime, lease_until: datetime, worker: str,
+    take_back_from: str | None = None,
 ) -> int | None:
     """Takes a stage to run it and returns its attempt number, or None if it cannot be taken.
     Exactly one message wins: a waiting stage (a fan-in once all its parents succeeded), a stage
-    whose holder's lease ran out, or a redelivery of the very message that held it (its
-    consumer died); never a stage of a run that is no longer pending or running.
+    whose holder's lease ran out, or a redelivery of the very message that held it in a worker
+    that died (`take_back_from`, by default this same worker); never a stage of a run that is no
+    longer pending or running.
 
     One `UPDATE ... RETURNING` (SQLite >= 3.35, PostgreSQL); the message path runs the same
     statement through the group-commit writer (`pipeline._stage_store.claim`)."""
@@ -129,7 +131,7 @@ def claim_stage(
         d = tx.d
         key = d.uuid(run_id)
         rows = tx.execute(tx.q.claim, (message_id, d.dt(lease_until), d.dt(now), worker, key, stage, message_id,
-                                       d.dt(now), key)).fetchall()
+                                       take_back_from or worker, d.dt(now), key)).fetchall()
         return rows[0][0] if rows else None
 
     return writer.run_direct(op)

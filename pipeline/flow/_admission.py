@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _stage_store as stage_store
-from .._redelivery import may_take_back
 from . import _gate as gate
 from ._rules import GATE_PASSED
 
@@ -23,18 +22,19 @@ if TYPE_CHECKING:
 
 def claim(
     stage: "Stage", info: "RunInfo", message: Any, message_id: str, worker: str, lease_until: datetime,
-    results: dict | None,
+    results: dict | None, take_back: str | None = None,
 ) -> tuple[int, dict, bool] | Literal[False] | None:
     """(attempt, parents' results, whether this claim started the run) when the stage may run
     now; False when flow control ended this delivery (held, throttled, folded or dropped by the
     gate, or over the stage's own concurrency limit: it waits, published again when handed a
-    slot); None when not claimed (a duplicate or stale message: the runtime looks why)."""
+    slot); None when not claimed (a duplicate or stale message: the runtime looks why).
+    `take_back`: see `pipeline._redelivery.inspect`."""
     # Taken off the message here, so a retry of this delivery passes the gate like any other.
     passed = message is not None and message.options.pop(GATE_PASSED, False)
     if (admitted := gate.admit(stage, info, message) if stage.gated and not passed else True) is False:
         return False
     claimed = stage_store.claim(stage, info, message_id, worker, lease_until, results,
-                                started_at=None if admitted is True else admitted, take_back=may_take_back(message))
+                                started_at=None if admitted is True else admitted, take_back=take_back)
     return False if isinstance(claimed, stage_store.Waits) else claimed
 
 

@@ -87,8 +87,10 @@ def started_run(event_type: str, payload: dict, pipeline_name: str) -> RunInfo:
 
 
 def claim(stage, info: RunInfo, message_id: str):
-    """(attempt, parents' results, whether this claim started the run), or None: not claimed."""
-    return stage_store.claim(stage, info, message_id, WORKER, _lease(stage), None)
+    """(attempt, parents' results, whether this claim started the run), or None: not claimed.
+    As a redelivery whose check found the holder dead (here: this same worker, restarted) may take
+    back a stage running under its own message id (`pipeline._redelivery.inspect`)."""
+    return stage_store.claim(stage, info, message_id, WORKER, _lease(stage), None, take_back=WORKER)
 
 
 def success(stage, info: RunInfo, message_id: str, attempt: int = 1, inline=None) -> stage_store.SuccessRecord:

@@ -105,3 +105,54 @@ def test_a_first_delivery_never_runs_a_stage_that_runs_under_its_own_id(held_sta
     assert not redelivery.may_take_back(first)
     assert redelivery.may_take_back(Delivery(message_id))  # the broker's copy
     assert redelivery.may_take_back(Delivery(message_id, False, {"retries": 1}))  # published again by Retries
+
+
+def test_a_redelivered_copy_never_takes_its_stage_from_a_delivery_that_claimed_it_after_the_check(db, monkeypatch):
+    """Across processes: the broker's copy reaches worker A and finds nothing running (the first
+    delivery, in worker B, has not claimed yet); B claims the stage in the gap; A's claim comes
+    next. A may take a stage back only from the holder its check saw dead, so it leaves B's claim
+    alone and comes back later, instead of running the stage a second time at once."""
+    from dramatiq.errors import Retry
+    from dramatiq.middleware import CurrentMessage
+
+    from pipeline import _runtime as runtime, _states as states
+    from tests.testapp.models import SideEffect
+    from tests.testapp.pipelines import three_stages
+
+    run_id = str(Run.objects.get(event_id=emit("test.started", {"value": 1})).id)
+    message_id = str(uuid.uuid4())
+    _beat(timezone.now())  # worker B (host-b:4242) is alive
+    stage = three_stages.stages["first"]
+    copy = Delivery(message_id)  # redelivered
+    copy.actor_name = stage.actor_name
+    monkeypatch.setattr(CurrentMessage, "get_current_message", staticmethod(lambda: copy))
+    real_inspect = redelivery.inspect
+
+    def inspect_then_b_claims(message, run, worker):
+        found = real_inspect(message, run, worker)
+        assert found == redelivery.Inspection()  # nothing running yet: nothing to defer to, nothing to take back
+        now = timezone.now()
+        assert states.claim_stage(run_id, "first", message_id, now, now + timedelta(minutes=1), "host-b:4242") == 1
+        return found
+
+    monkeypatch.setattr(redelivery, "inspect", inspect_then_b_claims)
+    with pytest.raises(Retry):
+        runtime.execute_stage(stage, run_id)
+    row = StageRun.objects.get(run_id=run_id, stage="first")
+    assert (row.status, row.worker, row.attempts) == ("running", "host-b:4242", 1)
+    assert not SideEffect.objects.filter(run_id=run_id).exists()
+
+
+def test_a_redelivered_copy_takes_its_stage_back_from_the_dead_holder_its_check_saw(held_stage):
+    run_id, message_id = held_stage
+    _beat(timezone.now() - timedelta(minutes=5))  # host-b:4242 went silent
+    found = redelivery.inspect(Delivery(message_id), run_id, "host-a:1")
+    assert found == redelivery.Inspection(holder=None, take_back="host-b:4242")
+    from pipeline import _states as states
+
+    now = timezone.now()
+    # Only from that holder: had another worker claimed it meanwhile, the claim would take nothing.
+    assert states.claim_stage(run_id, "first", message_id, now, now + timedelta(minutes=1), "host-a:1",
+                              take_back_from="host-c:7") is None
+    assert states.claim_stage(run_id, "first", message_id, now, now + timedelta(minutes=1), "host-a:1",
+                              take_back_from=found.take_back) == 1
