@@ -24,11 +24,18 @@ DUMP_EVERY_SECONDS = 0.05  # a file rewrite per process at most 20 times a secon
 FIELDS = ("batches", "ops", "wait_s", "hold_s", "hold_cpu_s", "hold_runqueue_s")
 
 
+_schedstat = threading.local()  # this thread's /proc schedstat file, kept open
+
+
 def _runqueue_seconds() -> float:
-    """This thread's time spent runnable but waiting for a CPU (Linux schedstat), 0 elsewhere."""
+    """This thread's time spent runnable but waiting for a CPU (Linux schedstat), 0 elsewhere.
+    The file stays open and is read with pread: opening it twice a batch cost 3.5 % of a bench
+    worker's CPU (py-spy), counted against us."""
     try:
-        with open("/proc/thread-self/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
+        fd = getattr(_schedstat, "fd", None)
+        if fd is None:
+            fd = _schedstat.fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+        return int(os.pread(fd, 128, 0).split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return 0.0
 
