@@ -92,3 +92,26 @@ def test_line_observers_see_each_written_line_once():
     finally:
         pipeline_logging.line_observers.remove(observer)
     assert seen == ["observed.native", "observed.stdlib"]
+
+
+def test_each_line_carries_the_ids_bound_to_its_context_and_its_own_keys_win():
+    seen: list[dict] = []
+    pipeline_logging.line_observers.append(lambda event_dict: seen.append(dict(event_dict)))
+    try:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(run_id="r-1", stage="first", attempt=1)
+        structlog.contextvars.bind_contextvars(stage="second")  # bound again: the latest value
+        structlog.get_logger("tests.logging").info("stage.started", attempt=2)  # its own key wins
+        logging.getLogger("tests.logging.stdlib").warning("a library line")  # third parties' lines too
+        structlog.contextvars.unbind_contextvars("run_id")
+        structlog.get_logger("tests.logging").info("after.unbind")
+        structlog.contextvars.clear_contextvars()
+        structlog.get_logger("tests.logging").info("after.clear")
+    finally:
+        pipeline_logging.line_observers.pop()
+        structlog.contextvars.clear_contextvars()
+    native, stdlib, unbound, cleared = seen
+    assert (native["run_id"], native["stage"], native["attempt"]) == ("r-1", "second", 2)
+    assert (stdlib["run_id"], stdlib["stage"], stdlib["attempt"]) == ("r-1", "second", 1)
+    assert "run_id" not in unbound and unbound["stage"] == "second"
+    assert not {"run_id", "stage", "attempt"} & set(cleared)
