@@ -16,6 +16,7 @@ from .logging import get_logger
 from .models import Run, StageRun
 from ._publisher import carried_priority, publish_admitted, publish_ready
 from ._runs import create_runs
+from ._status_index import status_is
 from ._statuses import ACTIVE_RUN_STATUSES, WAITING_STAGE_STATUSES, RunStatus, StageStatus
 
 log = get_logger("pipeline.operations")
@@ -124,7 +125,7 @@ def cancel(run_id: str) -> None:
 
 
 def failed_runs(pipeline: str, since: datetime | None = None, until: datetime | None = None) -> Iterator[Run]:
-    query = Run.objects.filter(pipeline=pipeline, status=RunStatus.FAILED)
+    query = Run.objects.filter(status_is(RunStatus.FAILED), pipeline=pipeline)
     if since:
         query = query.filter(created_at__gte=since)
     if until:

@@ -1,7 +1,8 @@
 """The run store: events (also the outbox), runs and stage runs.
 
 Indexes follow the dashboard's and the relay's queries: recent runs per pipeline and status,
-unpublished events, and stage runs waiting too long."""
+unpublished events, and stage runs waiting too long. The runs' status indexes are partial (runs
+under way; runs that ended unsuccessfully): see pipeline/_status_index.py."""
 from __future__ import annotations
 
 
@@ -9,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from ._ids import new_id
+from ._status_index import ACTIVE_CONDITION, UNSUCCESSFUL_CONDITION
 from ._statuses import ACTIVE_RUN_STATUSES, RunStatus, StageStatus  # noqa: F401  (re-exported)
 
 
@@ -96,13 +98,20 @@ class Run(models.Model):
         ]
         indexes = [
             models.Index(fields=["pipeline", "-created_at"], name="run_pipeline_recent_idx"),
-            models.Index(fields=["status", "-created_at"], name="run_status_recent_idx"),
             # The dashboard's runs list: each filter and pair of filters read in created_at order;
             # the overview's counts and latencies over a time window read from run_recent_idx alone.
             models.Index(fields=["created_at", "pipeline", "status", "duration_ms"], name="run_recent_idx"),
             models.Index(fields=["event_type", "-created_at"], name="run_type_recent_idx"),
-            models.Index(fields=["pipeline", "status", "-created_at"], name="run_pipeline_status_idx"),
-            models.Index(fields=["event_type", "status", "-created_at"], name="run_type_status_idx"),
+            # By status: partial, so that a run's steps do not move its entries from page to page
+            # (pipeline/_status_index.py, which also writes the query term that lets them be used).
+            models.Index(fields=["status", "-created_at", "pipeline"], name="run_active_idx",
+                         condition=ACTIVE_CONDITION),
+            models.Index(fields=["status", "-created_at"], name="run_unsuccessful_idx",
+                         condition=UNSUCCESSFUL_CONDITION),
+            models.Index(fields=["pipeline", "status", "-created_at"], name="run_pipeline_unsuccessful_idx",
+                         condition=UNSUCCESSFUL_CONDITION),
+            models.Index(fields=["event_type", "status", "-created_at"], name="run_type_unsuccessful_idx",
+                         condition=UNSUCCESSFUL_CONDITION),
             models.Index(fields=["replay_of"], name="run_replays_idx", condition=Q(replay_of__isnull=False)),
         ]
 

@@ -21,6 +21,7 @@ from django.db.models.functions import Substr, TruncHour, TruncMinute
 from django.utils import timezone
 
 from pipeline import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus
+from pipeline._status_index import status_is
 from web.validation import MomentError, parse_moment
 
 DEFAULT_PAGE_SIZE = 50
@@ -149,7 +150,7 @@ def runs_queryset(filters: RunFilters) -> QuerySet:
     if filters.pipeline:
         query = query.filter(pipeline=filters.pipeline)
     if filters.status:
-        query = query.filter(status=filters.status)
+        query = query.filter(status_is(filters.status))
     if filters.event_type:
         query = query.filter(event_type=filters.event_type)  # a copy of the event's type, indexed
     if filters.since:

@@ -55,9 +55,10 @@ def repair(limit: int = 500) -> list[Admitted]:
     were changed by hand. Returns what it admitted (committed), for the caller to publish."""
     # here: the models need the app registry, and the publisher imports this module at its top
     from ..models import ConcurrencySlot, ConcurrencyWaiter, Run, StageRun
+    from .._status_index import status_in
     from .._statuses import ACTIVE_RUN_STATUSES, ADMITTED_RUN_STATUSES
 
-    live = Run.objects.filter(status__in=list(ADMITTED_RUN_STATUSES)).values("id")
+    live = Run.objects.filter(status_in(ADMITTED_RUN_STATUSES)).values("id")
     orphans = []
     for run_id, name, rule in ConcurrencySlot.objects.exclude(run_id__in=live).values_list(
             "run_id", "pipeline", "rule")[:limit]:
@@ -66,7 +67,7 @@ def repair(limit: int = 500) -> list[Admitted]:
             continue  # its stage is still running: it gives the slot back with its outcome
         orphans.append((run_id, name))
     ConcurrencyWaiter.objects.exclude(
-        run_id__in=Run.objects.filter(status__in=list(ACTIVE_RUN_STATUSES)).values("id")).delete()
+        run_id__in=Run.objects.filter(status_in(ACTIVE_RUN_STATUSES)).values("id")).delete()
     admitted: list[Admitted] = []
     with transaction.atomic():
         for run_id, name in dict.fromkeys(orphans):

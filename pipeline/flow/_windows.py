@@ -29,6 +29,7 @@ from django.db import transaction
 from .. import _states as states
 from ..models import FlowBatchItem, FlowWindow, Run, RunStatus, StageRun, StageStatus
 from .._sql import now as utcnow
+from .._status_index import status_is
 from ._keys import key_of
 
 HELD = "flow_held"  # message option: the leader's message, held until its window is due
@@ -147,7 +148,7 @@ def _stragglers(window: FlowWindow, rule: "object") -> list[tuple[str, datetime,
         start = low - seconds if debounce else low
         if max_wait is not None:
             start = max(start, high - max_wait)
-        rows = (Run.objects.filter(pipeline=window.pipeline, status=RunStatus.PENDING, replay_of__isnull=True,
+        rows = (Run.objects.filter(status_is(RunStatus.PENDING), pipeline=window.pipeline, replay_of__isnull=True,
                                    event__occurred_at__gte=start, event__occurred_at__lte=high)
                 .exclude(id__in=[window.leader_run, *found])
                 .values_list("id", "event__occurred_at", "event_id", "event__payload"))

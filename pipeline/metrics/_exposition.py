@@ -14,6 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .._broker import queue_depths, stage_queues
 from ..models import Event, Run
+from .._status_index import status_in
 from .._statuses import ACTIVE_RUN_STATUSES
 from ._http import render
 from ._processor import prime
@@ -35,7 +36,7 @@ class SystemCollector:
         try:
             backlog = Event.objects.filter(published_at__isnull=True).aggregate(n=Count("id"), oldest=Min("occurred_at"))
             active = list(
-                Run.objects.filter(status__in=ACTIVE_RUN_STATUSES)
+                Run.objects.filter(status_in(ACTIVE_RUN_STATUSES))
                 .values("pipeline", "status").annotate(n=Count("id")).order_by()
             )
         except Exception:
