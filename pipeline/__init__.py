@@ -46,6 +46,7 @@ from .metrics import bind_address, scheduler_port, start_http_server, worker_por
 from ._payloads import event_type, validate_start_payload
 from .request_context import trust_received_trace
 from ._schemas import schemas as event_schemas
+from ._status_index import status_in, status_is
 from ._statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, StageStatus
 from ._store_health import outage as store_outage
 from ._tracing import new_trace_id
@@ -99,6 +100,8 @@ __all__ = [
     "StageStatus",
     "ACTIVE_RUN_STATUSES",
     "FINAL_RUN_STATUSES",
+    "status_is",  # Run.objects.filter(status_is("failed")): the status indexes are partial, see pipeline/_status_index.py
+    "status_in",
     # The run store (needs the app registry)
     "Event",
     "Run",

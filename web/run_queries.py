@@ -20,8 +20,7 @@ from django.db.models import CharField, Count, Q, QuerySet
 from django.db.models.functions import Substr, TruncHour, TruncMinute
 from django.utils import timezone
 
-from pipeline import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus
-from pipeline._status_index import status_is
+from pipeline import ACTIVE_RUN_STATUSES, Event, Run, RunStatus, StageRun, StageStatus, status_is
 from web.validation import MomentError, parse_moment
 
 DEFAULT_PAGE_SIZE = 50
