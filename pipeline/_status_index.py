@@ -2,8 +2,9 @@
 
 Every run goes pending -> running -> succeeded. An index keyed by status moves each run's entry
 from one part of the index to another at each of those steps, and each part is a page of its own
-that the step's commit writes again: with three such indexes, 8 of the 28 pages (WAL frames) a
-run cost on SQLite (issue 19, the hot-path tool at 8 threads). So the status indexes are partial:
+that the step's commit writes again: with three such indexes, ~5.6 of the 29.5 pages (WAL frames)
+a run wrote on SQLite (issue 19, the hot-path tool at 8 threads; 25.7 with the partial indexes
+below). So the status indexes are partial:
 
 - `run_active_idx` holds the runs under way (ACTIVE_RUN_STATUSES), keyed by when they were made, so
   a run's steps rewrite its entry in place, on the page every recent run's entry shares;
