@@ -6,8 +6,10 @@ that the step's commit writes again: with three such indexes, ~5.6 of the 29.5 p
 a run wrote on SQLite (issue 19, the hot-path tool at 8 threads; 25.7 with the partial indexes
 below). So the status indexes are partial:
 
-- `run_active_idx` holds the runs under way (ACTIVE_RUN_STATUSES), keyed by when they were made, so
-  a run's steps rewrite its entry in place, on the page every recent run's entry shares;
+- `run_active_idx` holds the runs under way (ACTIVE_RUN_STATUSES), keyed by status then newest
+  first: a step moves a run's entry to the newest end of its status's part, the page every recent
+  run's entry shares, and a run that ends leaves the index (status first: the runs list reads one
+  status in time order without sorting, and the metrics' gauge reads only this small index);
 - `run_unsuccessful_idx`, `run_pipeline_unsuccessful_idx` and `run_type_unsuccessful_idx` hold the
   runs that ended otherwise than succeeded (UNSUCCESSFUL_RUN_STATUSES): what an operator looks for
   to repair, found at once at any size, and never touched by a run that succeeds;
