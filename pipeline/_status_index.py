@@ -29,6 +29,8 @@ from django.db.models import BooleanField, Expression, F, Q
 from ._statuses import ACTIVE_RUN_STATUSES, FINAL_RUN_STATUSES, RunStatus, sql_list
 
 UNSUCCESSFUL_RUN_STATUSES = tuple(s for s in FINAL_RUN_STATUSES if s != RunStatus.SUCCEEDED)
+# Each partial index's statuses, as text, in the order its condition lists them (the term must match).
+_GROUPS = tuple(tuple(str(s) for s in group) for group in (ACTIVE_RUN_STATUSES, UNSUCCESSFUL_RUN_STATUSES))
 
 # The conditions of the partial indexes (pipeline/models.py); StatusIn renders the same terms.
 ACTIVE_CONDITION = Q(status__in=list(ACTIVE_RUN_STATUSES))
@@ -60,10 +62,7 @@ class StatusIn(Expression):
 
 def _partition(statuses: set[str]) -> tuple[str, ...] | None:
     """The partial index's status group that holds every one of `statuses`, if one does."""
-    for group in (ACTIVE_RUN_STATUSES, UNSUCCESSFUL_RUN_STATUSES):
-        if statuses <= {str(s) for s in group}:
-            return tuple(str(s) for s in group)
-    return None
+    return next((group for group in _GROUPS if statuses <= set(group)), None)
 
 
 def status_in(statuses: Iterable[str]) -> Q:

@@ -111,7 +111,7 @@ def _merge_contextvars(logger: Any, name: str, event_dict: dict) -> dict:
     own by name; this reads its own variables, the few keys ever bound, directly."""
     if _CONTEXT_VARS is None:  # pragma: no cover
         return structlog.contextvars.merge_contextvars(logger, name, event_dict)
-    for key, var in tuple(_CONTEXT_VARS.items()):
+    for key, var in tuple(_CONTEXT_VARS.items()):  # (a copy: another thread may bind a new key meanwhile)
         value = var.get(Ellipsis)
         if value is not Ellipsis:
             event_dict.setdefault(key[_PREFIX_LENGTH:], value)

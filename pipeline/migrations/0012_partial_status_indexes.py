@@ -1,5 +1,5 @@
 # The runs' status indexes become partial (pipeline/_status_index.py): runs under way in one index
-# keyed by creation time, runs that ended unsuccessfully in three; succeeded runs in none of them.
+# (status, newest first, pipeline), runs that ended unsuccessfully in three; succeeded runs in none.
 # Each step of a run rewrote its entry in three status-ordered indexes, on a different page each
 # time (issue 19, SQLite, hot-path tool at 8 threads: 29.5 WAL pages per run before, 25.7 after).
 
